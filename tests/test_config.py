@@ -1,0 +1,38 @@
+import pytest
+
+from wsense.config import DATA_DIR_ENV, load_config
+from wsense.errors import WsenseError
+
+
+def test_default_config_loads_and_env_overrides_data_dir(monkeypatch, tmp_path):
+    config = load_config()
+    assert config.image_backbone.name == "efficientnet_lite0"
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    assert config.data_dir == tmp_path
+
+
+def test_partial_config_keeps_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("image_backbone:\n  name: resnet18\n  pretrained: false\n")
+    config = load_config(path)
+    assert config.image_backbone.name == "resnet18" and config.image_backbone.image_size == 224
+    assert config.baselines.folds == 5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("image_backbone:\n  nam: resnet18\n", "unknown key 'image_backbone.nam'"),
+    ("data:\n  target: votes\n", "data.target must be one of"),
+    ("data: [1, 2\n", "not valid YAML"),
+    ("data: 3\n", "'data' must be a mapping"),
+])
+def test_bad_config_is_one_clear_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(WsenseError, match=message) as error:
+        load_config(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(WsenseError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")

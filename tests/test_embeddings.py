@@ -1,0 +1,60 @@
+import numpy as np
+import torch
+
+from wsense.embeddings import EmbeddingCache, embed_images, embed_texts
+from conftest import write_image
+
+
+class CountingImageModel(torch.nn.Module):
+    """Mean colour per channel: cheap, deterministic, and counts its calls."""
+
+    calls = 0
+
+    def forward(self, images):
+        CountingImageModel.calls += len(images)
+        return images.mean(dim=(2, 3))
+
+
+def to_tensor(image):
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+
+
+def test_image_cache_is_keyed_by_file_contents(tmp_path):
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.jpg")
+        write_image(paths[-1], i)
+    cache_file = tmp_path / "cache" / "m.npz"
+    CountingImageModel.calls = 0
+    first = embed_images(paths, CountingImageModel(), to_tensor, EmbeddingCache(cache_file), batch_size=2)
+    assert first.shape == (5, 3) and CountingImageModel.calls == 5
+
+    again = embed_images(paths, CountingImageModel(), to_tensor, EmbeddingCache(cache_file), batch_size=2)
+    assert CountingImageModel.calls == 5  # nothing embedded twice
+    np.testing.assert_array_equal(first, again)
+
+    write_image(paths[2], 99)  # same name, new contents
+    changed = embed_images(paths, CountingImageModel(), to_tensor, EmbeddingCache(cache_file), batch_size=2)
+    assert CountingImageModel.calls == 6
+    assert not np.allclose(changed[2], first[2])
+    np.testing.assert_array_equal(changed[[0, 1, 3, 4]], first[[0, 1, 3, 4]])
+
+
+def test_damaged_cache_is_rebuilt(tmp_path, capsys):
+    cache_file = tmp_path / "m.npz"
+    cache_file.write_bytes(b"garbage")
+    cache = EmbeddingCache(cache_file)
+    assert len(cache) == 0
+    assert "rebuilding" in capsys.readouterr().err
+    cache.put(["k"], np.ones((1, 2)))
+    cache.save()
+    assert len(EmbeddingCache(cache_file)) == 1
+
+
+def test_texts_keep_order_and_duplicates(tmp_path):
+    class Encoder:
+        def encode(self, texts):
+            return torch.tensor([[len(t), t.count("a")] for t in texts], dtype=torch.float32)
+
+    vectors = embed_texts(["aa", "b", "aa", "ccc"], Encoder(), EmbeddingCache(tmp_path / "t.npz"))
+    assert vectors.tolist() == [[2, 2], [1, 0], [2, 2], [3, 0]]

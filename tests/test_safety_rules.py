@@ -1,0 +1,142 @@
+"""Tests for the legal query filter (wsense/safety/rules.py)."""
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from wsense.safety.rules import QueryVerdict, check_query, mentions_child, normalize
+
+TABLE = Path(__file__).parent / "data" / "legal_queries.tsv"
+
+
+def _table_rows():
+    with TABLE.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [pytest.param(r["query"], r["refused"] == "1", id=r["query"]) for r in rows]
+
+
+TABLE_ROWS = _table_rows()
+
+
+def test_table_is_big_and_balanced():
+    # Guards against the table being truncated or losing one of its four parts.
+    counts = {}
+    for param in TABLE_ROWS:
+        query, refused = param.values
+        lang = "ru" if any("\u0400" <= ch <= "\u04ff" for ch in query) else "en"
+        counts[(lang, refused)] = counts.get((lang, refused), 0) + 1
+    assert len(TABLE_ROWS) >= 90
+    assert counts[("en", True)] >= 30 and counts[("en", False)] >= 30
+    assert counts[("ru", True)] >= 15 and counts[("ru", False)] >= 15
+
+
+@pytest.mark.parametrize("query, refused", TABLE_ROWS)
+def test_table_verdict(query, refused):
+    verdict = check_query(query)
+    assert verdict.refused is refused, verdict.reason
+    assert mentions_child(query) is refused
+    assert (verdict.reason is None) is (not refused)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("ChIlDrEn", "children"),
+        ("ｋｉｄｓ　ｐｌａｙｉｎｇ", "kids playing"),  # fullwidth letters and space
+        ("  two\tboys\n\nplaying  ", "two boys playing"),
+        ("Ребёнок", "ребенок"),
+        ("ЁЛКА", "елка"),
+        ("Straße", "strasse"),
+        ("", ""),
+    ],
+)
+def test_normalize(raw, expected):
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["two\tboys", "two\n\nboys", "KiDs", "ＢＯＹＳ", "boys,", "(kids)", "kids!", "РЕБЁНОК", "ребенок.",
+     "«дети»"],
+)
+def test_spacing_case_and_punctuation_still_refused(query):
+    assert mentions_child(query)
+
+
+@pytest.mark.parametrize(
+    "query, term",
+    [
+        ("two boys playing football", "boys"),
+        ("A Little GIRL in the park", "girl"),
+        ("a 5-year-old on a swing", "5-year-old"),
+        ("девочка с шариком", "девочка"),
+        ("мама с ребёнком", "ребенком"),  # reason quotes the normalised form
+        ("7-летний мальчик", "7-летний"),
+    ],
+)
+def test_reason_names_the_matched_term(query, term):
+    verdict = check_query(query)
+    assert verdict.refused
+    assert f'("{term}")' in verdict.reason
+
+
+def test_reason_format():
+    assert check_query("boys").reason == 'mentions a child ("boys")'
+
+
+@pytest.mark.parametrize(
+    "query, language",
+    [
+        ("black dog in the woods", "en"),
+        ("пожилой рыбак на рассвете", "ru"),
+        ("девочка with a balloon", "ru"),  # any Cyrillic letter means Russian
+        ("", "en"),
+        ("1234 !!!", "en"),
+    ],
+)
+def test_language(query, language):
+    assert check_query(query).language == language
+
+
+def test_empty_string_is_allowed():
+    assert check_query("") == QueryVerdict(refused=False, reason=None, language="en")
+    assert check_query("   \t\n") == QueryVerdict(refused=False, reason=None, language="en")
+    assert mentions_child("") is False
+
+
+@pytest.mark.parametrize("age", list(range(0, 16)))
+def test_ages_under_16_refused(age):
+    assert mentions_child(f"a {age}-year-old on the beach")
+    assert mentions_child(f"a {age} years old on the beach")
+    assert mentions_child(f"{age}-летний на пляже")
+
+
+@pytest.mark.parametrize("age", [16, 17, 18, 21, 30, 45, 70, 99, 100, 115])
+def test_ages_16_and_over_allowed(age):
+    assert not mentions_child(f"a {age}-year-old fisherman")
+    assert not mentions_child(f"a {age} years old fisherman")
+    assert not mentions_child(f"{age}-летний рыбак")
+
+
+@pytest.mark.parametrize(
+    "words, refused",
+    [
+        ("five", True),
+        ("fifteen", True),
+        ("sixteen", False),
+        ("twenty-one", False),
+        ("twenty one", False),
+        ("forty-five", False),
+        ("seventy five", False),
+    ],
+)
+def test_ages_in_words(words, refused):
+    assert mentions_child(f"a {words} year old at the market") is refused
+
+
+def test_verdict_is_frozen():
+    verdict = check_query("boys")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.refused = False

@@ -1,0 +1,105 @@
+"""Configuration: YAML files in configs/ read into typed dataclasses, unknown keys refused."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wsense.errors import WsenseError
+
+DATA_DIR_ENV = "WSENSE_DATA_DIR"
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+TARGETS = ("expert", "crowd", "blend")
+
+
+@dataclass
+class DataConfig:
+    dir: str = "../shared/data/with_sense"
+    target: str = "expert"
+    expert_weight: float = 0.5
+
+
+@dataclass
+class ImageBackboneConfig:
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights_file: str | None = None
+    image_size: int = 224
+
+
+@dataclass
+class TextModelConfig:
+    name: str = "all-MiniLM-L6-v2"
+    path: str | None = None
+    max_length: int = 128
+
+
+@dataclass
+class EmbeddingConfig:
+    image_batch_size: int = 32
+    text_batch_size: int = 128
+
+
+@dataclass
+class BaselinesConfig:
+    folds: int = 5
+    seed: int = 42
+    models: list[str] = field(
+        default_factory=lambda: ["dummy", "ridge", "random_forest", "hist_gradient_boosting", "mlp"]
+    )
+    feature_sets: list[str] = field(default_factory=lambda: ["concat", "concat_bridge"])
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    cache_dir: str = ".cache/wsense"
+    reports_dir: str = "reports"
+    image_backbone: ImageBackboneConfig = field(default_factory=ImageBackboneConfig)
+    text_model: TextModelConfig = field(default_factory=TextModelConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(os.environ.get(DATA_DIR_ENV) or self.data.dir).expanduser()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict[str, Any], where: str, source: Path):
+    if not isinstance(values, dict):
+        raise WsenseError(f"{source}: '{where or 'top level'}' must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise WsenseError(f"{source}: unknown key '{where + '.' if where else ''}{key}' (known: {', '.join(fields)})")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value or {}, f"{where}.{key}" if where else key, source)
+        else:
+            kwargs[key] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a YAML config; keys it leaves out keep their defaults."""
+    source = Path(path) if path else DEFAULT_CONFIG
+    if not source.is_file():
+        raise WsenseError(f"{source}: config file not found")
+    try:
+        values = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise WsenseError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    config = _build(Config, values, "", source)
+    if config.data.target not in TARGETS:
+        raise WsenseError(f"{source}: data.target must be one of {', '.join(TARGETS)}, got '{config.data.target}'")
+    if not 0.0 <= float(config.data.expert_weight) <= 1.0:
+        raise WsenseError(f"{source}: data.expert_weight must be in [0, 1], got {config.data.expert_weight}")
+    return config

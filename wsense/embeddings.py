@@ -1,0 +1,96 @@
+"""Frozen embeddings of images and texts, batched, with a progress bar and an on-disk cache.
+
+The cache holds one file per model fingerprint, mapping the sha256 of an image file's bytes (or of a
+text) to its vector: a second run is instant and a changed file is embedded again.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from wsense.data import load_image
+from wsense.io import atomic_path, file_sha256, text_sha256
+
+
+class EmbeddingCache:
+    """Vectors of one model, keyed by content hash, stored in a single .npz written atomically."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._vectors: dict[str, np.ndarray] = {}
+        if self.path.is_file():
+            try:
+                with np.load(self.path, allow_pickle=False) as stored:
+                    self._vectors = dict(zip(stored["keys"].tolist(), stored["vectors"]))
+            except (OSError, ValueError, KeyError):
+                # A damaged cache is only lost time: start again and overwrite it.
+                print(f"warning: {self.path}: unreadable embedding cache, rebuilding it", file=sys.stderr)
+                self._vectors = {}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._vectors
+
+    def __len__(self) -> int:
+        return len(self._vectors)
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        return np.stack([self._vectors[k] for k in keys])
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        self._vectors.update(zip(keys, np.asarray(vectors, dtype=np.float32)))
+
+    def save(self) -> None:
+        keys = np.array(list(self._vectors), dtype="U64")
+        vectors = np.stack(list(self._vectors.values())) if self._vectors else np.zeros((0, 0), np.float32)
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, keys=keys, vectors=vectors)
+
+
+def _embed_cached(
+    keys: list[str],
+    items: list,
+    encode_batch: Callable[[list], torch.Tensor],
+    cache: EmbeddingCache,
+    batch_size: int,
+    what: str,
+) -> np.ndarray:
+    missing = sorted({k: i for k, i in zip(keys, items) if k not in cache}.items())
+    if missing:
+        start = time.perf_counter()
+        with tqdm(total=len(missing), desc=f"embedding {what}", unit=what.rstrip("s"), file=sys.stderr) as bar:
+            for offset in range(0, len(missing), batch_size):
+                chunk = missing[offset:offset + batch_size]
+                with torch.inference_mode():
+                    vectors = encode_batch([item for _, item in chunk]).float().cpu().numpy()
+                cache.put([k for k, _ in chunk], vectors)
+                bar.update(len(chunk))
+        elapsed = time.perf_counter() - start
+        print(f"embedded {len(missing)} {what} in {elapsed:.1f}s ({len(missing) / elapsed:.1f}/s); "
+              f"{len(set(keys)) - len(missing)} from cache", file=sys.stderr)
+        cache.save()
+    return cache.get(keys) if keys else np.zeros((0, 0), np.float32)
+
+
+def embed_images(paths: Sequence[Path], backbone, transform, cache: EmbeddingCache, batch_size: int = 32) -> np.ndarray:
+    """Pooled backbone features for each image file (rows in the order of `paths`)."""
+    paths = [Path(p) for p in paths]
+    keys = [file_sha256(p) for p in paths]
+
+    def encode(batch: list[Path]) -> torch.Tensor:
+        return backbone(torch.stack([transform(load_image(p)) for p in batch]))
+
+    return _embed_cached(keys, paths, encode, cache, batch_size, "images")
+
+
+def embed_texts(texts: Sequence[str], encoder, cache: EmbeddingCache, batch_size: int = 128) -> np.ndarray:
+    """L2-normalised sentence embeddings for each text (rows in the order of `texts`)."""
+    texts = list(texts)
+    keys = [text_sha256(t) for t in texts]
+    return _embed_cached(keys, texts, encoder.encode, cache, batch_size, "texts")

@@ -1,0 +1,62 @@
+"""Frozen features of the data set from the configured towers, cached on disk (see wsense.embeddings)."""
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from wsense.config import Config
+from wsense.embeddings import EmbeddingCache, embed_images, embed_texts
+from wsense.io import file_sha256
+from wsense.models import create_image_backbone, create_text_encoder, image_transform
+
+
+def image_fingerprint(config: Config) -> str:
+    cfg = config.image_backbone
+    weights = "pretrained" if cfg.pretrained else "random-seed0"
+    if cfg.weights_file:
+        weights = "file-" + file_sha256(cfg.weights_file)[:16]
+    return f"image-{cfg.name}-{weights}-{cfg.image_size}"
+
+
+def text_fingerprint(config: Config) -> str:
+    cfg = config.text_model
+    source = cfg.name if not cfg.path else "path-" + Path(cfg.path).expanduser().resolve().as_posix().replace("/", "_")
+    return f"text-{source}-{cfg.max_length}"
+
+
+class FrozenFeatures:
+    """Image features, ImageNet label probabilities and text embeddings, each computed once and cached."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.cache_dir = Path(config.cache_dir) / "embeddings"
+
+    @cached_property
+    def image_backbone(self):
+        # Random init is seeded so that cached features stay valid across runs.
+        torch.manual_seed(0)
+        return create_image_backbone(self.config.image_backbone)
+
+    @cached_property
+    def text_encoder(self):
+        return create_text_encoder(self.config.text_model)
+
+    def images(self, paths: Sequence[Path]) -> np.ndarray:
+        backbone = self.image_backbone
+        cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
+        transform = image_transform(backbone.spec, self.config.image_backbone.image_size)
+        return embed_images(paths, backbone, transform, cache, self.config.embedding.image_batch_size)
+
+    def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
+        """ImageNet class probabilities from pooled features through the backbone's own classifier."""
+        with torch.inference_mode():
+            logits = self.image_backbone.classify(torch.from_numpy(image_features))
+        return logits.softmax(-1).numpy()
+
+    def texts(self, texts: Sequence[str]) -> np.ndarray:
+        cache = EmbeddingCache(self.cache_dir / f"{text_fingerprint(self.config)}.npz")
+        return embed_texts(texts, self.text_encoder, cache, self.config.embedding.text_batch_size)

