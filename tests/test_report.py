@@ -21,6 +21,8 @@ def test_report_writes_json_rows_and_a_markdown_table(tmp_path):
     assert read_report(tmp_path) == stored
 
 
-def test_new_rows_replace_rows_of_the_same_model_only():
-    merged = merge_rows([{"model": "a", "r1": 0.1}, {"model": "b", "r1": 0.2}], [{"model": "a", "r1": 0.3}])
-    assert merged == [{"model": "b", "r1": 0.2}, {"model": "a", "r1": 0.3}]
+def test_new_rows_update_rows_of_the_same_model_only():
+    existing = [{"model": "a", "r1": 0.1, "spearman_mean": 0.7}, {"model": "b", "r1": 0.2}]
+    merged = merge_rows(existing, [{"model": "a", "r1": 0.3}, {"model": "c", "r1": 0.4}])
+    assert merged == [{"model": "a", "r1": 0.3, "spearman_mean": 0.7}, {"model": "b", "r1": 0.2},
+                      {"model": "c", "r1": 0.4}]

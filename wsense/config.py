@@ -14,6 +14,7 @@ from wsense.errors import WsenseError
 DATA_DIR_ENV = "WSENSE_DATA_DIR"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 TARGETS = ("expert", "crowd", "blend")
+MODES = ("frozen", "partial", "full")
 
 
 @dataclass
@@ -55,6 +56,45 @@ class BaselinesConfig:
 
 
 @dataclass
+class ModelConfig:
+    """The relevance model's heads; the towers are image_backbone and text_model."""
+
+    embed_dim: int = 384
+    fusion_hidden: int = 256
+    dropout: float = 0.3
+    # Dropout on the pooled image features before their projection: with a few hundred training photos the
+    # projection otherwise memorises them within a few epochs.
+    feature_dropout: float = 0.5
+    # Add the label-bridge vector (ImageNet label probabilities -> text space) to the image embedding.
+    label_bridge: bool = True
+
+
+@dataclass
+class TrainingConfig:
+    mode: str = "frozen"  # frozen | partial | full
+    epochs: int = 8
+    batch_size: int = 256  # judged pairs per step
+    contrastive_batch_size: int = 256  # positive (caption, image) pairs per step
+    lr: float = 5e-4  # heads
+    tower_lr: float = 2e-5  # towers in partial and full modes
+    weight_decay: float = 0.05
+    warmup_steps: int = 20
+    gradient_accumulation_steps: int = 1
+    regression_weight: float = 1.0
+    crowd_weight: float = 0.5  # weight of crowd-only pairs (target: crowd share) in the regression loss
+    contrastive_weight: float = 1.0
+    crowd_positive_threshold: float = 0.66  # crowd share from which a pair counts as a positive
+    top_image_blocks: int = 2  # partial mode: trainable top stages of the image backbone
+    top_text_layers: int = 2  # partial mode: trainable top transformer layers of the text tower
+    augment: bool = True  # random crop and flip on image tensors (partial and full modes)
+    val_fold: int = 0  # the grouped fold held out for validation and the best checkpoint
+    seed: int = 42
+    output_dir: str = "runs/default"
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, none on CPU) | no | bf16 | fp16
+    tracker: str | None = None  # any tracker Accelerate supports, e.g. tensorboard
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     cache_dir: str = ".cache/wsense"
@@ -63,6 +103,8 @@ class Config:
     text_model: TextModelConfig = field(default_factory=TextModelConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -97,9 +139,16 @@ def load_config(path: str | Path | None = None) -> Config:
         values = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise WsenseError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return config_from_dict(values, source)
+
+
+def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> Config:
+    """A Config from plain values (a YAML file's, or the copy saved in a checkpoint), validated."""
     config = _build(Config, values, "", source)
     if config.data.target not in TARGETS:
         raise WsenseError(f"{source}: data.target must be one of {', '.join(TARGETS)}, got '{config.data.target}'")
+    if config.training.mode not in MODES:
+        raise WsenseError(f"{source}: training.mode must be one of {', '.join(MODES)}, got '{config.training.mode}'")
     if not 0.0 <= float(config.data.expert_weight) <= 1.0:
         raise WsenseError(f"{source}: data.expert_weight must be in [0, 1], got {config.data.expert_weight}")
     return config

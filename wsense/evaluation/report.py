@@ -34,9 +34,11 @@ def _pm(row: dict, name: str) -> str:
 
 
 def merge_rows(existing: list[dict], new: list[dict]) -> list[dict]:
-    """New rows replace rows of the same model; other models' rows stay (later issues add their own)."""
-    replaced = {row["model"] for row in new}
-    return [row for row in existing if row["model"] not in replaced] + new
+    """A new row updates the row of the same model (its values win) or is appended; other rows stay."""
+    merged = {row["model"]: dict(row) for row in existing}
+    for row in new:
+        merged[row["model"]] = {**merged.get(row["model"], {}), **row}
+    return list(merged.values())
 
 
 def read_report(directory: Path) -> list[dict]:

@@ -1,0 +1,63 @@
+import json
+
+import pandas as pd
+import pytest
+
+from wsense.cli import main
+from wsense.errors import WsenseError
+from wsense.models.relevance import build_relevance_model
+from wsense.search import MAX_QUERY_CHARS, SearchEngine
+from wsense.training import save_checkpoint
+from conftest import TEST_IMAGES
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from wsense.config import load_config
+
+    config = load_config()
+    path = tmp_path_factory.mktemp("ckpt") / "best"
+    return save_checkpoint(build_relevance_model(config), config, path, {"epoch": 0})
+
+
+def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, checkpoint):
+    descriptions = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", descriptions)
+    assert engine.images == [TEST_IMAGES[0], TEST_IMAGES[2]]
+    result = engine.search("a dog swimming in a lake", top_k=5)
+    assert not result.refused and len(result.results) == 2
+    scores = [item["score"] for item in result.results]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert {item["image"] for item in result.results} == {TEST_IMAGES[0], TEST_IMAGES[2]}
+    assert len(engine.search("a dog").results) == 1  # top-1 by default
+
+
+@pytest.mark.parametrize("query", ["two boys on the beach", "ДЕВОЧКА с шариком", "a 7-year-old at the fair",
+                                   "toddler", "kids playing", "малыши в парке", "newborn photo shoot"])
+def test_refused_queries_never_show_an_image(tiny_data, checkpoint, query):
+    engine = SearchEngine(checkpoint, tiny_data / "test_images")
+    result = engine.search(query, top_k=10)
+    assert result.refused and result.results == [] and result.reason
+
+
+def test_bad_queries_are_clear_errors(tiny_data, checkpoint):
+    engine = SearchEngine(checkpoint, tiny_data / "test_images")
+    with pytest.raises(WsenseError, match="empty query"):
+        engine.search("   ")
+    with pytest.raises(WsenseError, match="query too long"):
+        engine.search("dog " * MAX_QUERY_CHARS)
+    with pytest.raises(WsenseError, match="image folder not found"):
+        SearchEngine(checkpoint, tiny_data / "nowhere")
+
+
+def test_cli_batch_prints_one_json_line_per_query_in_order(tiny_data, checkpoint, tmp_path, capsys):
+    batch = tmp_path / "queries.txt"
+    batch.write_text("a man on a mountain\ntwo girls dancing\n\nчёрная собака\n", encoding="utf-8")
+    assert main(["search", "--checkpoint", str(checkpoint), "--data-dir", str(tiny_data), "--batch", str(batch),
+                 "--top-k", "2"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["query"] for line in lines] == ["a man on a mountain", "two girls dancing", "чёрная собака"]
+    assert [line["refused"] for line in lines] == [False, True, False]
+    assert lines[1]["results"] == [] and len(lines[0]["results"]) == 2
+    # The test catalog's own captions keep the photo described as showing boys out of every result.
+    assert all(item["image"] != TEST_IMAGES[1] for line in lines for item in line["results"])

@@ -1,0 +1,178 @@
+"""The relevance model and its training loop on the tiny generated data set (real towers, CPU, seconds)."""
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from wsense.config import load_config
+from wsense.data import load_data
+from wsense.errors import WsenseError
+from wsense.models.relevance import build_relevance_model
+from wsense.training import Trainer, load_checkpoint, save_checkpoint, train
+from wsense.training.losses import contrastive_loss, regression_loss
+
+
+@pytest.fixture(scope="module")
+def model_config():
+    return load_config()
+
+
+@pytest.fixture
+def tiny_config(tiny_data, tmp_path):
+    config = load_config()
+    config.data.dir = str(tiny_data)
+    config.cache_dir = str(tmp_path / "cache")
+    config.training.output_dir = str(tmp_path / "run")
+    config.baselines.folds = 2
+    config.training.batch_size = 8
+    config.training.contrastive_batch_size = 4
+    config.training.epochs = 2
+    config.training.warmup_steps = 1
+    config.training.lr = 3e-3
+    return config
+
+
+def test_model_shapes_and_score_range(model_config):
+    torch.manual_seed(0)
+    model = build_relevance_model(model_config).eval()
+    tokens = model.text_encoder.tokenize(["a dog on the grass", "a red car", "snowy mountains"])
+    images = {"pixels": torch.randn(3, 3, 96, 96)}
+    texts = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+    with torch.no_grad():
+        u, v, logits = model(images, texts, n_pairs=3)
+        relevance = model.relevance_matrix(v, u)
+    assert u.shape == v.shape == (3, model_config.model.embed_dim)
+    assert torch.allclose(u.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert logits.shape == (3,) and relevance.shape == (3, 3)
+    assert ((relevance >= 0) & (relevance <= 1)).all()
+    assert torch.allclose(relevance.diagonal(), torch.sigmoid(logits), atol=1e-5)
+
+
+def test_untrained_cosine_is_the_label_bridge(model_config):
+    model = build_relevance_model(model_config).eval()
+    features = torch.randn(2, model.image_backbone.num_features)
+    with torch.no_grad():
+        probabilities = model.image_backbone.classify(features).softmax(-1)
+        bridge = torch.nn.functional.normalize(probabilities @ model.label_embeddings, dim=-1)
+        assert torch.allclose(model.embed_image(features), bridge, atol=1e-5)
+
+
+def test_losses():
+    targets, weights = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
+    assert regression_loss(torch.tensor([-5.0, 5.0]), targets, weights) < regression_loss(
+        torch.tensor([5.0, -5.0]), targets, weights)
+    # A pair weighted 0 does not count.
+    assert regression_loss(torch.tensor([-5.0, -5.0]), targets, torch.tensor([1.0, 0.0])) < 0.01
+    eye = torch.eye(4)
+    scale = torch.tensor(2.0)
+    aligned = contrastive_loss(eye, eye, torch.eye(4, dtype=torch.bool), scale)
+    shuffled = contrastive_loss(eye, eye.roll(1, 0), torch.eye(4, dtype=torch.bool), scale)
+    assert aligned < shuffled
+    # Two captions of one image: both are positives of it, neither is a negative.
+    texts = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.0, 1.0]]), dim=-1)
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    mask = torch.tensor([[True, False], [True, False], [False, True]])
+    assert contrastive_loss(texts, images, mask, torch.tensor(3.0)) < 0.2
+
+
+def test_a_few_epochs_lower_the_loss(tiny_config):
+    tiny_config.training.epochs = 6
+    trainer = Trainer(tiny_config)
+    losses = []
+    for _ in range(6):
+        losses.append(trainer.train_epoch()["train_loss"])
+        trainer.epoch += 1
+    assert losses[-1] < losses[0] * 0.9, losses
+
+
+def test_training_saves_best_and_resume_continues_exactly(tiny_config, tmp_path):
+    straight = train(tiny_config)
+    assert (straight.output_dir / "best" / "model.safetensors").is_file()
+    state = json.loads((straight.output_dir / "last" / "train_state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+
+    tiny_config.training.output_dir = str(tmp_path / "interrupted")
+    Trainer(tiny_config).fit(stop_after=1)
+    resumed = train(tiny_config, resume=True)
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in straight.history])
+    a = load_file(str(straight.output_dir / "last" / "model.safetensors"))
+    b = load_file(str(resumed.output_dir / "last" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_config):
+    with pytest.raises(WsenseError, match="nothing to resume"):
+        train(tiny_config, resume=True)
+    tiny_config.training.epochs = 1
+    train(tiny_config)
+    with pytest.raises(WsenseError, match="use --resume"):
+        train(tiny_config)
+
+
+def test_checkpoint_rebuilds_its_model(tiny_config, tmp_path):
+    result = train(tiny_config)
+    model, config, metadata = load_checkpoint(result.output_dir / "best")
+    assert config.training.mode == "frozen" and metadata["with_towers"] is False
+    saved = load_file(str(result.output_dir / "best" / "model.safetensors"))
+    assert not any(key.startswith("image_backbone.") for key in saved)  # frozen towers come from the packages
+    assert torch.equal(model.state_dict()["fusion.net.0.weight"], saved["fusion.net.0.weight"])
+
+
+def test_checkpoint_errors(tiny_config, tmp_path, model_config):
+    with pytest.raises(WsenseError, match="checkpoint folder not found"):
+        load_checkpoint(tmp_path / "none")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(WsenseError, match="not a wsense checkpoint"):
+        load_checkpoint(tmp_path / "foreign")
+
+    model = build_relevance_model(model_config)
+    good = save_checkpoint(model, model_config, tmp_path / "good", {"epoch": 1})
+    other = tmp_path / "other"
+    shutil.copytree(good, other)
+    values = yaml.safe_load((other / "config.yaml").read_text())
+    values["model"]["embed_dim"] = 128
+    (other / "config.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(WsenseError, match="weights are from another model") as error:
+        load_checkpoint(other)
+    assert "wrong shape" in str(error.value)
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(good, damaged)
+    (damaged / "model.safetensors").write_bytes(b"\x00" * 20)
+    with pytest.raises(WsenseError, match="damaged weights file"):
+        load_checkpoint(damaged)
+
+
+def test_partial_mode_trains_only_the_top_of_the_towers(tiny_config):
+    tiny_config.training.mode = "partial"
+    tiny_config.training.epochs = 1
+    tiny_config.image_backbone.image_size = 64
+    trainer = Trainer(tiny_config)
+    model = trainer.unwrapped
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer.train_epoch()
+    after = model.state_dict()
+    assert not torch.equal(before["image_backbone.model.conv_head.weight"], after["image_backbone.model.conv_head.weight"])
+    assert torch.equal(before["image_backbone.model.conv_stem.weight"], after["image_backbone.model.conv_stem.weight"])
+    assert torch.equal(before["image_backbone.model.classifier.weight"], after["image_backbone.model.classifier.weight"])
+    last_layer = "text_encoder.model.encoder.layer.5.output.dense.weight"
+    assert not torch.equal(before[last_layer], after[last_layer])
+    assert torch.equal(before["text_encoder.model.embeddings.word_embeddings.weight"],
+                       after["text_encoder.model.embeddings.word_embeddings.weight"])
+    assert trainer.validate()["val_spearman"] == trainer.validate()["val_spearman"]  # eval is deterministic
+
+
+def test_training_data_respects_the_legal_filter_and_the_fold(tiny_config):
+    data = load_data(tiny_config.data.dir)
+    trainer = Trainer(tiny_config, data)
+    sets = trainer.sets
+    assert "1002_a2.jpg" not in set(sets.judged["image"]) | set(sets.positives["image"])
+    assert not sets.judged["query_text"].str.contains("girl").any()
+    assert not set(sets.val_pairs["image"]) & (set(sets.judged["image"]) | set(sets.positives["image"]))

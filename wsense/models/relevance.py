@@ -1,0 +1,148 @@
+"""The relevance model: image and text towers, projections into one space, and a fusion head.
+
+    image -> backbone -> pooled features f ----------------------> W_img f --+
+                      \\-> ImageNet probabilities -> label bridge b -> W_txt b -+-> normalise -> u
+    text  -> MiniLM -> mean-pooled sentence embedding t ----------> W_txt t ----> normalise -> v
+    [u, v, u*v, |u-v|, u.v] -> fusion MLP -> logit -> sigmoid = relevance in [0, 1]
+
+The label bridge already lives in the text space, so it goes through the text projection: at
+initialisation (W_txt = identity, W_img = 0) the cosine u.v is exactly the training-free label bridge,
+and training moves on from there. The cosine alone is the fast first stage of search; the fusion head
+re-ranks.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from wsense.config import Config
+from wsense.models.image import ImageBackbone, create_image_backbone
+from wsense.models.label_bridge import imagenet_label_prompts
+from wsense.models.text import TextEncoder, create_text_encoder
+
+
+class FusionHead(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(4 * dim + 1, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        cosine = (u * v).sum(-1, keepdim=True)
+        return self.net(torch.cat([u, v, u * v, (u - v).abs(), cosine], dim=-1)).squeeze(-1)
+
+
+class RelevanceModel(nn.Module):
+    def __init__(self, config: Config, image_backbone: ImageBackbone, text_encoder: TextEncoder,
+                 image_dim: int, text_dim: int, label_embeddings: torch.Tensor | None):
+        super().__init__()
+        model = config.model
+        self.image_backbone = image_backbone
+        self.text_encoder = text_encoder
+        self.text_projection = nn.Linear(text_dim, model.embed_dim, bias=False)
+        self.image_projection = nn.Linear(image_dim, model.embed_dim, bias=False)
+        with torch.no_grad():
+            if model.embed_dim == text_dim:
+                self.text_projection.weight.copy_(torch.eye(text_dim))
+            else:
+                nn.init.orthogonal_(self.text_projection.weight)
+            if model.label_bridge:
+                self.image_projection.weight.zero_()
+        if model.label_bridge:
+            if label_embeddings is None:
+                raise ValueError("label_bridge needs the text embeddings of the ImageNet label prompts")
+            self.register_buffer("label_embeddings", F.normalize(label_embeddings.float(), dim=-1))
+        else:
+            self.label_embeddings = None
+        self.feature_dropout = nn.Dropout(model.feature_dropout)
+        self.fusion = FusionHead(model.embed_dim, model.fusion_hidden, model.dropout)
+        # CLIP's initial temperature: logits = exp(logit_scale) * cosine.
+        self.logit_scale = nn.Parameter(torch.tensor(2.6593))
+
+    # -- towers -------------------------------------------------------------------------------------
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_backbone(images)
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+
+    # -- shared space -------------------------------------------------------------------------------
+    def embed_image(self, features: torch.Tensor, label_probabilities: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected, L2-normalised image embedding from pooled backbone features."""
+        projected = self.image_projection(self.feature_dropout(features))
+        if self.label_embeddings is not None:
+            if label_probabilities is None:
+                label_probabilities = self.image_backbone.classify(features).float().softmax(-1)
+            bridge = F.normalize(label_probabilities.to(self.label_embeddings.dtype) @ self.label_embeddings, dim=-1)
+            projected = projected + self.text_projection(bridge.to(projected.dtype))
+        return F.normalize(projected, dim=-1)
+
+    def embed_text(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text_projection(features), dim=-1)
+
+    def fuse(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Fusion logit for aligned rows of image and text embeddings."""
+        return self.fusion(u, v)
+
+    def encode_images(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Image embeddings from pixels, or from cached tower outputs (frozen mode)."""
+        if "image_features" in batch:
+            return self.embed_image(batch["image_features"], batch.get("label_probabilities"))
+        return self.embed_image(self.image_features(batch["pixels"]))
+
+    def encode_texts(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Text embeddings from tokens, or from cached tower outputs (frozen mode)."""
+        if "text_features" in batch:
+            return self.embed_text(batch["text_features"])
+        return self.embed_text(self.text_features(batch["input_ids"], batch["attention_mask"]))
+
+    def forward(self, images: dict[str, torch.Tensor], texts: dict[str, torch.Tensor], n_pairs: int):
+        """Embeddings of all images and texts, and fusion logits of the first `n_pairs` aligned rows."""
+        u, v = self.encode_images(images), self.encode_texts(texts)
+        return u, v, self.fuse(u[:n_pairs], v[:n_pairs])
+
+    @staticmethod
+    def relevance(logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+    @torch.no_grad()
+    def relevance_matrix(self, v: torch.Tensor, u: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """Fusion relevance in [0, 1] of every text (rows of v) with every image (rows of u)."""
+        rows = []
+        for part in v.split(chunk):
+            pairs_u = u.unsqueeze(0).expand(len(part), -1, -1).reshape(-1, u.shape[1])
+            pairs_v = part.unsqueeze(1).expand(-1, len(u), -1).reshape(-1, v.shape[1])
+            rows.append(self.fuse(pairs_u, pairs_v).float().view(len(part), len(u)))
+        return torch.sigmoid(torch.cat(rows)) if rows else torch.zeros(0, len(u))
+
+    # -- parameter groups -----------------------------------------------------------------------------
+    def head_parameters(self) -> list[nn.Parameter]:
+        towers = {id(p) for p in self.image_backbone.parameters()} | {id(p) for p in self.text_encoder.parameters()}
+        return [p for p in self.parameters() if id(p) not in towers]
+
+    def tower_parameters(self) -> list[nn.Parameter]:
+        """The towers' trainable parameters (none in frozen mode)."""
+        return [p for m in (self.image_backbone, self.text_encoder) for p in m.parameters() if p.requires_grad]
+
+
+def build_relevance_model(config: Config, *, for_checkpoint: bool = False) -> RelevanceModel:
+    """The model a config describes: towers with their pretrained weights, heads freshly initialised.
+
+    The label bridge's label embeddings come from the pretrained text tower; `for_checkpoint` skips that
+    work when a checkpoint will overwrite them anyway.
+    """
+    image_backbone = create_image_backbone(config.image_backbone)
+    text_encoder = create_text_encoder(config.text_model)
+    label_embeddings = None
+    if config.model.label_bridge:
+        if for_checkpoint:
+            label_embeddings = torch.zeros(image_backbone.model.num_classes, text_encoder.dim)
+        else:
+            prompts = imagenet_label_prompts()
+            label_embeddings = torch.cat([text_encoder.encode(prompts[i:i + 250]) for i in range(0, len(prompts), 250)])
+    return RelevanceModel(config, image_backbone, text_encoder, image_backbone.num_features, text_encoder.dim,
+                          label_embeddings)
