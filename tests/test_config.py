@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from wsense.config import DATA_DIR_ENV, load_config
@@ -5,10 +7,15 @@ from wsense.errors import WsenseError
 
 
 def test_default_config_loads_and_env_overrides_data_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     config = load_config()
     assert config.image_backbone.name == "efficientnet_lite0"
+    assert config.data_dir == Path("../shared/data/with_sense")
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
+    config = load_config()
     assert config.data_dir == tmp_path
+    config.data.dir = str(tmp_path / "cli")  # what --data-dir does: it wins over the environment
+    assert config.data_dir == tmp_path / "cli"
 
 
 def test_partial_config_keeps_defaults(tmp_path):

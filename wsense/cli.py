@@ -70,38 +70,67 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search(args: argparse.Namespace) -> int:
-    from wsense.data import load_data
-    from wsense.search import DISCLAIMER, SearchEngine
+def _engine(args: argparse.Namespace, config):
+    """The search engine of the command line: --index-dir alone opens an index; otherwise --images (default:
+    the data set's test images, with their captions as descriptions) is indexed incrementally first."""
+    from wsense.index import read_descriptions
+    from wsense.search import SearchEngine
 
-    config = _config(args)
-    descriptions = None
+    descriptions = read_descriptions(args.descriptions) if getattr(args, "descriptions", None) else None
     image_dir = args.images
-    if image_dir is None:
-        # The test catalog: its captions are the known descriptions for the legal filter.
+    if image_dir is None and not args.index_dir:
+        from wsense.data import load_data
+
         data = load_data(config.data_dir)
         image_dir = data.test_image_dir
         descriptions = data.test_queries.rename(columns={"query_text": "text"})[["image", "text"]]
-    if args.top_k < 1 or args.top_k > 100:
+    return SearchEngine(args.checkpoint or config.search.checkpoint, image_dir, descriptions,
+                        index_dir=args.index_dir, rebuild=getattr(args, "rebuild", False))
+
+
+def _index(args: argparse.Namespace) -> int:
+    engine = _engine(args, _config(args))
+    print(f"{len(engine.images)} searchable photos in {engine.root}; index: {engine.index_dir}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    from wsense.search import DISCLAIMER
+
+    config = _config(args)
+    if not 1 <= args.top_k <= 100:
         raise WsenseError(f"--top-k must be between 1 and 100, got {args.top_k}")
-    engine = SearchEngine(args.checkpoint, image_dir, descriptions, candidates=args.candidates)
-    queries = args.queries
+    queries, expected = args.queries, None
     if args.batch:
         path = Path(args.batch)
         if not path.is_file():
             raise WsenseError(f"{path}: batch file not found")
         queries = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.demo:
+        from wsense.data import load_data
+
+        sample = load_data(config.data_dir).test_queries.sample(10, random_state=args.seed)
+        queries, expected = sample["query_text"].tolist(), sample["image"].tolist()
     if not queries:
-        raise WsenseError("no query: give one as an argument or use --batch FILE")
-    for query in queries:
-        result = engine.search(query, args.top_k)
+        raise WsenseError("no query: give one as an argument, or use --batch FILE or --demo")
+    engine = _engine(args, config)
+    results = [engine.search(query, args.top_k) for query in queries]
+    for i, result in enumerate(results):
         if args.json or args.batch:
             print(json.dumps(result.to_dict(), ensure_ascii=False))
         elif result.refused:
-            print(f"{DISCLAIMER} ({result.reason})")
+            print(f"{result.query!r}: {DISCLAIMER} ({result.reason})")
         else:
             for item in result.results:
-                print(f"{item['score']:.3f}  {engine.root / item['image']}")
+                print(f"{item['score']:.3f}  {engine.root / item['image']}" + (f"  ({result.query})" if
+                                                                               len(results) > 1 else ""))
+            if expected:
+                hit = "found" if any(item["image"] == expected[i] for item in result.results) else "missed"
+                print(f"       expected {expected[i]}: {hit}")
+    if args.html:
+        from wsense.contact_sheet import write_contact_sheet
+
+        print(f"wrote {write_contact_sheet(args.html, engine.root, results, expected)}", file=sys.stderr)
     return 0
 
 
@@ -143,15 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--epochs", type=int, help="override training.epochs")
     evaluate.set_defaults(run=_evaluate)
 
+    def catalog(command: argparse.ArgumentParser) -> None:
+        common(command)
+        command.add_argument("--checkpoint", help="trained model (default: search.checkpoint, runs/default/best)")
+        command.add_argument("--index-dir", help="index folder (default: in cache_dir, one per image folder)")
+        command.add_argument("--descriptions", help="CSV image,text: photos described as showing children "
+                                                    "are kept out of results")
+
+    index = commands.add_parser("index", help="embed every photo under a folder (incremental)")
+    catalog(index)
+    index.add_argument("images", nargs="?", help="image folder (default: the data set's test images)")
+    index.add_argument("--rebuild", action="store_true", help="embed everything again (after a model change)")
+    index.set_defaults(run=_index)
+
     search = commands.add_parser("search", help="find the photos that best match a description")
-    common(search)
+    catalog(search)
     search.add_argument("queries", nargs="*", help="scene descriptions")
-    search.add_argument("--checkpoint", default="runs/default/best", help="trained model (default: %(default)s)")
     search.add_argument("--images", help="catalog folder (default: the data set's test images)")
     search.add_argument("--top-k", type=int, default=1, help="how many photos (default: 1)")
-    search.add_argument("--candidates", type=int, default=100, help="first-stage shortlist for re-ranking")
     search.add_argument("--json", action="store_true", help="one JSON line per query")
     search.add_argument("--batch", help="file with one query per line; one JSON line per query, in order")
+    search.add_argument("--html", help="also write a contact sheet with thumbnails and scores to this file")
+    search.add_argument("--demo", action="store_true", help="10 random test queries, each beside its expected image")
+    search.add_argument("--seed", type=int, default=0, help="which 10 queries --demo draws")
     search.set_defaults(run=_search)
     return parser
 

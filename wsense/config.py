@@ -95,6 +95,21 @@ class TrainingConfig:
 
 
 @dataclass
+class SearchConfig:
+    checkpoint: str = "runs/default/best"
+    candidates: int = 100  # first-stage shortlist re-ranked by the fusion head
+    first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss
+    faiss_threshold: int = 50_000
+    faiss_nprobe: int = 32
+    # Image-side legal check for photos without descriptions: the model's relevance of each photo to
+    # these prompts; a photo scoring child_threshold or more for any of them is kept out of results.
+    child_prompts: list[str] = field(default_factory=lambda: [
+        "a little child", "a little boy", "a little girl", "a baby", "children playing", "a toddler"])
+    child_threshold: float = 0.6
+    index_batch_size: int = 32
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     cache_dir: str = ".cache/wsense"
@@ -105,10 +120,11 @@ class Config:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def data_dir(self) -> Path:
-        return Path(os.environ.get(DATA_DIR_ENV) or self.data.dir).expanduser()
+        return Path(self.data.dir).expanduser()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,6 +161,9 @@ def load_config(path: str | Path | None = None) -> Config:
 def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> Config:
     """A Config from plain values (a YAML file's, or the copy saved in a checkpoint), validated."""
     config = _build(Config, values, "", source)
+    # The environment wins over files; a command line's --data-dir, set afterwards, wins over both.
+    if os.environ.get(DATA_DIR_ENV):
+        config.data.dir = os.environ[DATA_DIR_ENV]
     if config.data.target not in TARGETS:
         raise WsenseError(f"{source}: data.target must be one of {', '.join(TARGETS)}, got '{config.data.target}'")
     if config.training.mode not in MODES:

@@ -22,13 +22,16 @@ class RelevanceScorer:
         self.batch_size = batch_size
 
     @torch.inference_mode()
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Embeddings of a batch of transformed images."""
+        return self.model.encode_images({"pixels": pixels.to(self.device)}).float().cpu()
+
     def embed_images(self, paths: Sequence[Path], progress: bool = True) -> torch.Tensor:
         chunks = []
         bar = tqdm(total=len(paths), desc="embedding images", unit="image", file=sys.stderr, disable=not progress)
         for start in range(0, len(paths), self.batch_size):
             batch = paths[start:start + self.batch_size]
-            pixels = torch.stack([self.transform(load_image(Path(p))) for p in batch]).to(self.device)
-            chunks.append(self.model.encode_images({"pixels": pixels}).float().cpu())
+            chunks.append(self.embed_pixels(torch.stack([self.transform(load_image(Path(p))) for p in batch])))
             bar.update(len(batch))
         bar.close()
         return torch.cat(chunks) if chunks else torch.zeros(0, self.model.text_projection.out_features)

@@ -1,20 +1,24 @@
-"""Search: a query is checked by the legal filter, then ranked over a catalog of photos by the trained model.
+"""Search: a query is checked by the legal filter, then ranked over an indexed catalog by the trained model.
 
-First stage: cosine between the query's and the images' projected embeddings; the best `candidates` are
-re-ranked by the fusion head, whose relevance in [0, 1] is the score shown.
+First stage: cosine between the query's and the photos' projected embeddings (exact, or FAISS for large
+catalogs) shortlists `candidates` photos; the fusion head re-ranks them, and its relevance in [0, 1] is the
+score shown. Photos the legal filter keeps out of the catalog never enter the first stage.
 """
 from __future__ import annotations
 
+import hashlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from wsense.data import IMAGE_EXTENSIONS
+from wsense.config import Config
 from wsense.errors import WsenseError
+from wsense.index import CatalogIndex, model_fingerprint, update_index
+from wsense.retrieval import FirstStage
 from wsense.safety import check_query
-from wsense.safety.filters import allowed_catalog
 from wsense.scoring import RelevanceScorer
 from wsense.training import load_checkpoint
 
@@ -42,34 +46,51 @@ def validate_query(query: str) -> str:
     return query
 
 
-def catalog_files(root: Path) -> list[str]:
-    """Image files under `root` (recursive), as sorted paths relative to it."""
-    if not root.is_dir():
-        raise WsenseError(f"{root}: image folder not found")
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+def default_index_dir(config: Config, image_dir: Path) -> Path:
+    """Indexes live in the cache, never inside the photographer's own folder."""
+    key = hashlib.sha256(str(Path(image_dir).resolve()).encode()).hexdigest()[:12]
+    return Path(config.cache_dir) / "indexes" / f"{Path(image_dir).name}-{key}"
 
 
 class SearchEngine:
-    def __init__(self, checkpoint: str | Path, image_dir: str | Path, descriptions: pd.DataFrame | None = None,
-                 candidates: int = 100, device: str = "cpu"):
+    """Search over the catalog under `image_dir`, indexed (incrementally) in `index_dir`."""
+
+    def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
+                 descriptions: pd.DataFrame | None = None, candidates: int | None = None,
+                 index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu"):
         model, config, _ = load_checkpoint(checkpoint)
-        self.root = Path(image_dir)
+        self.config = config
         self.scorer = RelevanceScorer(model, config.image_backbone.image_size, device)
-        # Photos that any known description says show a child never enter the catalog.
-        self.images = allowed_catalog(catalog_files(self.root), descriptions)
+        fingerprint = model_fingerprint(checkpoint)
+        if image_dir is None and index_dir is None:
+            raise WsenseError("search needs an image folder or an index folder")
+        if image_dir is not None and index_dir is None:
+            index_dir = default_index_dir(config, Path(image_dir))
+        self.index_dir = Path(index_dir)
+        if image_dir is not None:
+            self.index, report = update_index(image_dir, index_dir, self.scorer, fingerprint, config.search,
+                                              descriptions, rebuild=rebuild)
+            print(report, file=sys.stderr)
+        else:
+            self.index = CatalogIndex.load(index_dir, fingerprint)
+        self.root = self.index.root
+        rows = self.index.searchable
+        self.images = [self.index.entries[i]["path"] for i in rows]
         if not self.images:
-            raise WsenseError(f"{self.root}: no images to search (jpg, jpeg, png, webp)")
-        self.embeddings = self.scorer.embed_images([self.root / name for name in self.images])
-        self.candidates = candidates
+            raise WsenseError(f"{self.root}: no photos to search (jpg, jpeg, png, webp)")
+        self.embeddings = torch.from_numpy(self.index.embeddings[rows])
+        search = config.search
+        self.first_stage = FirstStage(self.index.embeddings[rows], search.first_stage, search.faiss_threshold,
+                                      search.faiss_nprobe)
+        self.candidates = candidates or search.candidates
 
     def search(self, query: str, top_k: int = 1) -> SearchResult:
         verdict = check_query(validate_query(query))
         if verdict.refused:
             return SearchResult(query, True, verdict.reason)
         v = self.scorer.embed_texts([query])
-        cosine = (v @ self.embeddings.T)[0]
-        shortlist = torch.topk(cosine, min(self.candidates, len(self.images))).indices
+        _, shortlist = self.first_stage.search(v.numpy(), max(self.candidates, top_k))
+        shortlist = torch.from_numpy(shortlist[0][shortlist[0] >= 0])
         relevance = self.scorer.relevance(v, self.embeddings[shortlist])[0]
         order = torch.argsort(relevance, descending=True)[:top_k]
         results = [{"image": self.images[int(shortlist[i])], "score": round(float(relevance[i]), 4)} for i in order]

@@ -17,22 +17,11 @@ from safetensors.torch import load_file, save_file
 
 from wsense.config import Config, config_from_dict
 from wsense.errors import WsenseError
+from wsense.io import replace_dir
 from wsense.models.relevance import RelevanceModel, build_relevance_model
 
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.yaml", "model.safetensors", "metadata.json"
 TOWER_PREFIXES = ("image_backbone.", "text_encoder.")
-
-
-def replace_dir(tmp: Path, target: Path) -> None:
-    """Put folder `tmp` at `target`; the old `target` is removed only once the new one is in place."""
-    old = target.with_name(f".{target.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def _saved_state(model: RelevanceModel, with_towers: bool) -> dict[str, torch.Tensor]:

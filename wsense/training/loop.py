@@ -27,7 +27,8 @@ from wsense.data import WithSenseData, load_data
 from wsense.errors import WsenseError
 from wsense.evaluation import CorrelationEvaluator, RetrievalEvaluator
 from wsense.models.relevance import RelevanceModel, build_relevance_model
-from wsense.training.checkpoint import replace_dir, save_checkpoint
+from wsense.io import replace_dir
+from wsense.training.checkpoint import save_checkpoint
 from wsense.training.inputs import FrozenInputs, PixelInputs
 from wsense.training.losses import contrastive_loss, regression_loss
 from wsense.training.sets import TrainingSets, build_training_sets

@@ -1,0 +1,92 @@
+"""Search speed: index throughput (decode and model time apart) and end-to-end query latency p50/p95.
+
+Latency covers the whole query path: legal check, text tower, first stage, fusion re-rank of the top
+candidates. Catalogs: the 100 real test images, then 100k and 1M synthetic embeddings (real image
+embeddings plus noise, so they cluster as real catalogs do) through FAISS, with the FAISS first stage's
+recall@10 against exact search.
+
+    python benchmarks/search_latency.py [--checkpoint runs/default/best] [--sizes 100000 1000000]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from wsense.config import load_config
+from wsense.data import load_data, load_image
+from wsense.retrieval import FirstStage
+from wsense.safety import mentions_child
+from wsense.search import SearchEngine
+
+
+def percentiles(times: list[float]) -> str:
+    ms = np.array(times) * 1000
+    return f"p50 {np.percentile(ms, 50):6.2f} ms, p95 {np.percentile(ms, 95):6.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="runs/default/best")
+    parser.add_argument("--sizes", nargs="*", type=int, default=[100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    config = load_config()
+    data = load_data(config.data_dir)
+    engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True)
+    scorer = engine.scorer
+
+    paths = [data.test_image_dir / name for name in data.test_images]
+    start = time.perf_counter()
+    pixels = torch.stack([scorer.transform(load_image(p)) for p in paths])
+    decode = time.perf_counter() - start
+    start = time.perf_counter()
+    scorer.embed_pixels(pixels)
+    model = time.perf_counter() - start
+    print(f"index throughput ({len(paths)} images, CPU {torch.get_num_threads()} threads): "
+          f"{len(paths) / (decode + model):.1f} images/s; decode+resize {len(paths) / decode:.1f}/s, "
+          f"model {len(paths) / model:.1f}/s")
+
+    queries = [q for q in data.test_queries["query_text"] if not mentions_child(q)]
+    queries = (queries * (args.queries // len(queries) + 1))[:args.queries]
+    engine.search(queries[0])
+    times = []
+    for query in queries:
+        start = time.perf_counter()
+        engine.search(query, top_k=1)
+        times.append(time.perf_counter() - start)
+    print(f"{len(engine.images):>9} real images, exact first stage, re-rank top {engine.candidates}: "
+          f"{percentiles(times)}")
+
+    rng = np.random.default_rng(0)
+    base = engine.embeddings.numpy()
+    query_vectors = scorer.embed_texts(queries).numpy()
+    for size in args.sizes:
+        vectors = base[rng.integers(0, len(base), size)] + 0.08 * rng.standard_normal((size, base.shape[1]),
+                                                                                       dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        start = time.perf_counter()
+        stage = FirstStage(vectors, "faiss", nprobe=config.search.faiss_nprobe)
+        build = time.perf_counter() - start
+        exact = FirstStage(vectors, "exact")
+        _, truth = exact.search(query_vectors[:50], 10)
+        _, found = stage.search(query_vectors[:50], 10)
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
+        embeddings = torch.from_numpy(vectors)
+        times = []
+        for query in queries:
+            start = time.perf_counter()
+            v = scorer.embed_texts([query])
+            _, shortlist = stage.search(v.numpy(), engine.candidates)
+            scorer.relevance(v, embeddings[torch.from_numpy(shortlist[0])])
+            times.append(time.perf_counter() - start)
+        print(f"{size:>9} synthetic, FAISS IVF (built in {build:.0f}s), re-rank top {engine.candidates}: "
+              f"{percentiles(times)}; recall@10 vs exact {recall:.3f}")
+        del vectors, exact, stage, embeddings
+
+
+if __name__ == "__main__":
+    main()

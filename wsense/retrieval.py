@@ -1,0 +1,57 @@
+"""First-stage retrieval: the catalog images nearest to a query by cosine of the projected embeddings.
+
+Small catalogs use an exact matrix product; large ones a FAISS inverted-file index (IVF, inner product),
+which looks at `nprobe` of its clusters instead of every image.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from wsense.errors import WsenseError
+
+
+class FirstStage:
+    def __init__(self, embeddings: np.ndarray, method: str = "auto", faiss_threshold: int = 50_000,
+                 nprobe: int = 32, seed: int = 0):
+        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if method == "auto":
+            method = "faiss" if len(self.embeddings) >= faiss_threshold else "exact"
+        if method not in ("exact", "faiss"):
+            raise WsenseError(f"unknown first stage '{method}' (expected auto, exact or faiss)")
+        self.method = method
+        self.index = None
+        if method == "faiss" and len(self.embeddings):
+            self.index = self._build_ivf(nprobe, seed)
+
+    def _build_ivf(self, nprobe: int, seed: int):
+        import faiss
+
+        n, dim = self.embeddings.shape
+        # sqrt(n) lists keeps both k-means training and each probe cheap; FAISS wants >= 39 points per list.
+        nlist = max(1, min(int(math.sqrt(n)), n // 39))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = self.embeddings
+        if n > 64 * nlist:
+            sample = self.embeddings[np.random.default_rng(seed).choice(n, 64 * nlist, replace=False)]
+        index.train(sample)
+        index.add(self.embeddings)
+        index.nprobe = min(nprobe, nlist)
+        return index
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indices), each (queries x k'), k' = min(k, catalog size), best first."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        k = min(k, len(self.embeddings))
+        if k == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        if self.index is not None:
+            scores, indices = self.index.search(queries, k)
+            return scores, indices
+        similarity = queries @ self.embeddings.T
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(similarity, top, axis=1), axis=1)
+        indices = np.take_along_axis(top, order, axis=1)
+        return np.take_along_axis(similarity, indices, axis=1), indices
