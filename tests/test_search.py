@@ -22,7 +22,7 @@ def checkpoint(tmp_path_factory):
 
 def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, checkpoint):
     descriptions = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", descriptions)
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", descriptions, index_dir=tiny_data.parent / "index")
     assert engine.images == [TEST_IMAGES[0], TEST_IMAGES[2]]
     result = engine.search("a dog swimming in a lake", top_k=5)
     assert not result.refused and len(result.results) == 2
@@ -35,13 +35,13 @@ def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, ch
 @pytest.mark.parametrize("query", ["two boys on the beach", "ДЕВОЧКА с шариком", "a 7-year-old at the fair",
                                    "toddler", "kids playing", "малыши в парке", "newborn photo shoot"])
 def test_refused_queries_never_show_an_image(tiny_data, checkpoint, query):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images")
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
     result = engine.search(query, top_k=10)
     assert result.refused and result.results == [] and result.reason
 
 
 def test_bad_queries_are_clear_errors(tiny_data, checkpoint):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images")
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
     with pytest.raises(WsenseError, match="empty query"):
         engine.search("   ")
     with pytest.raises(WsenseError, match="query too long"):
@@ -54,7 +54,7 @@ def test_cli_batch_prints_one_json_line_per_query_in_order(tiny_data, checkpoint
     batch = tmp_path / "queries.txt"
     batch.write_text("a man on a mountain\ntwo girls dancing\n\nчёрная собака\n", encoding="utf-8")
     assert main(["search", "--checkpoint", str(checkpoint), "--data-dir", str(tiny_data), "--batch", str(batch),
-                 "--top-k", "2"]) == 0
+                 "--top-k", "2", "--index-dir", str(tmp_path / "index")]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["query"] for line in lines] == ["a man on a mountain", "two girls dancing", "чёрная собака"]
     assert [line["refused"] for line in lines] == [False, True, False]

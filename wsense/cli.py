@@ -71,14 +71,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace, config):
-    """The search engine of the command line: --index-dir alone opens an index; otherwise --images (default:
-    the data set's test images, with their captions as descriptions) is indexed incrementally first."""
-    from wsense.index import read_descriptions
+    """The search engine of the command line: an existing --index-dir alone is opened as it is; otherwise
+    --images (default: the data set's test images, with their captions as descriptions) is indexed
+    incrementally first."""
+    from wsense.index import META_FILE, read_descriptions
     from wsense.search import SearchEngine
 
     descriptions = read_descriptions(args.descriptions) if getattr(args, "descriptions", None) else None
     image_dir = args.images
-    if image_dir is None and not args.index_dir:
+    existing_index = args.index_dir and (Path(args.index_dir) / META_FILE).is_file()
+    if image_dir is None and not existing_index:
         from wsense.data import load_data
 
         data = load_data(config.data_dir)
@@ -131,6 +133,18 @@ def _search(args: argparse.Namespace) -> int:
         from wsense.contact_sheet import write_contact_sheet
 
         print(f"wrote {write_contact_sheet(args.html, engine.root, results, expected)}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from wsense.web import serve
+
+    engine = _engine(args, _config(args))
+    if args.compile:
+        engine.scorer.compile_text_tower()
+    print(f"serving {len(engine.images)} photos from {engine.root} at http://{args.host}:{args.port}/",
+          file=sys.stderr)
+    serve(engine, host=args.host, port=args.port)
     return 0
 
 
@@ -196,6 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--demo", action="store_true", help="10 random test queries, each beside its expected image")
     search.add_argument("--seed", type=int, default=0, help="which 10 queries --demo draws")
     search.set_defaults(run=_search)
+
+    serve = commands.add_parser("serve", help="the search web page and JSON API on localhost")
+    catalog(serve)
+    serve.add_argument("--images", help="catalog folder (default: the data set's test images)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--compile", action="store_true",
+                       help="torch.compile the text tower at start-up: faster queries after ~30 s")
+    serve.set_defaults(run=_serve)
     return parser
 
 

@@ -44,8 +44,10 @@ def catalog_files(root: Path) -> list[str]:
     """Image files under `root` (recursive), as sorted paths relative to it."""
     if not root.is_dir():
         raise WsenseError(f"{root}: image folder not found")
+    real_root = root.resolve()
+    # A link that leads out of the catalog folder is not part of the catalog.
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and p.resolve().is_relative_to(real_root))
 
 
 @dataclass

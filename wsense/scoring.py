@@ -21,6 +21,13 @@ class RelevanceScorer:
         self.transform = image_transform(model.image_backbone.spec, image_size)
         self.batch_size = batch_size
 
+    def compile_text_tower(self) -> None:
+        """torch.compile the text transformer: about a third faster per query on CPU, after a one-off
+        compilation of half a minute, so it pays off in a server, not in a one-shot command."""
+        encoder = self.model.text_encoder
+        encoder.model = torch.compile(encoder.model, dynamic=True)
+        self.embed_texts(["warm-up query", "a second, longer warm-up query for another shape"])
+
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embeddings of a batch of transformed images."""

@@ -46,10 +46,10 @@ def validate_query(query: str) -> str:
     return query
 
 
-def default_index_dir(config: Config, image_dir: Path) -> Path:
-    """Indexes live in the cache, never inside the photographer's own folder."""
+def default_index_dir(config: Config, image_dir: Path, fingerprint: str) -> Path:
+    """One index per folder and model, in the cache: never inside the photographer's own folder."""
     key = hashlib.sha256(str(Path(image_dir).resolve()).encode()).hexdigest()[:12]
-    return Path(config.cache_dir) / "indexes" / f"{Path(image_dir).name}-{key}"
+    return Path(config.cache_dir) / "indexes" / f"{Path(image_dir).name}-{key}-{fingerprint}"
 
 
 class SearchEngine:
@@ -65,7 +65,7 @@ class SearchEngine:
         if image_dir is None and index_dir is None:
             raise WsenseError("search needs an image folder or an index folder")
         if image_dir is not None and index_dir is None:
-            index_dir = default_index_dir(config, Path(image_dir))
+            index_dir = default_index_dir(config, Path(image_dir), fingerprint)
         self.index_dir = Path(index_dir)
         if image_dir is not None:
             self.index, report = update_index(image_dir, index_dir, self.scorer, fingerprint, config.search,

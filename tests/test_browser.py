@@ -1,0 +1,121 @@
+"""End to end: the app under uvicorn on a free localhost port, driven by headless Debian Chromium (--dump-dom,
+--screenshot). The page marks its grid with data-loaded once the window has loaded, so the DOM tells whether the
+thumbnails really arrived."""
+import http.client
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import threading
+import time
+from html import unescape
+from urllib.parse import quote, urlencode
+
+import pytest
+
+pytest.importorskip("fastapi")
+uvicorn = pytest.importorskip("uvicorn")
+from fastapi.responses import HTMLResponse  # noqa: E402
+
+from test_web import make_engine  # noqa: E402
+from wsense.search import DISCLAIMER  # noqa: E402
+from wsense.web import create_app  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--virtual-time-budget=5000"]
+needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
+                                    reason=f"{CHROMIUM} not found (apt-get install chromium; .ci/run installs it)")
+
+# Test-only page: loads the real start page in a frame, types the query into its box, submits the form, then copies
+# the result page's body (and URL) into its own DOM, which is what --dump-dom prints.
+HARNESS = """<!doctype html><meta charset="utf-8"><iframe src="/" width="1100" height="700"></iframe><div id="out"></div>
+<script>
+const frame = document.querySelector("iframe"), out = document.getElementById("out");
+let loads = 0;
+frame.addEventListener("load", () => {
+  const doc = frame.contentDocument;
+  if (loads++ === 0) {
+    doc.querySelector("input[name=q]").value = decodeURIComponent(location.hash.slice(1));
+    doc.querySelector("form").requestSubmit();
+  } else {
+    out.dataset.url = doc.location.href;
+    out.innerHTML = doc.body.innerHTML;
+  }
+});
+</script>"""
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory):
+    app = create_app(make_engine(tmp_path_factory), max_k=5)
+    app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # a free port, held from here on so nobody can take it first
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    sock.close()
+
+
+def chromium(tmp_path, url: str, *extra: str) -> str:
+    command = [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *extra, url]
+    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=True).stdout
+
+
+def submit(tmp_path, base_url: str, query: str) -> tuple[str, str]:
+    """URL and DOM of the result page after typing `query` into the start page's box and submitting the form."""
+    dom = chromium(tmp_path, f"{base_url}/_test/submit#{quote(query)}", "--dump-dom")
+    out = re.search(r'<div id="out" data-url="([^"]*)">(.*)</div>', dom, re.S)
+    assert out, f"the form was not submitted:\n{dom}"
+    return out.group(1), out.group(2)
+
+
+def thumbnails(dom: str) -> list[str]:
+    return re.findall(r'<img[^>]*src="/images/[^"]*"', dom)
+
+
+@needs_chromium
+@pytest.mark.parametrize("query", ["a dog swimming in a lake", "чёрная собака на снегу"])
+def test_submitting_a_query_shows_loaded_thumbnails(tmp_path, base_url, query):
+    url, dom = submit(tmp_path, base_url, query)
+    assert "?" + urlencode({"q": query, "k": 5}) in unescape(url)  # the form sends UTF-8
+    assert f"Results for “{query}”" in dom and f'value="{query}"' in dom  # shown back, readable
+    assert len(thumbnails(dom)) == 2 and 'class="grid" data-loaded="true"' in dom
+
+
+@needs_chromium
+@pytest.mark.parametrize("query", ["two boys playing", "девочка в парке", "a 5-year-old"])
+def test_refused_query_shows_the_disclaimer_and_no_thumbnails(tmp_path, base_url, query):
+    _, dom = submit(tmp_path, base_url, query)
+    assert unescape(DISCLAIMER) in unescape(dom) and "Reason: mentions a child" in dom
+    assert "<img" not in dom and 'class="grid"' not in dom
+
+
+@needs_chromium
+def test_screenshot_of_a_result_page(tmp_path, base_url):
+    png = tmp_path / "results.png"
+    chromium(tmp_path, f"{base_url}/?q=a+dog&k=3", f"--screenshot={png}", "--window-size=1200,900")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    assert struct.unpack(">II", data[16:24]) == (1200, 900)
+    assert len(data) > 5000  # a page with text and thumbnails, not a blank frame
+
+
+@pytest.mark.parametrize("path", ["/images/../train_dataset.csv", "/images/../../../../etc/passwd",
+                                  "/images/./../train_images/1000_a0.jpg", "/images/..%2f..%2fetc%2fpasswd"])
+def test_raw_traversal_paths_are_refused_by_the_live_server(base_url, path):
+    """Clients normally resolve '../' before sending; a raw request reaches the server unresolved."""
+    connection = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=10)
+    connection.request("GET", path)
+    assert connection.getresponse().status == 404
+    connection.close()

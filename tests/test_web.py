@@ -1,0 +1,156 @@
+"""The web page and JSON API, through FastAPI's TestClient, over a real small engine on the tiny data set."""
+import re
+from html import escape
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import TEST_IMAGES, make_dataset, write_image  # noqa: E402
+from wsense.search import DISCLAIMER, MAX_QUERY_CHARS, SearchEngine  # noqa: E402
+from wsense.web import create_app  # noqa: E402
+
+REFUSED = ["two boys playing", "девочка в парке", "a 5-year-old", "Kids at the beach", "малыш на руках"]
+
+
+def make_engine(tmp_path_factory) -> SearchEngine:
+    """An engine over the tiny test images, with the photo described as showing boys kept out of the catalog."""
+    from wsense.config import load_config
+    from wsense.models.relevance import build_relevance_model
+    from wsense.training import save_checkpoint
+
+    config = load_config()
+    checkpoint = save_checkpoint(build_relevance_model(config), config, tmp_path_factory.mktemp("ckpt") / "best",
+                                 {"epoch": 0})
+    data = make_dataset(tmp_path_factory.mktemp("web") / "data")
+    (data / "test_images" / "notes.txt").write_text("not an image")
+    descriptions = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
+    return SearchEngine(checkpoint, data / "test_images", descriptions, index_dir=data.parent / "index")
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    return make_engine(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(engine):
+    return TestClient(create_app(engine, max_k=5))
+
+
+def catalog_imgs(html: str) -> list[str]:
+    return re.findall(r'<img[^>]*src="/images/[^"]*"', html)
+
+
+def test_api_returns_the_engines_results(client, engine):
+    body = client.get("/api/search", params={"q": "a dog swimming in a lake", "k": 5}).json()
+    assert body == engine.search("a dog swimming in a lake", 5).to_dict()
+    assert body["refused"] is False and body["reason"] is None and body["query"] == "a dog swimming in a lake"
+    assert {item["image"] for item in body["results"]} == set(engine.images)
+    assert all(set(item) == {"image", "score"} and 0 <= item["score"] <= 1 for item in body["results"])
+    assert len(client.get("/api/search", params={"q": "a dog"}).json()["results"]) == 1  # k defaults to 1
+
+
+@pytest.mark.parametrize("k", ["0", "-1", "6", "1000", "two", "1.5"])
+def test_k_out_of_bounds_is_a_clear_error(client, k):
+    response = client.get("/api/search", params={"q": "a dog", "k": k})
+    assert response.status_code == 400 and "k must be" in response.json()["detail"]
+    page = client.get("/", params={"q": "a dog", "k": k})
+    assert page.status_code == 400 and "k must be" in page.text and not catalog_imgs(page.text)
+
+
+@pytest.mark.parametrize("q, message", [(None, "empty query"), ("", "empty query"), ("   ", "empty query"),
+                                        ("dog " * MAX_QUERY_CHARS, "query too long")])
+def test_bad_queries_are_4xx_with_a_message(client, q, message):
+    params = {} if q is None else {"q": q}
+    response = client.get("/api/search", params=params)
+    assert response.status_code == 400 and message in response.json()["detail"]
+    if q is not None:
+        page = client.get("/", params=params)
+        assert page.status_code == 400 and message in page.text and not catalog_imgs(page.text)
+
+
+def test_start_page_is_just_the_search_box(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<meta charset="utf-8">' in page.text and '<form method="get" action="/"' in page.text
+    assert 'name="q"' in page.text and not catalog_imgs(page.text)
+    # The box's default k must satisfy its own max (here 5), or browsers refuse to submit the form.
+    assert 'name="k" type="number" min="1" max="5" value="5"' in page.text
+
+
+def test_page_shows_thumbnails_scores_and_names(client, engine):
+    page = client.get("/", params={"q": "a man on a mountain", "k": 5})
+    assert page.status_code == 200
+    result = engine.search("a man on a mountain", 5)
+    assert len(catalog_imgs(page.text)) == len(result.results) == 2
+    for item in result.results:
+        assert f'src="/images/{item["image"]}"' in page.text and f'{item["score"]:.3f}' in page.text
+
+
+@pytest.mark.parametrize("q", REFUSED)
+def test_refused_queries_show_no_image(client, q):
+    body = client.get("/api/search", params={"q": q, "k": 5}).json()
+    assert body["refused"] is True and body["results"] == [] and body["reason"] and body["query"] == q
+    page = client.get("/", params={"q": q, "k": 5})
+    assert page.status_code == 200 and DISCLAIMER in page.text and "<img" not in page.text
+    assert escape(body["reason"]) in page.text
+
+
+def test_cyrillic_query_round_trips(client):
+    body = client.get("/api/search", params={"q": "чёрная собака на снегу", "k": 2}).json()
+    assert body["query"] == "чёрная собака на снегу" and len(body["results"]) == 2
+    page = client.get("/?q=%D1%87%D1%91%D1%80%D0%BD%D0%B0%D1%8F%20%D1%81%D0%BE%D0%B1%D0%B0%D0%BA%D0%B0&k=2")
+    assert "charset=utf-8" in page.headers["content-type"] and "чёрная собака" in page.text
+    assert len(catalog_imgs(page.text)) == 2
+
+
+def test_page_escapes_the_query(client):
+    attack = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+    page = client.get("/", params={"q": attack})
+    assert "<script>alert" not in page.text and "<img src=x" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;" in page.text
+    # Defence in depth: only the page's own inline script may run.
+    assert "script-src 'sha256-" in page.headers["content-security-policy"]
+
+
+def test_served_image_is_the_files_bytes(client, engine):
+    name = engine.images[0]
+    response = client.get(f"/images/{name}")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/jpeg"
+    assert response.content == (engine.root / name).read_bytes()
+
+
+@pytest.mark.parametrize("path", [
+    "%2e%2e%2ftrain_dataset.csv", "%2e%2e/train_dataset.csv", "..%2ftrain_dataset.csv",
+    "%2e%2e%2ftrain_images%2f" + "1000_a0.jpg", "..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd",
+    "/etc/passwd", "..%5ctrain_dataset.csv", TEST_IMAGES[0] + "%00.txt", TEST_IMAGES[0].upper(),
+    "notes.txt",  # a real file in the folder, but not an image of the catalog
+    TEST_IMAGES[1],  # a real photo in the folder, kept out of the catalog because it shows children
+    "", "nowhere.jpg",
+])
+def test_only_catalog_images_are_served(client, engine, path):
+    assert client.get(f"/images/{path}").status_code == 404
+
+
+def test_absolute_path_to_a_catalog_file_is_not_served(client, engine):
+    absolute = (engine.root / engine.images[0]).resolve().as_posix()
+    assert client.get(f"/images/{absolute}").status_code == 404
+    assert client.get(f"/images/%2F{absolute.lstrip('/').replace('/', '%2F')}").status_code == 404
+
+
+def test_symlink_out_of_the_catalog_is_not_served(tmp_path):
+    """Even if the catalog lists a symlink (catalog_files follows them), a target outside the folder is not sent."""
+    catalog, outside = tmp_path / "catalog", tmp_path / "private.jpg"
+    catalog.mkdir()
+    write_image(outside, 1)
+    write_image(catalog / "inside.jpg", 2)
+    (catalog / "escape.jpg").symlink_to(outside)
+    (catalog / "alias.jpg").symlink_to(catalog / "inside.jpg")
+    client = TestClient(create_app(SimpleNamespace(root=catalog, images=["alias.jpg", "escape.jpg", "inside.jpg"])))
+    assert client.get("/images/inside.jpg").content == (catalog / "inside.jpg").read_bytes()
+    assert client.get("/images/alias.jpg").status_code == 200  # a link that stays inside the catalog is fine
+    assert client.get("/images/escape.jpg").status_code == 404
