@@ -19,7 +19,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from fastapi.responses import HTMLResponse  # noqa: E402
 
 from test_web import make_engine  # noqa: E402
-from wsense.search import DISCLAIMER  # noqa: E402
+from wsense.search import disclaimer  # noqa: E402
 from wsense.web import create_app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -97,7 +97,7 @@ def test_submitting_a_query_shows_loaded_thumbnails(tmp_path, base_url, query):
 @pytest.mark.parametrize("query", ["two boys playing", "девочка в парке", "a 5-year-old"])
 def test_refused_query_shows_the_disclaimer_and_no_thumbnails(tmp_path, base_url, query):
     _, dom = submit(tmp_path, base_url, query)
-    assert unescape(DISCLAIMER) in unescape(dom) and "Reason: mentions a child" in dom
+    assert unescape(disclaimer(query)) in unescape(dom) and "Reason: mentions a child" in dom
     assert "<img" not in dom and 'class="grid"' not in dom
 
 

@@ -26,3 +26,13 @@ def test_new_rows_update_rows_of_the_same_model_only():
     merged = merge_rows(existing, [{"model": "a", "r1": 0.3}, {"model": "c", "r1": 0.4}])
     assert merged == [{"model": "a", "r1": 0.3, "spearman_mean": 0.7}, {"model": "b", "r1": 0.2},
                       {"model": "c", "r1": 0.4}]
+
+
+def test_notes_of_one_topic_survive_a_report_of_another(tmp_path):
+    write_report(tmp_path, [{"model": "a", "r1": 0.1}], ["about the baselines"], "frozen")
+    write_report(tmp_path, [{"model": "a", "r1": 0.1}, {"model": "b", "r1": 0.2}], ["about training"], "trained")
+    markdown = (tmp_path / "report.md").read_text()
+    assert "- about the baselines" in markdown and "- about training" in markdown
+    write_report(tmp_path, [{"model": "a", "r1": 0.1}], ["baselines, again"], "frozen")
+    markdown = (tmp_path / "report.md").read_text()
+    assert "about the baselines" not in markdown and "- baselines, again" in markdown and "- about training" in markdown

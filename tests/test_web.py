@@ -10,7 +10,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from conftest import TEST_IMAGES, make_dataset, write_image  # noqa: E402
-from wsense.search import DISCLAIMER, MAX_QUERY_CHARS, SearchEngine  # noqa: E402
+from wsense.search import DISCLAIMER_RU, MAX_QUERY_CHARS, SearchEngine, disclaimer  # noqa: E402
 from wsense.web import create_app  # noqa: E402
 
 REFUSED = ["two boys playing", "девочка в парке", "a 5-year-old", "Kids at the beach", "малыш на руках"]
@@ -96,7 +96,7 @@ def test_refused_queries_show_no_image(client, q):
     body = client.get("/api/search", params={"q": q, "k": 5}).json()
     assert body["refused"] is True and body["results"] == [] and body["reason"] and body["query"] == q
     page = client.get("/", params={"q": q, "k": 5})
-    assert page.status_code == 200 and DISCLAIMER in page.text and "<img" not in page.text
+    assert page.status_code == 200 and escape(disclaimer(q)) in page.text and "<img" not in page.text
     assert escape(body["reason"]) in page.text
 
 
@@ -154,3 +154,8 @@ def test_symlink_out_of_the_catalog_is_not_served(tmp_path):
     assert client.get("/images/inside.jpg").content == (catalog / "inside.jpg").read_bytes()
     assert client.get("/images/alias.jpg").status_code == 200  # a link that stays inside the catalog is fine
     assert client.get("/images/escape.jpg").status_code == 404
+
+
+def test_russian_refusal_gets_the_russian_disclaimer(client):
+    page = client.get("/", params={"q": "Малыши играют в песочнице", "k": 3})
+    assert page.status_code == 200 and escape(DISCLAIMER_RU) in page.text and "<img" not in page.text

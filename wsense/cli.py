@@ -50,11 +50,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from wsense.evaluation.report import merge_rows, read_report, write_report
 
     config = _config(args)
-    notes: list[str] = []
+    notes, topic = None, "frozen"
     if args.checkpoint or args.cross_validate:
-        from wsense.evaluation.trained import cross_validate_training, evaluate_checkpoint
+        from wsense.evaluation.trained import NOTES, cross_validate_training, evaluate_checkpoint
 
-        rows = []
+        rows, notes, topic = [], NOTES, "trained"
         if args.cross_validate:
             rows.append(cross_validate_training(config, cpu=args.cpu, resume=args.resume))
         if args.checkpoint:
@@ -64,7 +64,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         rows, notes = run_frozen_baselines(config, models=args.models)
     out = Path(args.out or config.reports_dir)
-    json_path, md_path = write_report(out, merge_rows(read_report(out), rows), notes)
+    json_path, md_path = write_report(out, merge_rows(read_report(out), rows), notes, topic)
     print(md_path.read_text(encoding="utf-8"))
     print(f"wrote {md_path} and {json_path}", file=sys.stderr)
     return 0
@@ -97,7 +97,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from wsense.search import DISCLAIMER
+    from wsense.search import disclaimer
 
     config = _config(args)
     if not 1 <= args.top_k <= 100:
@@ -121,7 +121,7 @@ def _search(args: argparse.Namespace) -> int:
         if args.json or args.batch:
             print(json.dumps(result.to_dict(), ensure_ascii=False))
         elif result.refused:
-            print(f"{result.query!r}: {DISCLAIMER} ({result.reason})")
+            print(f"{result.query!r}: {disclaimer(result.query)} ({result.reason})")
         else:
             for item in result.results:
                 print(f"{item['score']:.3f}  {engine.root / item['image']}" + (f"  ({result.query})" if

@@ -22,6 +22,8 @@ class DataConfig:
     dir: str = "../shared/data/with_sense"
     target: str = "expert"
     expert_weight: float = 0.5
+    # The test queries in Russian (written for this project, see data_ru/README.md), for the Russian report rows.
+    russian_queries: str | None = "data_ru/test_queries_ru.csv"
 
 
 @dataclass
@@ -107,6 +109,10 @@ class SearchConfig:
         "a little child", "a little boy", "a little girl", "a baby", "children playing", "a toddler"])
     child_threshold: float = 0.6
     index_batch_size: int = 32
+    # Queries in Cyrillic: use_map = multilingual USE v3 mapped into the trained text space (fitted on the
+    # English training captions with the trained text tower as teacher); none = the English tower for all.
+    multilingual: str = "use_map"
+    multilingual_alpha: float = 1.0
 
 
 @dataclass
@@ -166,6 +172,8 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
         config.data.dir = os.environ[DATA_DIR_ENV]
     if config.data.target not in TARGETS:
         raise WsenseError(f"{source}: data.target must be one of {', '.join(TARGETS)}, got '{config.data.target}'")
+    if config.search.multilingual not in ("use_map", "none"):
+        raise WsenseError(f"{source}: search.multilingual must be use_map or none, got '{config.search.multilingual}'")
     if config.training.mode not in MODES:
         raise WsenseError(f"{source}: training.mode must be one of {', '.join(MODES)}, got '{config.training.mode}'")
     if not 0.0 <= float(config.data.expert_weight) <= 1.0:

@@ -9,17 +9,39 @@ import torch
 from tqdm.auto import tqdm
 
 from wsense.data import load_image
+from wsense.errors import WsenseError
 from wsense.models.image import image_transform
+from wsense.models.multilingual import TextMap, is_cyrillic
 from wsense.models.relevance import RelevanceModel
+from wsense.training import load_checkpoint
+
+
+TEXT_MAP_FILE = "text_map.npz"
 
 
 class RelevanceScorer:
     def __init__(self, model: RelevanceModel, image_size: int, device: str | torch.device = "cpu",
-                 batch_size: int = 32):
+                 batch_size: int = 32, text_map: TextMap | None = None):
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.transform = image_transform(model.image_backbone.spec, image_size)
         self.batch_size = batch_size
+        self.text_map = text_map
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu") -> "RelevanceScorer":
+        """The checkpoint's model, with the multilingual path its config asks for. The map from USE into the
+        model's text space is fitted once (a few seconds) and kept beside the checkpoint's weights."""
+        model, config, _ = load_checkpoint(checkpoint)
+        scorer = cls(model, config.image_backbone.image_size, device)
+        if config.search.multilingual == "use_map":
+            path = Path(checkpoint) / TEXT_MAP_FILE
+            if path.is_file():
+                scorer.text_map = TextMap.load(path)
+            else:
+                scorer.text_map = fit_text_map(scorer, config)
+                scorer.text_map.save(path)
+        return scorer
 
     def compile_text_tower(self) -> None:
         """torch.compile the text transformer: about a third faster per query on CPU, after a one-off
@@ -43,8 +65,22 @@ class RelevanceScorer:
         bar.close()
         return torch.cat(chunks) if chunks else torch.zeros(0, self.model.text_projection.out_features)
 
-    @torch.inference_mode()
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Text embeddings; Cyrillic texts go through the multilingual map where the scorer has one."""
+        texts = list(texts)
+        if self.text_map is None or not any(is_cyrillic(t) for t in texts):
+            return self.embed_english(texts, batch_size)
+        russian = [i for i, t in enumerate(texts) if is_cyrillic(t)]
+        other = [i for i, t in enumerate(texts) if not is_cyrillic(t)]
+        vectors = torch.zeros(len(texts), self.model.text_projection.out_features)
+        vectors[russian] = self.text_map([texts[i] for i in russian])
+        if other:
+            vectors[other] = self.embed_english([texts[i] for i in other], batch_size)
+        return vectors
+
+    @torch.inference_mode()
+    def embed_english(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Text embeddings through the model's own (English) text tower."""
         encoder = self.model.text_encoder
         chunks = []
         for start in range(0, len(texts), batch_size):
@@ -56,3 +92,17 @@ class RelevanceScorer:
     @torch.inference_mode()
     def relevance(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         return self.model.relevance_matrix(v.to(self.device), u.to(self.device)).cpu()
+
+
+def fit_text_map(scorer: RelevanceScorer, config) -> TextMap:
+    """Fit the USE -> text-space map on English texts the model was trained with: the training captions and
+    the ImageNet label prompts of the label bridge, with the model's own text tower as the teacher."""
+    from wsense.data import load_data
+    from wsense.models.label_bridge import imagenet_label_prompts
+
+    try:
+        captions = load_data(config.data_dir, check_images=False).captions["query_text"].tolist()
+    except WsenseError as error:
+        raise WsenseError(f"the multilingual map is fitted once on the training captions, which are missing: {error}; "
+                          "or set search.multilingual: none") from None
+    return TextMap.fit(captions + imagenet_label_prompts(), scorer.embed_english, config.search.multilingual_alpha)

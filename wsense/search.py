@@ -20,11 +20,18 @@ from wsense.index import CatalogIndex, model_fingerprint, update_index
 from wsense.retrieval import FirstStage
 from wsense.safety import check_query
 from wsense.scoring import RelevanceScorer
-from wsense.training import load_checkpoint
+from wsense.training.checkpoint import load_checkpoint_config
 
 MAX_QUERY_CHARS = 500
 DISCLAIMER = ("By law, images or descriptions of children under 16 cannot be shown without consent, so this "
               "query gets no results.")
+DISCLAIMER_RU = ("По закону изображения и описания детей младше 16 лет нельзя показывать без согласия, поэтому "
+                 "по этому запросу нет результатов.")
+
+
+def disclaimer(query: str) -> str:
+    """The refusal notice in the query's own language (Russian for a query in Cyrillic)."""
+    return DISCLAIMER_RU if check_query(query).language == "ru" else DISCLAIMER
 
 
 @dataclass
@@ -58,9 +65,8 @@ class SearchEngine:
     def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
                  descriptions: pd.DataFrame | None = None, candidates: int | None = None,
                  index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu"):
-        model, config, _ = load_checkpoint(checkpoint)
-        self.config = config
-        self.scorer = RelevanceScorer(model, config.image_backbone.image_size, device)
+        self.scorer = RelevanceScorer.from_checkpoint(checkpoint, device)
+        config = self.config = load_checkpoint_config(checkpoint)
         fingerprint = model_fingerprint(checkpoint)
         if image_dir is None and index_dir is None:
             raise WsenseError("search needs an image folder or an index folder")

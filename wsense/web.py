@@ -18,7 +18,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 from wsense.errors import WsenseError
-from wsense.search import DISCLAIMER, MAX_QUERY_CHARS
+from wsense.search import MAX_QUERY_CHARS, disclaimer
 
 PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
@@ -89,7 +89,7 @@ def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status:
 def _results_html(result: dict) -> str:
     query = escape(result["query"])
     if result["refused"]:
-        return (f'<div class="notice" role="alert"><p>{escape(DISCLAIMER)}</p>'
+        return (f'<div class="notice" role="alert"><p>{escape(disclaimer(result["query"]))}</p>'
                 f'<p>Reason: {escape(result["reason"] or "")}</p></div>')
     if not result["results"]:
         return f"<p>No photos found for “{query}”.</p>"

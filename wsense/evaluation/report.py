@@ -74,10 +74,20 @@ def render_markdown(rows: list[dict], notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(directory: str | Path, rows: list[dict], notes: list[str] | None = None) -> tuple[Path, Path]:
+NOTES_FILE = "report_notes.json"
+
+
+def write_report(directory: str | Path, rows: list[dict], notes: list[str] | None = None,
+                 notes_topic: str = "") -> tuple[Path, Path]:
+    """Write the rows; `notes` replace the earlier notes of the same topic, other topics' notes stay."""
     directory = Path(directory)
     rows = [{key: _clean(value) for key, value in row.items()} for row in rows]
     json_path, md_path = directory / "report.json", directory / "report.md"
+    notes_path = directory / NOTES_FILE
+    topics = json.loads(notes_path.read_text(encoding="utf-8")) if notes_path.is_file() else {}
+    if notes is not None:
+        topics[notes_topic] = notes
     atomic_write_text(json_path, json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
-    atomic_write_text(md_path, render_markdown(rows, notes or []))
+    atomic_write_text(notes_path, json.dumps(topics, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(md_path, render_markdown(rows, [note for topic in topics.values() for note in topic]))
     return json_path, md_path

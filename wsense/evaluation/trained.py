@@ -7,13 +7,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from wsense.config import Config
 from wsense.data import load_data
+from wsense.errors import WsenseError
 from wsense.evaluation import CorrelationEvaluator, RetrievalEvaluator
 from wsense.safety import mentions_child
 from wsense.scoring import RelevanceScorer
-from wsense.training import load_checkpoint, train
+from wsense.training import train
+from wsense.training.checkpoint import load_checkpoint_config
+
+
+NOTES = [
+    "relevance/...: Spearman and Kendall tau-c from `python evaluate.py --cross-validate` (the whole training run "
+    "once per grouped fold, best epoch by validation Spearman); retrieval from `python evaluate.py --checkpoint "
+    "runs/default/best` (trained by `python train.py`, fold 0 held out). The plain row ranks by the fusion head "
+    "(what search shows); [cosine] ranks by the projections' cosine (search's first stage).",
+]
 
 
 def model_name(config: Config) -> str:
@@ -37,24 +48,43 @@ def cross_validate_training(config: Config, *, cpu: bool = False, resume: bool =
             "val_r1_cosine_mean": float(np.nanmean(r1))}
 
 
+def read_russian_queries(path: str | Path, english: pd.DataFrame) -> pd.DataFrame:
+    """The Russian test queries (query_id|query_text_ru), joined to the English ones for their true image."""
+    path = Path(path)
+    if not path.is_file():
+        raise WsenseError(f"{path}: Russian test queries not found (data.russian_queries)")
+    russian = pd.read_csv(path, sep="|", dtype=str, keep_default_na=False)
+    if list(russian.columns) != ["query_id", "query_text_ru"]:
+        raise WsenseError(f"{path}: expected the columns query_id|query_text_ru, found {'|'.join(russian.columns)}")
+    merged = english[["query_id", "image"]].merge(russian, on="query_id", how="left")
+    if merged["query_text_ru"].isna().any() or (merged["query_text_ru"] == "").any():
+        missing = merged.loc[merged["query_text_ru"].isna() | (merged["query_text_ru"] == ""), "query_id"].iloc[0]
+        raise WsenseError(f"{path}: no Russian text for query_id {missing}")
+    return merged.rename(columns={"query_text_ru": "query_text"})[["query_id", "query_text", "image"]]
+
+
 def evaluate_checkpoint(path: str | Path, config_override: Config | None = None, *, device: str = "cpu") -> list[dict]:
     """Test retrieval of a checkpoint: the 500 test queries over the 100 test images, ranked by the fusion
-    head (the product's re-ranking) and by the projections' cosine (the first stage)."""
-    model, config, metadata = load_checkpoint(path)
-    data_dir = (config_override or config).data_dir
-    data = load_data(data_dir)
-    scorer = RelevanceScorer(model, config.image_backbone.image_size, device)
+    head (the product's re-ranking) and by the projections' cosine (the first stage); in English, and in
+    Russian where the config names the Russian queries."""
+    scorer = RelevanceScorer.from_checkpoint(path, device)
+    config = load_checkpoint_config(path)
+    source = config_override or config
+    data = load_data(source.data_dir)
     u = scorer.embed_images([data.test_image_dir / name for name in data.test_images])
-    queries = data.test_queries
-    v = scorer.embed_texts(queries["query_text"].tolist())
-    scores = {"fusion": scorer.relevance(v, u).numpy(), "cosine": (v @ u.T).numpy()}
-    allowed = ~queries["query_text"].map(mentions_child).to_numpy()
+    query_sets = {"": data.test_queries}
+    if source.data.russian_queries:
+        query_sets[" [ru]"] = read_russian_queries(source.data.russian_queries, data.test_queries)
     rows = []
-    for ranking, matrix in scores.items():
-        for label, mask in (("", np.ones(len(queries), bool)), (" [allowed queries]", allowed)):
-            metrics = RetrievalEvaluator(queries[mask], data.test_images)(matrix[mask])
-            name = model_name(config) + ("" if ranking == "fusion" else " [cosine]") + label
-            rows.append({"model": name, "features": f"trained, {config.training.mode}",
-                         "queries": f"{'allowed' if label else 'all'} queries ({int(mask.sum())})",
-                         "checkpoint": str(path), **metrics})
+    for language, queries in query_sets.items():
+        v = scorer.embed_texts(queries["query_text"].tolist())
+        scores = {"fusion": scorer.relevance(v, u).numpy(), "cosine": (v @ u.T).numpy()}
+        allowed = ~queries["query_text"].map(mentions_child).to_numpy()
+        for ranking, matrix in scores.items():
+            for label, mask in (("", np.ones(len(queries), bool)), (" [allowed queries]", allowed)):
+                metrics = RetrievalEvaluator(queries[mask], data.test_images)(matrix[mask])
+                name = model_name(config) + language + ("" if ranking == "fusion" else " [cosine]") + label
+                rows.append({"model": name, "features": f"trained, {config.training.mode}",
+                             "queries": f"{'allowed' if label else 'all'} queries ({int(mask.sum())})",
+                             "checkpoint": str(path), **metrics})
     return rows

@@ -49,6 +49,17 @@ def save_checkpoint(model: RelevanceModel, config: Config, path: str | Path, met
     return path
 
 
+def load_checkpoint_config(path: str | Path) -> Config:
+    """The config saved in a checkpoint (without building the model)."""
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise WsenseError(f"{path}: not a wsense checkpoint (no {CONFIG_FILE})")
+    try:
+        return config_from_dict(yaml.safe_load(file.read_text(encoding="utf-8")), file)
+    except yaml.YAMLError as exc:
+        raise WsenseError(f"{file}: damaged checkpoint config ({type(exc).__name__})") from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[RelevanceModel, Config, dict]:
     """Rebuild the model a checkpoint describes and load its weights; clear errors for anything else."""
     path = Path(path)
