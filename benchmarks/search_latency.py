@@ -32,12 +32,16 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="runs/default/best")
     parser.add_argument("--sizes", nargs="*", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the text tower first (as serve --compile)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     config = load_config()
     data = load_data(config.data_dir)
     engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True)
     scorer = engine.scorer
+    if args.compile:
+        scorer.compile_text_tower()
+    print(f"text tower: {'torch.compile' if args.compile else 'eager'}")
 
     paths = [data.test_image_dir / name for name in data.test_images]
     start = time.perf_counter()

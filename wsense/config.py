@@ -102,7 +102,7 @@ class SearchConfig:
     candidates: int = 100  # first-stage shortlist re-ranked by the fusion head
     first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss
     faiss_threshold: int = 50_000
-    faiss_nprobe: int = 32
+    faiss_nprobe: int = 64
     # Image-side legal check for photos without descriptions: the model's relevance of each photo to
     # these prompts; a photo scoring child_threshold or more for any of them is kept out of results.
     child_prompts: list[str] = field(default_factory=lambda: [
