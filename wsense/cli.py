@@ -127,12 +127,17 @@ def _search(args: argparse.Namespace) -> int:
                 print(f"{item['score']:.3f}  {engine.root / item['image']}" + (f"  ({result.query})" if
                                                                                len(results) > 1 else ""))
             if expected:
-                hit = "found" if any(item["image"] == expected[i] for item in result.results) else "missed"
+                if expected[i] not in engine.images:
+                    hit = "kept out of the catalog by the legal filter"
+                else:
+                    hit = "found" if any(item["image"] == expected[i] for item in result.results) else "missed"
                 print(f"       expected {expected[i]}: {hit}")
     if args.html:
         from wsense.contact_sheet import write_contact_sheet
 
-        print(f"wrote {write_contact_sheet(args.html, engine.root, results, expected)}", file=sys.stderr)
+        # An expected photo that the legal filter keeps out of the catalog is never shown either.
+        shown = [truth if truth in engine.images else None for truth in expected] if expected else None
+        print(f"wrote {write_contact_sheet(args.html, engine.root, results, shown)}", file=sys.stderr)
     return 0
 
 
