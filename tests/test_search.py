@@ -1,7 +1,9 @@
 import json
+import shutil
 
 import pandas as pd
 import pytest
+import torch
 
 from wsense.cli import main
 from wsense.errors import WsenseError
@@ -76,3 +78,26 @@ def test_contact_sheet_never_shows_a_photo_kept_out_of_the_catalog(tiny_data, ch
     assert "Players on a football field" in html
     assert TEST_IMAGES[1] not in html  # neither as a result nor as the expected photo
     assert "expected · " + TEST_IMAGES[2] in html
+
+
+def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint, tmp_path):
+    import yaml
+
+    from wsense.scoring import RelevanceScorer
+
+    scorer = RelevanceScorer.from_checkpoint(checkpoint)
+    assert scorer.text_map is not None and (checkpoint / "text_map.npz").is_file()
+    queries = ["чёрная собака прыгает через бревно", "black dog jumping over a log"]
+    vectors = scorer.embed_texts(queries)
+    assert torch.allclose(vectors[0], scorer.text_map([queries[0]])[0], atol=1e-5)
+    assert torch.allclose(vectors[1], scorer.embed_english([queries[1]])[0], atol=1e-5)
+    # Translations land near each other through the map; the English tower alone cannot read Russian.
+    english_only = scorer.embed_english(queries)
+    assert (vectors[0] @ vectors[1]) > (english_only[0] @ english_only[1]) + 0.1
+
+    plain = tmp_path / "plain"
+    shutil.copytree(checkpoint, plain)
+    values = yaml.safe_load((plain / "config.yaml").read_text())
+    values["search"]["multilingual"] = "none"
+    (plain / "config.yaml").write_text(yaml.safe_dump(values))
+    assert RelevanceScorer.from_checkpoint(plain).text_map is None

@@ -24,6 +24,8 @@ class DataConfig:
     expert_weight: float = 0.5
     # The test queries in Russian (written for this project, see data_ru/README.md), for the Russian report rows.
     russian_queries: str | None = "data_ru/test_queries_ru.csv"
+    # Russian versions of the training captions: extra pairs for fitting the multilingual map (see data_ru/).
+    russian_train_captions: str | None = "data_ru/train_captions_ru.csv"
 
 
 @dataclass

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -95,14 +96,38 @@ class RelevanceScorer:
 
 
 def fit_text_map(scorer: RelevanceScorer, config) -> TextMap:
-    """Fit the USE -> text-space map on English texts the model was trained with: the training captions and
-    the ImageNet label prompts of the label bridge, with the model's own text tower as the teacher."""
+    """Fit the USE -> text-space map with the model's own text tower as the teacher, on texts the model was
+    trained with: the English training captions and label prompts (English -> themselves) and the Russian
+    training captions of data.russian_train_captions (Russian -> their English original)."""
     from wsense.data import load_data
     from wsense.models.label_bridge import imagenet_label_prompts
 
     try:
-        captions = load_data(config.data_dir, check_images=False).captions["query_text"].tolist()
+        captions = load_data(config.data_dir, check_images=False).captions
     except WsenseError as error:
         raise WsenseError(f"the multilingual map is fitted once on the training captions, which are missing: {error}; "
                           "or set search.multilingual: none") from None
-    return TextMap.fit(captions + imagenet_label_prompts(), scorer.embed_english, config.search.multilingual_alpha)
+    english = captions["query_text"].tolist() + imagenet_label_prompts()
+    pairs = [(text, text) for text in english]
+    if config.data.russian_train_captions and not Path(config.data.russian_train_captions).is_file():
+        print(f"warning: {config.data.russian_train_captions}: Russian training captions not found; fitting the "
+              "multilingual map on English texts only (Russian search is weaker)", file=sys.stderr)
+    elif config.data.russian_train_captions:
+        russian = read_translations(config.data.russian_train_captions)
+        known = captions.set_index("query_id")["query_text"]
+        pairs += [(text, known[query_id]) for query_id, text in russian.items() if query_id in known.index]
+    return TextMap.fit(pairs, scorer.embed_english, config.search.multilingual_alpha)
+
+
+def read_translations(path: str | Path) -> pd.Series:
+    """A `query_id|query_text_ru` file as a Series indexed by query id, with one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise WsenseError(f"{path}: Russian captions not found")
+    frame = pd.read_csv(path, sep="|", dtype=str, keep_default_na=False)
+    if list(frame.columns) != ["query_id", "query_text_ru"]:
+        raise WsenseError(f"{path}: expected the columns query_id|query_text_ru, found {'|'.join(frame.columns)}")
+    empty = frame["query_text_ru"].str.strip() == ""
+    if empty.any():
+        raise WsenseError(f"{path}: row {int(empty.to_numpy().argmax()) + 2}: empty translation")
+    return frame.set_index("query_id")["query_text_ru"]

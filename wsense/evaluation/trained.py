@@ -14,7 +14,7 @@ from wsense.data import load_data
 from wsense.errors import WsenseError
 from wsense.evaluation import CorrelationEvaluator, RetrievalEvaluator
 from wsense.safety import mentions_child
-from wsense.scoring import RelevanceScorer
+from wsense.scoring import RelevanceScorer, read_translations
 from wsense.training import train
 from wsense.training.checkpoint import load_checkpoint_config
 
@@ -49,18 +49,13 @@ def cross_validate_training(config: Config, *, cpu: bool = False, resume: bool =
 
 
 def read_russian_queries(path: str | Path, english: pd.DataFrame) -> pd.DataFrame:
-    """The Russian test queries (query_id|query_text_ru), joined to the English ones for their true image."""
-    path = Path(path)
-    if not path.is_file():
-        raise WsenseError(f"{path}: Russian test queries not found (data.russian_queries)")
-    russian = pd.read_csv(path, sep="|", dtype=str, keep_default_na=False)
-    if list(russian.columns) != ["query_id", "query_text_ru"]:
-        raise WsenseError(f"{path}: expected the columns query_id|query_text_ru, found {'|'.join(russian.columns)}")
-    merged = english[["query_id", "image"]].merge(russian, on="query_id", how="left")
-    if merged["query_text_ru"].isna().any() or (merged["query_text_ru"] == "").any():
-        missing = merged.loc[merged["query_text_ru"].isna() | (merged["query_text_ru"] == ""), "query_id"].iloc[0]
-        raise WsenseError(f"{path}: no Russian text for query_id {missing}")
-    return merged.rename(columns={"query_text_ru": "query_text"})[["query_id", "query_text", "image"]]
+    """The Russian test queries, joined to the English ones for their true image."""
+    russian = read_translations(path)
+    missing = english.loc[~english["query_id"].isin(russian.index), "query_id"]
+    if len(missing):
+        raise WsenseError(f"{path}: no Russian text for query_id {missing.iloc[0]}")
+    return pd.DataFrame({"query_id": english["query_id"], "query_text": english["query_id"].map(russian).to_numpy(),
+                         "image": english["image"]})
 
 
 def evaluate_checkpoint(path: str | Path, config_override: Config | None = None, *, device: str = "cpu") -> list[dict]:

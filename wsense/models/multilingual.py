@@ -44,13 +44,15 @@ class TextMap:
         self.bias = torch.from_numpy(np.asarray(bias, dtype=np.float32))
 
     @classmethod
-    def fit(cls, texts: Sequence[str], teacher: Callable[[list[str]], torch.Tensor], alpha: float) -> "TextMap":
-        """Ridge regression from USE vectors of `texts` onto the teacher's embeddings of the same texts."""
+    def fit(cls, pairs: Sequence[tuple[str, str]], teacher: Callable[[list[str]], torch.Tensor], alpha: float
+            ) -> "TextMap":
+        """Ridge regression from USE vectors of each pair's source text (English, or a translation) onto the
+        teacher's embedding of its English text."""
         from sklearn.linear_model import Ridge
 
-        texts = list(dict.fromkeys(texts))
-        sources = universal_sentence_encoder().encode(texts)
-        targets = teacher(texts).numpy()
+        pairs = list(dict.fromkeys(pairs))
+        sources = universal_sentence_encoder().encode([source for source, _ in pairs])
+        targets = teacher([english for _, english in pairs]).numpy()
         ridge = Ridge(alpha=alpha).fit(sources, targets)
         return cls(ridge.coef_.T, ridge.intercept_)
 
