@@ -176,3 +176,64 @@ def test_training_data_respects_the_legal_filter_and_the_fold(tiny_config):
     assert "1002_a2.jpg" not in set(sets.judged["image"]) | set(sets.positives["image"])
     assert not sets.judged["query_text"].str.contains("girl").any()
     assert not set(sets.val_pairs["image"]) & (set(sets.judged["image"]) | set(sets.positives["image"]))
+
+
+def test_random_resized_crops_are_independent_per_image_and_stay_inside_it():
+    from wsense.training.inputs import random_resized_crops
+
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 255, 32).expand(3, 32, 32)  # brightness grows left to right
+    batch = ramp.expand(64, 3, 32, 32).contiguous()
+    crops = random_resized_crops(batch, 16)
+    assert crops.shape == (64, 3, 16, 16)
+    assert crops.min() >= 0 and crops.max() <= 255  # sampled inside the image, never padded with zeros
+    assert len({tuple(c[0, 0, [0, -1]].round().tolist()) for c in crops}) > 32  # one crop per image
+    # Some come out mirrored (right darker than left), some not.
+    mirrored = crops[:, 0, 0, 0] > crops[:, 0, 0, -1]
+    assert 0 < int(mirrored.sum()) < 64
+    unflipped = random_resized_crops(batch, 16, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip=False)
+    assert torch.allclose(unflipped, torch.nn.functional.interpolate(batch, size=16, mode="bilinear",
+                                                                     align_corners=False), atol=1e-3)
+
+
+def test_pixel_inputs_keep_images_decoded_and_augment_only_for_training(tiny_config):
+    from wsense.training.inputs import PixelInputs
+
+    tiny_config.image_backbone.image_size = 64
+    model = build_relevance_model(tiny_config)
+    data = load_data(tiny_config.data.dir)
+    paths = {name: data.train_image_dir / name for name in data.train_images[:4]}
+    inputs = PixelInputs(tiny_config, model, paths, ["a dog", "a cat"])
+    assert inputs.pixels.dtype == torch.uint8 and inputs.pixels.shape == (4, 3, 73, 73)
+    index = torch.tensor([0, 0, 1])
+    evaluation = inputs.image_batch(index, train=False)["pixels"]
+    assert evaluation.shape == (3, 3, 64, 64) and torch.equal(evaluation[0], evaluation[1])
+    assert torch.equal(evaluation, inputs.image_batch(index, train=False)["pixels"])
+    assert evaluation.min() >= -1 and evaluation.max() <= 1  # normalised with mean = std = 0.5
+    training = inputs.image_batch(index, train=True)["pixels"]
+    assert training.shape == (3, 3, 64, 64) and not torch.equal(training[0], training[1])
+
+
+def test_epochs_report_their_throughput_and_contrastive_positives_come_from_the_table(tiny_config):
+    trainer = Trainer(tiny_config)
+    positives = trainer.sets.positives
+    for text, image in zip(positives["query_text"], positives["image"]):
+        assert trainer.known_positives[trainer.inputs.text_index[text], trainer.inputs.image_index[image]]
+    assert int(trainer.known_positives.sum()) == len(set(zip(positives["query_text"], positives["image"])))
+    assert trainer.train_epoch()["train_pairs_per_s"] > 0
+
+
+def test_text_tower_without_pretrained_weights_needs_only_config_and_tokenizer(tmp_path, model_config):
+    from wsense.models.text import TextEncoder, minilm_path
+
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_path(model_config.text_model) / name, folder / name)
+    config = model_config.text_model.__class__(path=str(folder), pretrained=False)
+    random_tower = TextEncoder(config)
+    pretrained = TextEncoder(model_config.text_model)
+    a, b = random_tower.encode(["a dog on the grass"]), pretrained.encode(["a dog on the grass"])
+    assert a.shape == b.shape and not torch.allclose(a, b, atol=1e-2)
+    with pytest.raises(WsenseError, match="no readable model weights"):
+        TextEncoder(model_config.text_model.__class__(path=str(folder), pretrained=True))

@@ -40,6 +40,7 @@ class ImageBackboneConfig:
 class TextModelConfig:
     name: str = "all-MiniLM-L6-v2"
     path: str | None = None
+    pretrained: bool = True
     max_length: int = 128
 
 

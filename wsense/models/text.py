@@ -38,11 +38,19 @@ class TextEncoder(nn.Module):
 
     def __init__(self, config: TextModelConfig):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         path = minilm_path(config)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        # pretrained: false needs only the folder's config and tokenizer (random weights, e.g. for benchmarks).
+        if config.pretrained:
+            try:
+                self.model = AutoModel.from_pretrained(path).eval()
+            except OSError as exc:  # transformers: no weights file in the folder
+                raise WsenseError(f"{path}: no readable model weights ({str(exc).splitlines()[0]}); "
+                                  "set text_model.pretrained: false for random weights") from None
+        else:
+            self.model = AutoModel.from_config(AutoConfig.from_pretrained(path)).eval()
         self.max_length = config.max_length
 
     @property

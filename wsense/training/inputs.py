@@ -1,16 +1,18 @@
 """Model inputs held in memory for a training run, gathered into batches by index.
 
 Frozen mode keeps the towers' outputs (cached on disk by wsense.features); partial and full modes keep
-images decoded once at training resolution as uint8 tensors (augmented on tensors, never decoded again)
-and captions tokenised once.
+images decoded once at training resolution as uint8 tensors on the training device (augmented there in
+batches, never decoded again) and captions tokenised once.
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch import nn
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
@@ -42,35 +44,61 @@ class FrozenInputs:
         return {"text_features": self.text_features[index.cpu()]}
 
 
-class PixelInputs:
-    """Images decoded once (shorter side resized, centre square crop) and captions tokenised once."""
+def random_resized_crops(pixels: torch.Tensor, size: int, scale: tuple[float, float] = (0.6, 1.0),
+                         ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True) -> torch.Tensor:
+    """An independent random resized crop (and horizontal flip) for every image of a batch, in one
+    bilinear resampling on the batch's device: float (n, 3, s, s) in, float (n, 3, size, size) out.
 
-    def __init__(self, config: Config, model: RelevanceModel, image_paths: dict[str, Path], texts: Sequence[str]):
-        size = config.image_backbone.image_size
+    torchvision's v2 transforms draw one crop for a whole batch; a Python loop over images is too slow to
+    feed a GPU. Crop boxes are drawn as RandomResizedCrop draws them (area share and log aspect ratio),
+    clamped to the image instead of re-drawn."""
+    n, device = pixels.shape[0], pixels.device
+    area = torch.empty(n, device=device).uniform_(*scale)
+    log_ratio = torch.empty(n, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)   # shares of the image side
+    height = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
+    centre_x = (torch.rand(n, device=device) * 2 - 1) * (1 - width)  # in [-1, 1] coordinates
+    centre_y = (torch.rand(n, device=device) * 2 - 1) * (1 - height)
+    sign = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0) if flip else torch.ones(n, device=device)
+    theta = torch.zeros(n, 2, 3, device=device)
+    theta[:, 0, 0], theta[:, 0, 2] = width * sign, centre_x
+    theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
+    grid = nn.functional.affine_grid(theta, [n, pixels.shape[1], size, size], align_corners=False)
+    return nn.functional.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class PixelInputs:
+    """Images decoded once (shorter side resized, centre square crop) into uint8 tensors on the training
+    device, augmented there in batches; captions tokenised once."""
+
+    def __init__(self, config: Config, model: RelevanceModel, image_paths: dict[str, Path], texts: Sequence[str],
+                 device: str | torch.device = "cpu"):
+        self.size = size = config.image_backbone.image_size
         self.stored = round(size / 0.875)
+        self.augment = config.training.augment
         self.image_names = list(image_paths)
         self.image_index = {name: i for i, name in enumerate(self.image_names)}
         decode = v2.Compose([v2.PILToTensor(), v2.Resize(self.stored, antialias=True), v2.CenterCrop(self.stored)])
-        self.pixels = torch.empty((len(self.image_names), 3, self.stored, self.stored), dtype=torch.uint8)
+        pixels = torch.empty((len(self.image_names), 3, self.stored, self.stored), dtype=torch.uint8)
         for i, name in enumerate(tqdm(self.image_names, desc="decoding images", unit="image", file=sys.stderr)):
-            self.pixels[i] = decode(load_image(image_paths[name]))
-        mean, std = model.image_backbone.spec.mean, model.image_backbone.spec.std
-        normalise = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-        self.train_transform = v2.Compose(
-            ([v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip()]
-             if config.training.augment else [v2.CenterCrop(size)]) + normalise
-        )
-        self.eval_transform = v2.Compose([v2.CenterCrop(size)] + normalise)
+            pixels[i] = decode(load_image(image_paths[name]))
+        self.pixels = pixels.to(device)
+        spec = model.image_backbone.spec
+        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
         self.texts = list(dict.fromkeys(texts))
         self.text_index = {text: i for i, text in enumerate(self.texts)}
         tokens = model.text_encoder.tokenize(self.texts)
         self.input_ids, self.attention_mask = tokens["input_ids"], tokens["attention_mask"]
 
     def image_batch(self, index: torch.Tensor, *, train: bool) -> dict[str, torch.Tensor]:
-        pixels = self.pixels[index.cpu()]
-        transform = self.train_transform if train else self.eval_transform
-        # One random crop per image: a batched v2 transform would share one crop across the batch.
-        return {"pixels": torch.stack([transform(p) for p in pixels]) if train else transform(pixels)}
+        pixels = self.pixels[index.to(self.pixels.device)].float()
+        if train and self.augment:
+            pixels = random_resized_crops(pixels, self.size)
+        else:
+            offset = (self.stored - self.size) // 2
+            pixels = pixels[..., offset:offset + self.size, offset:offset + self.size]
+        return {"pixels": (pixels - self.mean) / self.std}
 
     def text_batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         mask = self.attention_mask[index.cpu()]
