@@ -38,8 +38,12 @@ def _train(args: argparse.Namespace) -> int:
     from wsense.training import train
 
     config = _config(args)
+    from accelerate import PartialState
+
     result = train(config, resume=args.resume, cpu=args.cpu, val_fold=None if args.no_validation else
                    config.training.val_fold)
+    if not PartialState().is_main_process:
+        return 0
     print(f"best epoch {result.best_epoch}: " + ", ".join(
         f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val_")))
     print(f"best checkpoint: {result.output_dir / 'best'}")

@@ -108,6 +108,9 @@ class Trainer:
         self.output_dir = Path(training.output_dir)
         self.data = data or load_data(config.data_dir)
         self.sets: TrainingSets = build_training_sets(self.data, config, val_fold)
+        state = self.accelerator.state
+        self.print(f"training on {state.device} ({state.distributed_type.value}, {state.num_processes} "
+                   f"process{'es' if state.num_processes > 1 else ''}, mixed precision {state.mixed_precision})")
         self.print(str(self.sets.summary))
         self.print(self.sets.describe())
         self.model = build_relevance_model(config)

@@ -1,0 +1,30 @@
+"""The training loop under two processes (DDP over gloo on the CPU): the code path of multi-GPU training."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from wsense.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_two_processes_train_and_save_one_checkpoint(tiny_data, tmp_path):
+    config = load_config().to_dict()
+    config["data"].update(dir=str(tiny_data), russian_queries=None, russian_train_captions=None)
+    config["cache_dir"] = str(tmp_path / "cache")
+    config["training"].update(output_dir=str(tmp_path / "run"), epochs=2, batch_size=4, contrastive_batch_size=2,
+                              warmup_steps=1)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+               "29517", str(ROOT / "train.py"), "--config", str(tmp_path / "config.yaml"), "--cpu"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MULTI_CPU, 2 processes" in done.stderr
+    assert done.stdout.count("best checkpoint:") == 1  # printed by the main process only
+    assert (tmp_path / "run" / "best" / "model.safetensors").is_file()
+    assert (tmp_path / "run" / "last" / "train_state.json").is_file()
