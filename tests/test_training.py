@@ -237,3 +237,21 @@ def test_text_tower_without_pretrained_weights_needs_only_config_and_tokenizer(t
     assert a.shape == b.shape and not torch.allclose(a, b, atol=1e-2)
     with pytest.raises(WsenseError, match="no readable model weights"):
         TextEncoder(model_config.text_model.__class__(path=str(folder), pretrained=True))
+
+
+def test_crowd_head_scores_crowd_pairs_on_their_own_output(tiny_config):
+    tiny_config.model.crowd_head = True
+    model = build_relevance_model(tiny_config).eval()
+    u = torch.nn.functional.normalize(torch.randn(4, tiny_config.model.embed_dim), dim=-1)
+    v = torch.nn.functional.normalize(torch.randn(4, tiny_config.model.embed_dim), dim=-1)
+    with torch.no_grad():
+        both = model.fusion(u, v)
+        source = torch.tensor([0, 1, 1, 0])
+        assert both.shape == (4, 2)
+        assert torch.equal(model.fuse(u, v), both[:, 0])  # search and validation rank by the expert output
+        assert torch.equal(model.fuse(u, v, source), torch.where(source == 1, both[:, 1], both[:, 0]))
+        assert torch.allclose(model.relevance_matrix(v, u).diagonal(), torch.sigmoid(both[:, 0]), atol=1e-6)
+    trainer = Trainer(tiny_config)
+    judged = trainer.sets.judged
+    assert ((judged["source"] == 1) == (judged["weight"] == tiny_config.training.crowd_weight)).all()
+    assert trainer.train_epoch()["train_loss"] > 0

@@ -72,6 +72,9 @@ class ModelConfig:
     feature_dropout: float = 0.5
     # Add the label-bridge vector (ImageNet label probabilities -> text space) to the image embedding.
     label_bridge: bool = True
+    # A second fusion output for the crowd-only pairs (target: crowd share), so that their differently
+    # distributed target trains the shared layers without bending the expert score that search ranks by.
+    crowd_head: bool = False
 
 
 @dataclass

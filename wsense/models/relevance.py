@@ -23,17 +23,20 @@ from wsense.models.text import TextEncoder, create_text_encoder
 
 
 class FusionHead(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float):
+    """An MLP over [u, v, u*v, |u-v|, cos] with one logit per target: column 0 is the expert relevance,
+    column 1 (with a crowd head) the crowd share."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float, outputs: int = 1):
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(4 * dim + 1, hidden), nn.GELU(), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(hidden, 1),
+            nn.Linear(hidden, outputs),
         )
 
     def forward(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         cosine = (u * v).sum(-1, keepdim=True)
-        return self.net(torch.cat([u, v, u * v, (u - v).abs(), cosine], dim=-1)).squeeze(-1)
+        return self.net(torch.cat([u, v, u * v, (u - v).abs(), cosine], dim=-1))
 
 
 class RelevanceModel(nn.Module):
@@ -59,7 +62,7 @@ class RelevanceModel(nn.Module):
         else:
             self.label_embeddings = None
         self.feature_dropout = nn.Dropout(model.feature_dropout)
-        self.fusion = FusionHead(model.embed_dim, model.fusion_hidden, model.dropout)
+        self.fusion = FusionHead(model.embed_dim, model.fusion_hidden, model.dropout, 2 if model.crowd_head else 1)
         # CLIP's initial temperature: logits = exp(logit_scale) * cosine.
         self.logit_scale = nn.Parameter(torch.tensor(2.6593))
 
@@ -84,9 +87,13 @@ class RelevanceModel(nn.Module):
     def embed_text(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.text_projection(features), dim=-1)
 
-    def fuse(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Fusion logit for aligned rows of image and text embeddings."""
-        return self.fusion(u, v)
+    def fuse(self, u: torch.Tensor, v: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+        """Fusion logit for aligned rows of image and text embeddings: the expert relevance, or per row the
+        output `target` names (0 expert, 1 crowd; crowd falls back to expert without a crowd head)."""
+        logits = self.fusion(u, v)
+        if target is None or logits.shape[1] == 1:
+            return logits[:, 0]
+        return logits.gather(1, target.long().unsqueeze(1)).squeeze(1)
 
     def encode_images(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Image embeddings from pixels, or from cached tower outputs (frozen mode)."""
@@ -100,10 +107,12 @@ class RelevanceModel(nn.Module):
             return self.embed_text(batch["text_features"])
         return self.embed_text(self.text_features(batch["input_ids"], batch["attention_mask"]))
 
-    def forward(self, images: dict[str, torch.Tensor], texts: dict[str, torch.Tensor], n_pairs: int):
-        """Embeddings of all images and texts, and fusion logits of the first `n_pairs` aligned rows."""
+    def forward(self, images: dict[str, torch.Tensor], texts: dict[str, torch.Tensor], n_pairs: int,
+                target: torch.Tensor | None = None):
+        """Embeddings of all images and texts, and fusion logits of the first `n_pairs` aligned rows
+        (for each row the output `target` names, see fuse)."""
         u, v = self.encode_images(images), self.encode_texts(texts)
-        return u, v, self.fuse(u[:n_pairs], v[:n_pairs])
+        return u, v, self.fuse(u[:n_pairs], v[:n_pairs], target)
 
     @staticmethod
     def relevance(logits: torch.Tensor) -> torch.Tensor:

@@ -129,6 +129,7 @@ class Trainer:
             "text": torch.tensor(judged["query_text"].map(self.inputs.text_index).to_numpy()),
             "target": torch.tensor(judged["target"].to_numpy(), dtype=torch.float32),
             "weight": torch.tensor(judged["weight"].to_numpy(), dtype=torch.float32),
+            "source": torch.tensor(judged["source"].to_numpy(), dtype=torch.long),
         }
         self.positive_tensors = {
             "image": torch.tensor(positives["image"].map(self.inputs.image_index).to_numpy()),
@@ -183,7 +184,8 @@ class Trainer:
         device = self.accelerator.device
         to = lambda batch: {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # noqa: E731
         return (to(self.inputs.image_batch(images, train=True)), to(self.inputs.text_batch(texts)),
-                j["target"].to(device), j["weight"].to(device), mask.to(device), len(j["image"]))
+                j["target"].to(device), j["weight"].to(device), j["source"].to(device), mask.to(device),
+                len(j["image"]))
 
     def _positive_batches(self):
         """Positive batches without end: the (usually smaller) positive set is cycled within an epoch."""
@@ -206,9 +208,9 @@ class Trainer:
                    file=sys.stderr, disable=not self.accelerator.is_main_process, leave=False)
         for judged_index in bar:
             positive_index = next(positives)
-            images, texts, target, weight, mask, n_pairs = self._batch(judged_index, positive_index)
+            images, texts, target, weight, source, mask, n_pairs = self._batch(judged_index, positive_index)
             with self.accelerator.accumulate(self.model):
-                u, v, logits = self.model(images, texts, n_pairs)
+                u, v, logits = self.model(images, texts, n_pairs, source)
                 reg = regression_loss(logits, target, weight)
                 con = contrastive_loss(v[n_pairs:], u[n_pairs:], mask, self.unwrapped.logit_scale)
                 loss = training.regression_weight * reg + training.contrastive_weight * con

@@ -13,7 +13,7 @@ from wsense.safety.filters import FilterSummary, child_images, filter_training_p
 
 @dataclass
 class TrainingSets:
-    judged: pd.DataFrame  # image, query_text, target, weight: the regression pairs
+    judged: pd.DataFrame  # image, query_text, target, weight, source (0 expert, 1 crowd): the regression pairs
     positives: pd.DataFrame  # image, query_text: true captions and crowd-confirmed matches (contrastive)
     val_pairs: pd.DataFrame  # held-out expert pairs (image, query_text, expert_target, expert1..3)
     val_positives: pd.DataFrame  # held-out images with their own captions (validation retrieval)
@@ -38,6 +38,7 @@ def build_training_sets(data: WithSenseData, config: Config, val_fold: int | Non
     judged = pd.DataFrame({
         "image": train_pairs["image"], "query_text": train_pairs["query_text"],
         "target": make_target(train_pairs, config.data.target, config.data.expert_weight), "weight": 1.0,
+        "source": 0,
     }).dropna(subset=["target"])
 
     crowd = data.crowd[data.crowd["query_text"] != ""]
@@ -48,7 +49,7 @@ def build_training_sets(data: WithSenseData, config: Config, val_fold: int | Non
         crowd_only = crowd[[key not in judged_keys for key in zip(crowd["image"], crowd["query_text"])]]
         judged = pd.concat([judged, pd.DataFrame({
             "image": crowd_only["image"], "query_text": crowd_only["query_text"],
-            "target": crowd_only["crowd_share"], "weight": config.training.crowd_weight,
+            "target": crowd_only["crowd_share"], "weight": config.training.crowd_weight, "source": 1,
         })], ignore_index=True)
 
     children = child_images(data.captions.rename(columns={"query_text": "text"}))
