@@ -119,6 +119,9 @@ class SearchConfig:
     # The query text tower: onnx = the same fp32 model in ONNX Runtime (exported once beside the checkpoint; the
     # same embeddings, about twice as fast per query on CPU) | torch.
     text_runtime: str = "onnx"
+    # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch): one query
+    # is too small to share, and on a busy CPU each hand-off to a second thread waits for a time slice.
+    query_threads: int = 1
 
 
 @dataclass
@@ -183,6 +186,9 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if config.search.text_runtime not in TEXT_RUNTIMES:
         raise WsenseError(f"{source}: search.text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got "
                           f"'{config.search.text_runtime}'")
+    if not isinstance(config.search.query_threads, int) or config.search.query_threads < 1:
+        raise WsenseError(f"{source}: search.query_threads must be a whole number from 1, got "
+                          f"{config.search.query_threads!r}")
     if config.training.mode not in MODES:
         raise WsenseError(f"{source}: training.mode must be one of {', '.join(MODES)}, got '{config.training.mode}'")
     if not 0.0 <= float(config.data.expert_weight) <= 1.0:

@@ -127,6 +127,9 @@ class OnnxTextPath:
         options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
+        # Helper threads sleep between operators instead of spinning: on a busy CPU a spinning helper takes the
+        # time slice the calling thread needs (one query: p50 22 against 27 ms with spinning, under load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = self.ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             self.session = session
