@@ -1,11 +1,12 @@
 """Search speed: index throughput (decode and model time apart) and end-to-end query latency p50/p95.
 
 Latency covers the whole query path: legal check, text tower, first stage, fusion re-rank of the top
-candidates. Catalogs: the 100 real test images, then 100k and 1M synthetic embeddings (real image
-embeddings plus noise, so they cluster as real catalogs do) through FAISS, with the FAISS first stage's
-recall@10 against exact search.
+candidates. Catalogs: the 100 real test images, with the text tower in torch and in ONNX Runtime
+(search.text_runtime) taking turns query by query, so both see the same machine load; then 100k and 1M
+synthetic embeddings (real image embeddings plus noise, so they cluster as real catalogs do) through FAISS,
+with the FAISS first stage's recall@10 against exact search.
 
-    python benchmarks/search_latency.py [--checkpoint runs/default/best] [--sizes 100000 1000000]
+    python benchmarks/search_latency.py [--checkpoint runs/default/best] [--sizes 100000 1000000] [--compile]
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from wsense.config import load_config
 from wsense.data import load_data, load_image
 from wsense.retrieval import FirstStage
 from wsense.safety import mentions_child
-from wsense.search import SearchEngine
+from wsense.search import SearchEngine, torch_threads
 
 
 def percentiles(times: list[float]) -> str:
@@ -32,16 +33,25 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="runs/default/best")
     parser.add_argument("--sizes", nargs="*", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the text tower first (as serve --compile)")
+    parser.add_argument("--query-threads", type=int, help="torch threads per query (default: search.query_threads)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the torch text tower first (as serve --compile with text_runtime: torch)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     config = load_config()
     data = load_data(config.data_dir)
     engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True)
     scorer = engine.scorer
+    engine.query_threads = args.query_threads or engine.query_threads
+    onnx = scorer.onnx_text
+    if onnx is None:
+        from wsense.models.text_onnx import OnnxTextPath
+
+        onnx = OnnxTextPath(scorer.model, args.checkpoint)
+    scorer.onnx_text = None
     if args.compile:
         scorer.compile_text_tower()
-    print(f"text tower: {'torch.compile' if args.compile else 'eager'}")
+    runtimes = {f"torch ({'compiled' if args.compile else 'eager'})": None, "onnx": onnx}
 
     paths = [data.test_image_dir / name for name in data.test_images]
     start = time.perf_counter()
@@ -56,14 +66,29 @@ def main() -> None:
 
     queries = [q for q in data.test_queries["query_text"] if not mentions_child(q)]
     queries = (queries * (args.queries // len(queries) + 1))[:args.queries]
-    engine.search(queries[0])
-    times = []
-    for query in queries:
-        start = time.perf_counter()
-        engine.search(query, top_k=1)
-        times.append(time.perf_counter() - start)
-    print(f"{len(engine.images):>9} real images, exact first stage, re-rank top {engine.candidates}: "
-          f"{percentiles(times)}")
+    times: dict[str, list[float]] = {name: [] for name in runtimes}
+    embedded, top = {}, {}
+    for name, text_path in runtimes.items():
+        scorer.onnx_text = text_path
+        engine.search(queries[0])
+        embedded[name] = scorer.embed_texts(queries).numpy()
+        top[name] = [engine.search(query, top_k=1).results[0]["image"] for query in queries]
+    for i, query in enumerate(queries):
+        for name in list(runtimes)[::1 if i % 2 else -1]:  # take turns, first one then the other
+            scorer.onnx_text = runtimes[name]
+            start = time.perf_counter()
+            engine.search(query, top_k=1)
+            times[name].append(time.perf_counter() - start)
+    print(f"query path: torch {engine.query_threads} thread(s), ONNX Runtime {onnx.threads} (search.query_threads, "
+          "torch threads)")
+    for name in runtimes:
+        print(f"{len(engine.images):>9} real images, exact first stage, re-rank top {engine.candidates}, text tower "
+              f"{name:>16}: {percentiles(times[name])}")
+    (a, b), (ta, tb) = embedded.values(), top.values()
+    p50 = [np.percentile(t, 50) for t in times.values()]
+    print(f"onnx / torch p50 {p50[1] / p50[0]:.2f}; query embeddings max |difference| {np.abs(a - b).max():.1e}; "
+          f"same top result for {sum(x == y for x, y in zip(ta, tb))} of {len(queries)} queries")
+    scorer.onnx_text = onnx  # the synthetic catalogs below: text tower in ONNX Runtime
 
     rng = np.random.default_rng(0)
     base = engine.embeddings.numpy()
@@ -83,11 +108,12 @@ def main() -> None:
         times = []
         for query in queries:
             start = time.perf_counter()
-            v = scorer.embed_texts([query])
-            _, shortlist = stage.search(v.numpy(), engine.candidates)
-            scorer.relevance(v, embeddings[torch.from_numpy(shortlist[0])])
+            with torch_threads(engine.query_threads):  # as SearchEngine.search
+                v = scorer.embed_texts([query])
+                _, shortlist = stage.search(v.numpy(), engine.candidates)
+                scorer.relevance(v, embeddings[torch.from_numpy(shortlist[0])])
             times.append(time.perf_counter() - start)
-        print(f"{size:>9} synthetic, FAISS IVF (built in {build:.0f}s), re-rank top {engine.candidates}: "
+        print(f"{size:>9} synthetic, FAISS IVF (built in {build:.0f}s), re-rank top {engine.candidates}, onnx: "
               f"{percentiles(times)}; recall@10 vs exact {recall:.3f}")
         del vectors, exact, stage, embeddings
 

@@ -42,6 +42,20 @@ def test_refused_queries_never_show_an_image(tiny_data, checkpoint, query):
     assert result.refused and result.results == [] and result.reason
 
 
+def test_a_query_runs_on_query_threads_and_restores_the_setting(tiny_data, checkpoint, monkeypatch):
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
+    assert engine.query_threads == 1
+    relevance, seen = engine.scorer.relevance, []
+    monkeypatch.setattr(engine.scorer, "relevance", lambda v, u: seen.append(torch.get_num_threads()) or relevance(v, u))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert engine.search("a dog in a lake").results
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bad_queries_are_clear_errors(tiny_data, checkpoint):
     engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
     with pytest.raises(WsenseError, match="empty query"):

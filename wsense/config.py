@@ -15,6 +15,7 @@ DATA_DIR_ENV = "WSENSE_DATA_DIR"
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 TARGETS = ("expert", "crowd", "blend")
 MODES = ("frozen", "partial", "full")
+TEXT_RUNTIMES = ("onnx", "torch")
 
 
 @dataclass
@@ -119,6 +120,12 @@ class SearchConfig:
     # English training captions with the trained text tower as teacher); none = the English tower for all.
     multilingual: str = "use_map"
     multilingual_alpha: float = 1.0
+    # The query text tower: onnx = the same fp32 model in ONNX Runtime (exported once beside the checkpoint; the
+    # same embeddings, about twice as fast per query on CPU) | torch.
+    text_runtime: str = "onnx"
+    # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch): one query
+    # is too small to share, and on a busy CPU each hand-off to a second thread waits for a time slice.
+    query_threads: int = 1
 
 
 @dataclass
@@ -180,6 +187,12 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
         raise WsenseError(f"{source}: data.target must be one of {', '.join(TARGETS)}, got '{config.data.target}'")
     if config.search.multilingual not in ("use_map", "none"):
         raise WsenseError(f"{source}: search.multilingual must be use_map or none, got '{config.search.multilingual}'")
+    if config.search.text_runtime not in TEXT_RUNTIMES:
+        raise WsenseError(f"{source}: search.text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got "
+                          f"'{config.search.text_runtime}'")
+    if not isinstance(config.search.query_threads, int) or config.search.query_threads < 1:
+        raise WsenseError(f"{source}: search.query_threads must be a whole number from 1, got "
+                          f"{config.search.query_threads!r}")
     if config.training.mode not in MODES:
         raise WsenseError(f"{source}: training.mode must be one of {', '.join(MODES)}, got '{config.training.mode}'")
     if not 0.0 <= float(config.data.expert_weight) <= 1.0:

@@ -28,6 +28,22 @@ class RelevanceScorer:
         self.transform = image_transform(model.image_backbone.spec, image_size)
         self.batch_size = batch_size
         self.text_map = text_map
+        self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
+
+    def use_text_runtime(self, runtime: str, directory: str | Path | None = None) -> None:
+        """Run the text path in `runtime` (torch | onnx); onnx exports it into `directory` the first time."""
+        if runtime == "torch":
+            self.onnx_text = None
+        elif runtime == "onnx":
+            if self.device.type != "cpu":
+                raise WsenseError(f"search.text_runtime: onnx runs on the CPU, not on {self.device}; use torch")
+            if directory is None:
+                raise WsenseError("the ONNX text tower needs a folder to keep its export in")
+            from wsense.models.text_onnx import OnnxTextPath
+
+            self.onnx_text = OnnxTextPath(self.model, directory)
+        else:
+            raise WsenseError(f"unknown text runtime '{runtime}' (expected onnx or torch)")
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu") -> "RelevanceScorer":
@@ -42,11 +58,18 @@ class RelevanceScorer:
             else:
                 scorer.text_map = fit_text_map(scorer, config)
                 scorer.text_map.save(path)
+        if config.search.text_runtime == "onnx" and scorer.device.type == "cpu":
+            scorer.use_text_runtime("onnx", checkpoint)
         return scorer
 
     def compile_text_tower(self) -> None:
         """torch.compile the text transformer: about a third faster per query on CPU, after a one-off
-        compilation of half a minute, so it pays off in a server, not in a one-shot command."""
+        compilation of half a minute, so it pays off in a server, not in a one-shot command. Nothing to do
+        where queries run in ONNX Runtime (search.text_runtime: onnx), which is faster still."""
+        if self.onnx_text is not None:
+            print("text tower: ONNX Runtime (search.text_runtime: onnx); --compile applies to torch only",
+                  file=sys.stderr)
+            return
         encoder = self.model.text_encoder
         encoder.model = torch.compile(encoder.model, dynamic=True)
         self.embed_texts(["warm-up query", "a second, longer warm-up query for another shape"])
@@ -85,8 +108,12 @@ class RelevanceScorer:
         encoder = self.model.text_encoder
         chunks = []
         for start in range(0, len(texts), batch_size):
-            tokens = encoder.tokenize(list(texts[start:start + batch_size]))
-            batch = {k: tokens[k].to(self.device) for k in ("input_ids", "attention_mask")}
+            ids, mask = encoder.token_arrays(list(texts[start:start + batch_size]))
+            if self.onnx_text is not None:
+                chunks.append(torch.from_numpy(self.onnx_text(ids, mask)))
+                continue
+            batch = {"input_ids": torch.from_numpy(ids).to(self.device),
+                     "attention_mask": torch.from_numpy(mask).to(self.device)}
             chunks.append(self.model.encode_texts(batch).float().cpu())
         return torch.cat(chunks) if chunks else torch.zeros(0, self.model.text_projection.out_features)
 

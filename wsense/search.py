@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,20 @@ def default_index_dir(config: Config, image_dir: Path, fingerprint: str) -> Path
     return Path(config.cache_dir) / "indexes" / f"{Path(image_dir).name}-{key}-{fingerprint}"
 
 
+@contextmanager
+def torch_threads(n: int):
+    """Run torch ops on `n` threads inside the block (torch's setting is process-wide: one query at a time)."""
+    previous = torch.get_num_threads()
+    if n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class SearchEngine:
     """Search over the catalog under `image_dir`, indexed (incrementally) in `index_dir`."""
 
@@ -89,15 +104,17 @@ class SearchEngine:
         self.first_stage = FirstStage(self.index.embeddings[rows], search.first_stage, search.faiss_threshold,
                                       search.faiss_nprobe)
         self.candidates = candidates or search.candidates
+        self.query_threads = search.query_threads
 
     def search(self, query: str, top_k: int = 1) -> SearchResult:
         verdict = check_query(validate_query(query))
         if verdict.refused:
             return SearchResult(query, True, verdict.reason)
-        v = self.scorer.embed_texts([query])
-        _, shortlist = self.first_stage.search(v.numpy(), max(self.candidates, top_k))
-        shortlist = torch.from_numpy(shortlist[0][shortlist[0] >= 0])
-        relevance = self.scorer.relevance(v, self.embeddings[shortlist])[0]
+        with torch_threads(self.query_threads):
+            v = self.scorer.embed_texts([query])
+            _, shortlist = self.first_stage.search(v.numpy(), max(self.candidates, top_k))
+            shortlist = torch.from_numpy(shortlist[0][shortlist[0] >= 0])
+            relevance = self.scorer.relevance(v, self.embeddings[shortlist])[0]
         order = torch.argsort(relevance, descending=True)[:top_k]
         results = [{"image": self.images[int(shortlist[i])], "score": round(float(relevance[i]), 4)} for i in order]
         return SearchResult(query, False, None, results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +53,7 @@ class TextEncoder(nn.Module):
         else:
             self.model = AutoModel.from_config(AutoConfig.from_pretrained(path)).eval()
         self.max_length = config.max_length
+        self._query_tokenizer = None
 
     @property
     def dim(self) -> int:
@@ -59,6 +61,26 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+
+    def token_arrays(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask) as int64 arrays, the same as `tokenize`: straight through the Rust
+        tokenizer where there is one, which saves about 0.4 ms of a single query's Python overhead."""
+        if not self.tokenizer.is_fast:
+            tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                                    return_tensors="np")
+            return tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
+        if self._query_tokenizer is None:
+            from tokenizers import Tokenizer
+
+            # A copy: the transformers tokenizer resets its backend's padding and truncation on every call.
+            backend = Tokenizer.from_str(self.tokenizer.backend_tokenizer.to_str())
+            backend.enable_truncation(self.max_length)
+            backend.enable_padding(pad_id=self.tokenizer.pad_token_id, pad_token=self.tokenizer.pad_token,
+                                   direction=self.tokenizer.padding_side)
+            self._query_tokenizer = backend
+        encodings = self._query_tokenizer.encode_batch(texts)
+        return (np.array([e.ids for e in encodings], dtype=np.int64),
+                np.array([e.attention_mask for e in encodings], dtype=np.int64))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

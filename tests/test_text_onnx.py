@@ -1,0 +1,111 @@
+"""The query text path in ONNX Runtime: the torch tower's embeddings, an export kept per model, clear errors."""
+import shutil
+import sys
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import yaml
+
+from wsense.config import load_config
+from wsense.errors import WsenseError
+from wsense.models.relevance import build_relevance_model
+from wsense.models.text_onnx import FILE_PREFIX, text_path_key
+from wsense.scoring import RelevanceScorer
+from wsense.training import save_checkpoint
+
+TEXTS = ["a dog", "two men climb a red rock wall in the evening sun", "word " * 200, "Ünïcödé café"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    config = load_config()
+    config.search.multilingual = "none"
+    model = build_relevance_model(config, for_checkpoint=True)
+    with torch.no_grad():  # a trained-looking projection, so the export must carry the checkpoint's own weights
+        model.text_projection.weight.add_(0.05 * torch.randn_like(model.text_projection.weight))
+    return save_checkpoint(model, config, tmp_path_factory.mktemp("ckpt") / "best", {"epoch": 0})
+
+
+def exports(folder):
+    return sorted(folder.glob(f"{FILE_PREFIX}*.onnx"))
+
+
+def set_runtime(folder, runtime):
+    values = yaml.safe_load((folder / "config.yaml").read_text())
+    values["search"]["text_runtime"] = runtime
+    (folder / "config.yaml").write_text(yaml.safe_dump(values))
+
+
+def test_onnx_text_path_gives_the_torch_embeddings(checkpoint):
+    scorer = RelevanceScorer.from_checkpoint(checkpoint)
+    assert scorer.onnx_text is not None and exports(checkpoint) == [scorer.onnx_text.path]
+    batched = scorer.embed_english(TEXTS)
+    single = torch.cat([scorer.embed_english([text]) for text in TEXTS])
+    scorer.use_text_runtime("torch")
+    reference = scorer.embed_english(TEXTS)
+    assert torch.allclose(batched, reference, atol=1e-5) and torch.allclose(single, reference, atol=1e-5)
+    # The query path's tokens are the transformers tokenizer's, padding included.
+    encoder = scorer.model.text_encoder
+    ids, mask = encoder.token_arrays(TEXTS)
+    tokens = encoder.tokenize(TEXTS)
+    assert np.array_equal(ids, tokens["input_ids"].numpy()) and np.array_equal(mask, tokens["attention_mask"].numpy())
+
+
+def test_export_is_reused_and_rebuilt_when_missing_or_damaged(checkpoint, tmp_path, capsys):
+    folder = tmp_path / "best"
+    shutil.copytree(checkpoint, folder)
+    path = RelevanceScorer.from_checkpoint(folder).onnx_text.path
+    written = path.stat()
+    scorer = RelevanceScorer.from_checkpoint(folder)
+    assert scorer.onnx_text.path == path and path.stat().st_mtime_ns == written.st_mtime_ns
+    reference = scorer.embed_english(TEXTS[:2])
+
+    path.write_bytes(path.read_bytes()[:100_000])  # cut short, as by a full disk
+    scorer = RelevanceScorer.from_checkpoint(folder)
+    assert "damaged ONNX text tower" in capsys.readouterr().err
+    assert torch.allclose(scorer.embed_english(TEXTS[:2]), reference, atol=1e-6)
+
+    path.unlink()
+    assert RelevanceScorer.from_checkpoint(folder).onnx_text.path == path and path.is_file()
+    assert exports(folder) == [path]
+
+
+def test_another_model_never_reuses_an_export(checkpoint, tmp_path):
+    folder = tmp_path / "best"
+    shutil.copytree(checkpoint, folder)
+    scorer = RelevanceScorer.from_checkpoint(folder)
+    old = scorer.onnx_text.path
+    with torch.no_grad():
+        scorer.model.text_projection.weight.mul_(-1)
+    assert text_path_key(scorer.model) != old.name[len(FILE_PREFIX):-len(".onnx")]
+    scorer.use_text_runtime("onnx", folder)
+    assert scorer.onnx_text.path != old and exports(folder) == [scorer.onnx_text.path]  # the stale one is gone
+    scorer_vectors = scorer.embed_english(TEXTS[:2])
+    scorer.use_text_runtime("torch")
+    assert torch.allclose(scorer_vectors, scorer.embed_english(TEXTS[:2]), atol=1e-5)
+
+
+def test_text_runtime_is_chosen_by_config(checkpoint, tmp_path):
+    folder = tmp_path / "best"
+    shutil.copytree(checkpoint, folder, ignore=shutil.ignore_patterns(f"{FILE_PREFIX}*"))
+    set_runtime(folder, "torch")
+    assert RelevanceScorer.from_checkpoint(folder).onnx_text is None and not exports(folder)
+    set_runtime(folder, "tensorrt")
+    with pytest.raises(WsenseError, match="text_runtime must be one of onnx, torch"):
+        RelevanceScorer.from_checkpoint(folder)
+
+
+def test_missing_onnxruntime_is_a_clear_error(checkpoint, tmp_path, monkeypatch):
+    folder = tmp_path / "best"
+    shutil.copytree(checkpoint, folder, ignore=shutil.ignore_patterns(f"{FILE_PREFIX}*"))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(WsenseError, match=r"onnx needs onnxruntime \(pip install onnxruntime\)"):
+        RelevanceScorer.from_checkpoint(folder)
+    monkeypatch.setitem(sys.modules, "onnxruntime", onnxruntime)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # needed to export, not to run an export made before
+    with pytest.raises(WsenseError, match=r"pip install onnx\)"):
+        RelevanceScorer.from_checkpoint(folder)
+    set_runtime(folder, "torch")
+    assert RelevanceScorer.from_checkpoint(folder).onnx_text is None
