@@ -115,3 +115,54 @@ def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint
     values["search"]["multilingual"] = "none"
     (plain / "config.yaml").write_text(yaml.safe_dump(values))
     assert RelevanceScorer.from_checkpoint(plain).text_map is None
+
+
+def _russian_captions(path):
+    from conftest import CAPTIONS
+
+    russian = ["Чёрная собака бежит по зелёной траве", "Двое мужчин лезут на красную скалу",
+               "Маленькая девочка в розовом платье", "Сёрфер катится на большой волне",
+               "Женщина едет на велосипеде по улице", "Снежные горы под голубым небом"]
+    lines = ["query_id|query_text_ru"] + [f"{qid}|{text}" for qid, text in zip(CAPTIONS, russian)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_map_pairs_leave_out_every_caption_of_the_excluded_images(tiny_data, tmp_path):
+    from conftest import TRAIN_IMAGES
+    from wsense.config import load_config
+    from wsense.data import load_data
+    from wsense.scoring import text_map_pairs
+
+    config = load_config()
+    config.data.russian_train_captions = str(_russian_captions(tmp_path / "ru.csv"))
+    captions = load_data(tiny_data, check_images=False).captions
+    everything = text_map_pairs(config, captions)
+    assert ("Чёрная собака бежит по зелёной траве", 'A black dog runs on the "green" grass .') in everything
+    kept = text_map_pairs(config, captions, exclude_images=[TRAIN_IMAGES[0]])
+    assert len(everything) - len(kept) == 2  # the English caption and its Russian version
+    assert all("black dog" not in english and "собака" not in source for source, english in kept)
+
+
+def test_multilingual_validation_holds_the_validation_captions_out_of_the_map(tiny_data, tmp_path, monkeypatch):
+    from wsense.config import load_config
+    from wsense.evaluation.multilingual import validate_multilingual
+    from wsense.models.multilingual import TextMap
+
+    config = load_config()
+    config.data.dir = str(tiny_data)
+    config.data.russian_train_captions = str(_russian_captions(tmp_path / "ru.csv"))
+    config.training.val_fold = 0
+    path = save_checkpoint(build_relevance_model(config), config, tmp_path / "best", {"epoch": 0})
+    fitted = []
+    original = TextMap.fit.__func__
+    monkeypatch.setattr(TextMap, "fit", classmethod(lambda cls, pairs, *a: fitted.append(list(pairs))
+                                                    or original(cls, pairs, *a)))
+    rows = validate_multilingual(path)
+    names = [row["model"] for row in rows]
+    assert len(rows) == 4 and sum("[ru]" in name for name in names) == 2
+    assert all("[val captions]" in name and 0 <= row["r1"] <= row["r5"] <= 1 for name, row in zip(names, rows))
+    held = int(rows[0]["queries"].split("(")[1].split(")")[0])
+    assert held >= 1
+    sources = {source for source, _ in fitted[0]}
+    assert len([s for s in sources if any("\u0400" <= ch <= "\u04ff" for ch in s)]) == 6 - held

@@ -55,14 +55,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     config = _config(args)
     notes, topic = None, "frozen"
+    if args.validate_multilingual and not args.checkpoint:
+        raise WsenseError("--validate-multilingual needs --checkpoint")
     if args.checkpoint or args.cross_validate:
         from wsense.evaluation.trained import NOTES, cross_validate_training, evaluate_checkpoint
 
-        rows, notes, topic = [], NOTES, "trained"
+        rows, notes, topic = [], list(NOTES), "trained"
         if args.cross_validate:
             rows.append(cross_validate_training(config, cpu=args.cpu, resume=args.resume))
         if args.checkpoint:
             rows += evaluate_checkpoint(args.checkpoint, config if args.data_dir else None)
+        if args.validate_multilingual:
+            from wsense.evaluation.multilingual import NOTE, validate_multilingual
+
+            rows += validate_multilingual(args.checkpoint, config if args.data_dir else None)
+            notes.append(NOTE)
     else:
         from wsense.evaluation.frozen import run_frozen_baselines
 
@@ -189,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cross-validate", action="store_true",
                           help="grouped 5-fold cross-validation of the whole training run of --config")
     evaluate.add_argument("--resume", action="store_true", help="with --cross-validate: resume unfinished folds")
+    evaluate.add_argument("--validate-multilingual", action="store_true",
+                          help="with --checkpoint: also English vs Russian retrieval of the validation fold's "
+                               "held-out training captions (the map fitted without them)")
     evaluate.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is present")
     evaluate.add_argument("--output-dir", help="with --cross-validate: run folder (default: training.output_dir)")
     evaluate.add_argument("--mode", choices=["frozen", "partial", "full"], help="override training.mode")

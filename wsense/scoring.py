@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import pandas as pd
 import torch
@@ -122,18 +122,27 @@ class RelevanceScorer:
         return self.model.relevance_matrix(v.to(self.device), u.to(self.device)).cpu()
 
 
-def fit_text_map(scorer: RelevanceScorer, config) -> TextMap:
-    """Fit the USE -> text-space map with the model's own text tower as the teacher, on texts the model was
-    trained with: the English training captions and label prompts (English -> themselves) and the Russian
-    training captions of data.russian_train_captions (Russian -> their English original)."""
+def fit_text_map(scorer: RelevanceScorer, config, exclude_images: Collection[str] = ()) -> TextMap:
+    """Fit the USE -> text-space map with the model's own text tower as the teacher (see text_map_pairs);
+    `exclude_images`: leave out the captions of these images, English and Russian (validation)."""
     from wsense.data import load_data
-    from wsense.models.label_bridge import imagenet_label_prompts
 
     try:
         captions = load_data(config.data_dir, check_images=False).captions
     except WsenseError as error:
         raise WsenseError(f"the multilingual map is fitted once on the training captions, which are missing: {error}; "
                           "or set search.multilingual: none") from None
+    pairs = text_map_pairs(config, captions, exclude_images)
+    return TextMap.fit(pairs, scorer.embed_english, config.search.multilingual_alpha)
+
+
+def text_map_pairs(config, captions: pd.DataFrame, exclude_images: Collection[str] = ()) -> list[tuple[str, str]]:
+    """(source, English) pairs the map is fitted on: texts the model was trained with, the English training
+    captions and label prompts (English -> themselves) and the Russian training captions of
+    data.russian_train_captions (Russian -> their English original); none of the captions of `exclude_images`."""
+    from wsense.models.label_bridge import imagenet_label_prompts
+
+    captions = captions[~captions["image"].isin(set(exclude_images))]
     english = captions["query_text"].tolist() + imagenet_label_prompts()
     pairs = [(text, text) for text in english]
     if config.data.russian_train_captions and not Path(config.data.russian_train_captions).is_file():
@@ -143,7 +152,7 @@ def fit_text_map(scorer: RelevanceScorer, config) -> TextMap:
         russian = read_translations(config.data.russian_train_captions)
         known = captions.set_index("query_id")["query_text"]
         pairs += [(text, known[query_id]) for query_id, text in russian.items() if query_id in known.index]
-    return TextMap.fit(pairs, scorer.embed_english, config.search.multilingual_alpha)
+    return pairs
 
 
 def read_translations(path: str | Path) -> pd.Series:
