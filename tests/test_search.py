@@ -44,7 +44,8 @@ def test_refused_queries_never_show_an_image(tiny_data, checkpoint, query):
 
 def test_a_query_runs_on_query_threads_and_restores_the_setting(tiny_data, checkpoint, monkeypatch):
     engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
-    assert engine.query_threads == 1
+    assert engine.query_threads == 2  # the default
+    engine.query_threads = 1
     relevance, seen = engine.scorer.relevance, []
     monkeypatch.setattr(engine.scorer, "relevance", lambda v, u: seen.append(torch.get_num_threads()) or relevance(v, u))
     before = torch.get_num_threads()

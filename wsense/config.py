@@ -123,9 +123,9 @@ class SearchConfig:
     # The query text tower: onnx = the same fp32 model in ONNX Runtime (exported once beside the checkpoint; the
     # same embeddings, about twice as fast per query on CPU) | torch.
     text_runtime: str = "onnx"
-    # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch): one query
-    # is too small to share, and on a busy CPU each hand-off to a second thread waits for a time slice.
-    query_threads: int = 1
+    # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch): 1 where
+    # other jobs share the CPU, as each hand-off to a second thread then waits for a time slice.
+    query_threads: int = 2
 
 
 @dataclass
