@@ -150,6 +150,7 @@ def test_multilingual_validation_holds_the_validation_captions_out_of_the_map(ti
     from wsense.evaluation.multilingual import validate_multilingual
     from wsense.models.multilingual import TextMap
 
+    monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)  # CI points it at the full data set
     config = load_config()
     config.data.dir = str(tiny_data)
     config.data.russian_train_captions = str(_russian_captions(tmp_path / "ru.csv"))
