@@ -121,7 +121,7 @@ class SearchConfig:
     multilingual: str = "use_map"
     multilingual_alpha: float = 1.0
     # The query text tower: onnx = the same fp32 model in ONNX Runtime (exported once beside the checkpoint; the
-    # same embeddings, about twice as fast per query on CPU) | torch.
+    # same embeddings, a query in about 0.65 of the time on CPU) | torch.
     text_runtime: str = "onnx"
     # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch): 1 where
     # other jobs share the CPU, as each hand-off to a second thread then waits for a time slice.
