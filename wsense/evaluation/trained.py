@@ -28,8 +28,10 @@ NOTES = [
     "test queries): the label-bridge start of the image embedding (validation R@1 0.25-0.31 after 1-3 epochs); "
     "dropout on the image features (without it the projection memorises the photos and R@1 falls to 0.19); the "
     "crowd-only pairs in the regression (without them fusion R@1 falls to 0.06-0.17); and their own fusion output "
-    "(model.crowd_head: CV Spearman 0.736 +- 0.017 against 0.705 +- 0.019 with one shared output). No effect or "
-    "worse: crowd_weight 1.0 (fold 0: 0.717 against 0.733), 14 epochs (best epoch still 4), blending the fusion "
+    "(model.crowd_head: CV Spearman 0.736 +- 0.017 against 0.705 +- 0.019 with one shared output), at a quarter "
+    "of an expert pair's weight (crowd_weight 0.25: 0.746 +- 0.017 against 0.736 at 0.5, higher on all 5 folds). "
+    "No effect or worse: crowd_weight 1.0 (fold 0: 0.717 against 0.733), 14 epochs (best epoch still 4), "
+    "ranking by the crowd output (validation R@1 0.337 against 0.326, noise), blending the fusion "
     "logit with the cosine (+0.01 R@1, within noise), partial fine-tuning on a GPU (see reports/device/).",
 ]
 
