@@ -1,6 +1,7 @@
 """The relevance model and its training loop on the tiny generated data set (real towers, CPU, seconds)."""
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -255,3 +256,29 @@ def test_crowd_head_scores_crowd_pairs_on_their_own_output(tiny_config):
     judged = trainer.sets.judged
     assert ((judged["source"] == 1) == (judged["weight"] == tiny_config.training.crowd_weight)).all()
     assert trainer.train_epoch()["train_loss"] > 0
+
+
+def test_cross_validation_checkpoints_record_the_fold_they_never_saw(tiny_config):
+    from wsense.evaluation.trained import cross_validate_training
+
+    tiny_config.training.epochs = 1
+    cross_validate_training(tiny_config)
+    data = load_data(tiny_config.data.dir)
+    held_out = []
+    for fold in range(2):
+        _, config, _ = load_checkpoint(f"{tiny_config.training.output_dir}/cv/fold{fold}/best")
+        assert config.training.val_fold == fold
+        held_out.append(set(Trainer(config, data).sets.val_pairs["image"]))
+    assert held_out[0] and held_out[1] and not held_out[0] & held_out[1]
+
+
+def test_training_without_validation_records_no_fold(tiny_config, monkeypatch):
+    from wsense.cli import main
+
+    monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
+    tiny_config.training.epochs = 1
+    config_file = tiny_config.training.output_dir + ".yaml"
+    Path(config_file).write_text(yaml.safe_dump(tiny_config.to_dict()), encoding="utf-8")
+    assert main(["train", "--config", config_file, "--no-validation"]) == 0
+    _, config, _ = load_checkpoint(f"{tiny_config.training.output_dir}/best")
+    assert config.training.val_fold is None

@@ -40,8 +40,9 @@ def _train(args: argparse.Namespace) -> int:
     config = _config(args)
     from accelerate import PartialState
 
-    result = train(config, resume=args.resume, cpu=args.cpu, val_fold=None if args.no_validation else
-                   config.training.val_fold)
+    if args.no_validation:
+        config.training.val_fold = None
+    result = train(config, resume=args.resume, cpu=args.cpu)
     if not PartialState().is_main_process:
         return 0
     print(f"best epoch {result.best_epoch}: " + ", ".join(

@@ -96,7 +96,7 @@ class TrainingConfig:
     top_image_blocks: int = 2  # partial mode: trainable top stages of the image backbone
     top_text_layers: int = 2  # partial mode: trainable top transformer layers of the text tower
     augment: bool = True  # random crop and flip on image tensors (partial and full modes)
-    val_fold: int = 0  # the grouped fold held out for validation and the best checkpoint
+    val_fold: int | None = 0  # the grouped fold held out for validation and the best checkpoint
     seed: int = 42
     output_dir: str = "runs/default"
     mixed_precision: str = "auto"  # auto (bf16 on GPU, none on CPU) | no | bf16 | fp16

@@ -47,8 +47,9 @@ def cross_validate_training(config: Config, *, cpu: bool = False, resume: bool =
     for fold in range(config.baselines.folds):
         fold_config = copy.deepcopy(config)
         fold_config.training.output_dir = str(Path(config.training.output_dir) / "cv" / f"fold{fold}")
+        fold_config.training.val_fold = fold
         print(f"cross-validation: fold {fold + 1}/{config.baselines.folds}", file=sys.stderr)
-        result = train(fold_config, cpu=cpu, val_fold=fold, data=data,
+        result = train(fold_config, cpu=cpu, data=data,
                        resume=resume and (Path(fold_config.training.output_dir) / "last").exists())
         per_fold.append({"spearman": result.best["val_spearman"], "kendall_tau_c": result.best["val_kendall_tau_c"]})
         r1.append(result.best.get("val_r1_cosine", float("nan")))

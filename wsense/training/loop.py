@@ -93,8 +93,7 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: Config, data: WithSenseData | None = None, *, val_fold: int | None = 0,
-                 cpu: bool = False):
+    def __init__(self, config: Config, data: WithSenseData | None = None, *, cpu: bool = False):
         self.config = config
         training = config.training
         precision = training.mixed_precision
@@ -107,7 +106,7 @@ class Trainer:
         set_seed(training.seed)
         self.output_dir = Path(training.output_dir)
         self.data = data or load_data(config.data_dir)
-        self.sets: TrainingSets = build_training_sets(self.data, config, val_fold)
+        self.sets: TrainingSets = build_training_sets(self.data, config, training.val_fold)
         state = self.accelerator.state
         self.print(f"training on {state.device} ({state.distributed_type.value}, {state.num_processes} "
                    f"process{'es' if state.num_processes > 1 else ''}, mixed precision {state.mixed_precision})")
@@ -361,9 +360,11 @@ def _flat(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-def train(config: Config, *, resume: bool = False, cpu: bool = False, val_fold: int | None = 0,
-          data: WithSenseData | None = None) -> TrainResult:
-    trainer = Trainer(config, data, val_fold=val_fold, cpu=cpu)
+def train(config: Config, *, resume: bool = False, cpu: bool = False, data: WithSenseData | None = None
+          ) -> TrainResult:
+    """Train with config.training.val_fold held out (None: every image trains); the config is saved with each
+    checkpoint, so a checkpoint records which fold it never saw."""
+    trainer = Trainer(config, data, cpu=cpu)
     if resume:
         trainer.resume()
     elif (Path(config.training.output_dir) / "last").exists():
