@@ -3,6 +3,7 @@ import shutil
 import sys
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -46,6 +47,9 @@ def test_onnx_text_path_gives_the_torch_embeddings(checkpoint):
     scorer.use_text_runtime("torch")
     reference = scorer.embed_english(TEXTS)
     assert torch.allclose(batched, reference, atol=1e-5) and torch.allclose(single, reference, atol=1e-5)
+    # The exported graph runs the transformer blocks as fused kernels.
+    operators = {node.op_type for node in onnx.load(str(exports(checkpoint)[0])).graph.node}
+    assert {"EmbedLayerNormalization", "Attention", "SkipLayerNormalization"} <= operators
     # The query path's tokens are the transformers tokenizer's, padding included.
     encoder = scorer.model.text_encoder
     ids, mask = encoder.token_arrays(TEXTS)

