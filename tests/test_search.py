@@ -34,6 +34,26 @@ def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, ch
     assert len(engine.search("a dog").results) == 1  # top-1 by default
 
 
+@pytest.mark.parametrize("candidates", [1, 2, 100])
+def test_the_fusion_head_reranks_the_first_stage_shortlist(tiny_data, checkpoint, candidates):
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, candidates=candidates,
+                          index_dir=tiny_data.parent / "index")
+    query = "a dog swimming in a lake"
+    v = engine.scorer.embed_texts([query])
+    cosine_order = torch.argsort((v @ engine.embeddings.T)[0], descending=True)
+    shortlist = cosine_order[:max(candidates, 3)]
+    relevance = engine.scorer.relevance(v, engine.embeddings[shortlist])[0]
+    expected = [(engine.images[int(shortlist[i])], round(float(relevance[i]), 4))
+                for i in torch.argsort(relevance, descending=True)]
+    found = [(item["image"], item["score"]) for item in engine.search(query, top_k=3).results]
+    assert found == expected
+    engine.candidates = candidates  # top-1: only the first stage's best `candidates` photos are re-ranked
+    shortlist = cosine_order[:candidates]
+    relevance = engine.scorer.relevance(v, engine.embeddings[shortlist])[0]
+    best = engine.images[int(shortlist[int(relevance.argmax())])]
+    assert engine.search(query).results[0]["image"] == best
+
+
 @pytest.mark.parametrize("query", ["two boys on the beach", "ДЕВОЧКА с шариком", "a 7-year-old at the fair",
                                    "toddler", "kids playing", "малыши в парке", "newborn photo shoot"])
 def test_refused_queries_never_show_an_image(tiny_data, checkpoint, query):
@@ -47,7 +67,8 @@ def test_a_query_runs_on_query_threads_and_restores_the_setting(tiny_data, check
     assert engine.query_threads == 2  # the default
     engine.query_threads = 1
     relevance, seen = engine.scorer.relevance, []
-    monkeypatch.setattr(engine.scorer, "relevance", lambda v, u: seen.append(torch.get_num_threads()) or relevance(v, u))
+    monkeypatch.setattr(engine.scorer, "relevance",
+                        lambda *args: seen.append(torch.get_num_threads()) or relevance(*args))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

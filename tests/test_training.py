@@ -53,6 +53,23 @@ def test_model_shapes_and_score_range(model_config):
     assert torch.allclose(relevance.diagonal(), torch.sigmoid(logits), atol=1e-5)
 
 
+def test_fusion_pair_logits_equal_the_head_on_every_concatenated_pair():
+    from torch.nn import functional as F
+
+    from wsense.models.relevance import FusionHead
+
+    torch.manual_seed(0)
+    head = FusionHead(dim=16, hidden=32, dropout=0.1, outputs=2).eval()
+    u, v = F.normalize(torch.randn(7, 16), dim=-1), F.normalize(torch.randn(3, 16), dim=-1)
+    with torch.no_grad():
+        every_pair = head(u.repeat(3, 1), v.repeat_interleave(7, dim=0)).view(3, 7, 2)
+        assert torch.allclose(head.pair_logits(v, u), every_pair, atol=1e-5)
+        shortlist = torch.tensor([5, 0, 3])  # a catalog's kept image terms, indexed like its embeddings
+        kept = head.image_part(u)
+        assert torch.allclose(head.pair_logits(v[:1], u[shortlist], kept[shortlist]), every_pair[:1, shortlist],
+                              atol=1e-5)
+
+
 def test_untrained_cosine_is_the_label_bridge(model_config):
     model = build_relevance_model(model_config).eval()
     features = torch.randn(2, model.image_backbone.num_features)

@@ -118,8 +118,16 @@ class RelevanceScorer:
         return torch.cat(chunks) if chunks else torch.zeros(0, self.model.text_projection.out_features)
 
     @torch.inference_mode()
-    def relevance(self, v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        return self.model.relevance_matrix(v.to(self.device), u.to(self.device)).cpu()
+    def relevance(self, v: torch.Tensor, u: torch.Tensor, image_part: torch.Tensor | None = None) -> torch.Tensor:
+        """Fusion relevance, texts x images; `image_part`: see fusion_image_part."""
+        if image_part is not None:
+            image_part = image_part.to(self.device)
+        return self.model.relevance_matrix(v.to(self.device), u.to(self.device), image_part).cpu()
+
+    @torch.inference_mode()
+    def fusion_image_part(self, u: torch.Tensor) -> torch.Tensor:
+        """The fusion head's per-image terms, computed once for a catalog (see FusionHead.image_part)."""
+        return self.model.fusion.image_part(u.to(self.device)).float().cpu()
 
 
 def fit_text_map(scorer: RelevanceScorer, config, exclude_images: Collection[str] = ()) -> TextMap:

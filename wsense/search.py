@@ -104,7 +104,20 @@ class SearchEngine:
         self.first_stage = FirstStage(self.index.embeddings[rows], search.first_stage, search.faiss_threshold,
                                       search.faiss_nprobe)
         self.candidates = candidates or search.candidates
+        # The fusion head's per-image terms, kept for an exactly searched catalog (a FAISS-sized one would need
+        # two thirds of its embeddings' memory again; there they are computed for the shortlist per query).
+        self.fusion_image_part = (self.scorer.fusion_image_part(self.embeddings)
+                                  if self.first_stage.method == "exact" else None)
         self.query_threads = search.query_threads
+
+    def shortlist(self, v: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The first stage's k best photos for the query embedding v: (catalog rows, their embeddings, their
+        fusion image terms or None)."""
+        if k >= len(self.images):  # every photo gets re-ranked: the first stage's order would not matter
+            return torch.arange(len(self.images)), self.embeddings, self.fusion_image_part
+        _, rows = self.first_stage.search(v.numpy(), k)
+        rows = torch.from_numpy(rows[0][rows[0] >= 0])
+        return rows, self.embeddings[rows], None if self.fusion_image_part is None else self.fusion_image_part[rows]
 
     def search(self, query: str, top_k: int = 1) -> SearchResult:
         verdict = check_query(validate_query(query))
@@ -112,9 +125,8 @@ class SearchEngine:
             return SearchResult(query, True, verdict.reason)
         with torch_threads(self.query_threads):
             v = self.scorer.embed_texts([query])
-            _, shortlist = self.first_stage.search(v.numpy(), max(self.candidates, top_k))
-            shortlist = torch.from_numpy(shortlist[0][shortlist[0] >= 0])
-            relevance = self.scorer.relevance(v, self.embeddings[shortlist])[0]
+            shortlist, embeddings, image_part = self.shortlist(v, max(self.candidates, top_k))
+            relevance = self.scorer.relevance(v, embeddings, image_part)[0]
         order = torch.argsort(relevance, descending=True)[:top_k]
         results = [{"image": self.images[int(shortlist[i])], "score": round(float(relevance[i]), 4)} for i in order]
         return SearchResult(query, False, None, results)
