@@ -1,10 +1,10 @@
 """Search speed: index throughput (decode and model time apart) and end-to-end query latency p50/p95.
 
 Latency covers the whole query path: legal check, text tower, first stage, fusion re-rank of the top
-candidates. Catalogs: the 100 real test images, with the text tower in torch and in ONNX Runtime
-(search.text_runtime) taking turns of 25 queries, so both see the same machine load; then 100k and 1M
-synthetic embeddings (real image embeddings plus noise, so they cluster as real catalogs do) through FAISS,
-with the FAISS first stage's recall@10 against exact search.
+candidates. Catalogs: the 100 real test images, with the text tower in torch, in ONNX Runtime and in ONNX
+Runtime with int8 weights (search.text_runtime) taking turns of 25 queries, so all see the same machine load;
+then 100k and 1M synthetic embeddings (real image embeddings plus noise, so they cluster as real catalogs do)
+through FAISS, with the FAISS first stage's recall@10 against exact search.
 
     python benchmarks/search_latency.py [--checkpoint runs/default/best] [--sizes 100000 1000000] [--compile]
 """
@@ -43,15 +43,14 @@ def main() -> None:
     engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True)
     scorer = engine.scorer
     engine.query_threads = args.query_threads or engine.query_threads
-    onnx = scorer.onnx_text
-    if onnx is None:
-        from wsense.models.text_onnx import OnnxTextPath
+    from wsense.models.text_onnx import OnnxTextPath
 
-        onnx = OnnxTextPath(scorer.model, args.checkpoint)
+    onnx = OnnxTextPath(scorer.model, args.checkpoint)
+    onnx_int8 = OnnxTextPath(scorer.model, args.checkpoint, int8=True)
     scorer.onnx_text = None
     if args.compile:
         scorer.compile_text_tower()
-    runtimes = {f"torch ({'compiled' if args.compile else 'eager'})": None, "onnx": onnx}
+    runtimes = {f"torch ({'compiled' if args.compile else 'eager'})": None, "onnx": onnx, "onnx_int8": onnx_int8}
 
     paths = [data.test_image_dir / name for name in data.test_images]
     start = time.perf_counter()
@@ -87,10 +86,13 @@ def main() -> None:
     for name in runtimes:
         print(f"{len(engine.images):>9} real images, exact first stage, re-rank top {engine.candidates}, text tower "
               f"{name:>16}: {percentiles(times[name])}")
-    (a, b), (ta, tb) = embedded.values(), top.values()
-    p50 = [np.percentile(t, 50) for t in times.values()]
-    print(f"onnx / torch p50 {p50[1] / p50[0]:.2f}; query embeddings max |difference| {np.abs(a - b).max():.1e}; "
-          f"same top result for {sum(x == y for x, y in zip(ta, tb))} of {len(queries)} queries")
+    reference = list(runtimes)[0]
+    for name in list(runtimes)[1:]:
+        ratio = np.percentile(times[name], 50) / np.percentile(times[reference], 50)
+        same = sum(x == y for x, y in zip(top[name], top[reference]))
+        print(f"{name} / torch p50 {ratio:.2f}; query embeddings max |difference| "
+              f"{np.abs(embedded[name] - embedded[reference]).max():.1e}; same top result for {same} of "
+              f"{len(queries)} queries")
     scorer.onnx_text = onnx  # the synthetic catalogs below: text tower in ONNX Runtime
 
     rng = np.random.default_rng(0)

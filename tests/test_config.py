@@ -31,7 +31,7 @@ def test_partial_config_keeps_defaults(tmp_path):
     ("data:\n  target: votes\n", "data.target must be one of"),
     ("data: [1, 2\n", "not valid YAML"),
     ("data: 3\n", "'data' must be a mapping"),
-    ("search:\n  text_runtime: tensorrt\n", "search.text_runtime must be one of onnx, torch"),
+    ("search:\n  text_runtime: tensorrt\n", "search.text_runtime must be one of onnx, onnx_int8, torch"),
     ("search:\n  query_threads: 0\n", "search.query_threads must be a whole number from 1"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, message):

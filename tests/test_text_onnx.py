@@ -23,6 +23,7 @@ TEXTS = ["a dog", "two men climb a red rock wall in the evening sun", "word " * 
 def checkpoint(tmp_path_factory):
     config = load_config()
     config.search.multilingual = "none"
+    config.search.text_runtime = "onnx"  # fp32: the torch tower's embeddings (onnx_int8 has its own test)
     model = build_relevance_model(config, for_checkpoint=True)
     with torch.no_grad():  # a trained-looking projection, so the export must carry the checkpoint's own weights
         model.text_projection.weight.add_(0.05 * torch.randn_like(model.text_projection.weight))
@@ -97,8 +98,27 @@ def test_text_runtime_is_chosen_by_config(checkpoint, tmp_path):
     set_runtime(folder, "torch")
     assert RelevanceScorer.from_checkpoint(folder).onnx_text is None and not exports(folder)
     set_runtime(folder, "tensorrt")
-    with pytest.raises(WsenseError, match="text_runtime must be one of onnx, torch"):
+    with pytest.raises(WsenseError, match="text_runtime must be one of onnx, onnx_int8, torch"):
         RelevanceScorer.from_checkpoint(folder)
+
+
+def test_int8_runtime_keeps_the_embeddings_close_and_its_export_beside_the_fp32_one(checkpoint, tmp_path):
+    folder = tmp_path / "best"
+    shutil.copytree(checkpoint, folder, ignore=shutil.ignore_patterns(f"{FILE_PREFIX}*"))
+    set_runtime(folder, "onnx_int8")
+    scorer = RelevanceScorer.from_checkpoint(folder)
+    int8 = scorer.embed_english(TEXTS)
+    assert scorer.onnx_text.path.name.endswith("-int8.onnx") and len(exports(folder)) == 2
+    operators = {node.op_type for node in onnx.load(str(scorer.onnx_text.path)).graph.node}
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & operators
+    alone = torch.cat([scorer.embed_english([text]) for text in TEXTS])
+    assert torch.equal(int8, alone)  # a text's embedding does not depend on its batch (one scale per tensor)
+    scorer.use_text_runtime("torch")
+    fp32 = scorer.embed_english(TEXTS)
+    cosine = (int8 * fp32).sum(dim=1)
+    assert (cosine > 0.95).all() and not torch.allclose(int8, fp32, atol=1e-5), cosine
+    set_runtime(folder, "onnx")  # the fp32 graph is reused, and the int8 one kept
+    assert RelevanceScorer.from_checkpoint(folder).onnx_text.path in exports(folder) and len(exports(folder)) == 2
 
 
 def test_missing_onnxruntime_is_a_clear_error(checkpoint, tmp_path, monkeypatch):

@@ -31,19 +31,20 @@ class RelevanceScorer:
         self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
 
     def use_text_runtime(self, runtime: str, directory: str | Path | None = None) -> None:
-        """Run the text path in `runtime` (torch | onnx); onnx exports it into `directory` the first time."""
+        """Run the text path in `runtime` (torch | onnx | onnx_int8); onnx exports it into `directory` the first
+        time."""
         if runtime == "torch":
             self.onnx_text = None
-        elif runtime == "onnx":
+        elif runtime in ("onnx", "onnx_int8"):
             if self.device.type != "cpu":
-                raise WsenseError(f"search.text_runtime: onnx runs on the CPU, not on {self.device}; use torch")
+                raise WsenseError(f"search.text_runtime: {runtime} runs on the CPU, not on {self.device}; use torch")
             if directory is None:
                 raise WsenseError("the ONNX text tower needs a folder to keep its export in")
             from wsense.models.text_onnx import OnnxTextPath
 
-            self.onnx_text = OnnxTextPath(self.model, directory)
+            self.onnx_text = OnnxTextPath(self.model, directory, int8=runtime == "onnx_int8")
         else:
-            raise WsenseError(f"unknown text runtime '{runtime}' (expected onnx or torch)")
+            raise WsenseError(f"unknown text runtime '{runtime}' (expected onnx, onnx_int8 or torch)")
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu") -> "RelevanceScorer":
@@ -58,8 +59,8 @@ class RelevanceScorer:
             else:
                 scorer.text_map = fit_text_map(scorer, config)
                 scorer.text_map.save(path)
-        if config.search.text_runtime == "onnx" and scorer.device.type == "cpu":
-            scorer.use_text_runtime("onnx", checkpoint)
+        if config.search.text_runtime != "torch" and scorer.device.type == "cpu":
+            scorer.use_text_runtime(config.search.text_runtime, checkpoint)
         return scorer
 
     def compile_text_tower(self) -> None:

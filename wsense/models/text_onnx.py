@@ -24,6 +24,9 @@ EXPORT_FORMAT = "wsense-text-onnx-2"  # 2: transformer operators fused
 FILE_PREFIX = "text_tower-"
 PROBE = "a black dog runs across the green grass"
 TOLERANCE = 1e-4  # a correct export agrees within about 1e-6; a damaged one is far off
+# int8 weights move an embedding by up to about 0.03 (cosine 0.98 to the fp32 one on the 500 test queries)
+INT8_TOLERANCE = 0.1
+INT8_SUFFIX = "-int8"
 
 
 def require_onnxruntime():
@@ -54,8 +57,8 @@ def text_path_key(model) -> str:
     return digest.hexdigest()[:16]
 
 
-def export_path(model, directory: str | Path) -> Path:
-    return Path(directory) / f"{FILE_PREFIX}{text_path_key(model)}.onnx"
+def export_path(model, directory: str | Path, int8: bool = False) -> Path:
+    return Path(directory) / f"{FILE_PREFIX}{text_path_key(model)}{INT8_SUFFIX if int8 else ''}.onnx"
 
 
 class _TextPath(nn.Module):
@@ -108,13 +111,29 @@ def fuse_transformer_operators(path: Path, config) -> None:
         logger.setLevel(level)
 
 
-class OnnxTextPath:
-    """Callable like the torch text path: (input_ids, attention_mask) int64 arrays -> embeddings (float32)."""
+def quantize_text_path(source: Path, path: str | Path) -> Path:
+    """The fp32 export with int8 weights (per output channel) and activations quantized per query, written
+    atomically: a query's text tower in about 0.6 of the fp32 graph's time."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    def __init__(self, model, directory: str | Path, threads: int | None = None):
+    with atomic_path(path) as tmp:
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    return Path(path)
+
+
+class OnnxTextPath:
+    """Callable like the torch text path: (input_ids, attention_mask) int64 arrays -> embeddings (float32).
+    `int8`: the graph with int8 weights (search.text_runtime: onnx_int8), quantized from the fp32 export."""
+
+    def __init__(self, model, directory: str | Path, threads: int | None = None, int8: bool = False):
         self.ort = require_onnxruntime()
         self.threads = threads or torch.get_num_threads()
-        self.path = export_path(model, directory)
+        self.int8 = int8
+        self.tolerance = INT8_TOLERANCE if int8 else TOLERANCE
+        self.fp32_path = export_path(model, directory)
+        self.path = export_path(model, directory, int8)
         self._probe_tokens = model.text_encoder.token_arrays([PROBE])
         reference = self._torch_probe(model, *self._probe_tokens)
         session = None
@@ -125,13 +144,15 @@ class OnnxTextPath:
                 print(f"{error}; exporting it again", file=sys.stderr)
         if session is None:
             try:
-                export_text_path(model, self.path)
+                export_text_path(model, self.fp32_path)
+                if int8:
+                    quantize_text_path(self.fp32_path, self.path)
             except OSError as error:
                 raise WsenseError(f"{self.path.parent}: cannot write the ONNX text tower ({error.strerror or error}); "
                                   "make the checkpoint folder writable or set search.text_runtime: torch") from None
             session = self._checked_session(reference)
             for stale in self.path.parent.glob(f"{FILE_PREFIX}*.onnx"):
-                if stale != self.path:
+                if stale not in (self.path, self.fp32_path):
                     stale.unlink(missing_ok=True)
         self.session = session
 
@@ -157,10 +178,18 @@ class OnnxTextPath:
             found = self(ids, mask)
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
             raise WsenseError(f"{self.path}: damaged ONNX text tower ({type(error).__name__})") from None
-        if found.shape != reference.shape or not np.allclose(found, reference, atol=TOLERANCE):
+        if found.shape != reference.shape or not np.allclose(found, reference, atol=self.tolerance):
             raise WsenseError(f"{self.path}: ONNX text tower disagrees with the torch tower (max difference "
                               f"{np.abs(found - reference).max() if found.shape == reference.shape else 'shape'})")
         return session
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        if not self.int8:
+            return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+        # int8 activations are quantized with one scale per tensor, so in a batch a text's embedding would depend
+        # on the other texts and the padding: each text runs alone, unpadded, as a query does.
+        rows = []
+        for ids, mask in zip(input_ids, attention_mask):
+            keep = mask.astype(bool)
+            rows.append(self.session.run(None, {"input_ids": ids[None, keep], "attention_mask": mask[None, keep]})[0])
+        return np.concatenate(rows)
