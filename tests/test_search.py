@@ -139,6 +139,38 @@ def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint
     assert RelevanceScorer.from_checkpoint(plain).text_map is None
 
 
+def test_multilingual_map_is_kept_and_refitted_when_its_settings_or_format_change(checkpoint, tmp_path):
+    import numpy as np
+    import yaml
+
+    from wsense.scoring import TEXT_MAP_FILE, RelevanceScorer
+
+    folder = tmp_path / "best"
+    shutil.copytree(checkpoint, folder)
+    (folder / TEXT_MAP_FILE).unlink(missing_ok=True)
+    scorer = RelevanceScorer.from_checkpoint(folder)
+    written = (folder / TEXT_MAP_FILE).stat().st_mtime_ns
+    # A fitting text maps onto its teacher embedding (kernel ridge interpolates its own fitting points).
+    english = "a photo of a goldfish"  # a label prompt: one of the map's fitting texts
+    assert float(scorer.text_map([english])[0] @ scorer.embed_english([english])[0]) > 0.9
+    assert (folder / TEXT_MAP_FILE).stat().st_mtime_ns == written
+    RelevanceScorer.from_checkpoint(folder)
+    assert (folder / TEXT_MAP_FILE).stat().st_mtime_ns == written  # reused
+
+    values = yaml.safe_load((folder / "config.yaml").read_text())
+    values["search"]["multilingual_gamma"] = 2.0
+    (folder / "config.yaml").write_text(yaml.safe_dump(values))
+    assert RelevanceScorer.from_checkpoint(folder).text_map.gamma == 2.0
+    with np.load(folder / TEXT_MAP_FILE) as stored:
+        assert float(stored["gamma"]) == 2.0
+
+    np.savez(folder / TEXT_MAP_FILE, weight=np.zeros((512, 384)), bias=np.zeros(384))  # an older linear map
+    assert RelevanceScorer.from_checkpoint(folder).text_map.sources.shape[1] == 512
+    (folder / TEXT_MAP_FILE).write_bytes(b"not a map")
+    with pytest.raises(WsenseError, match="damaged multilingual map"):
+        RelevanceScorer.from_checkpoint(folder)
+
+
 def _russian_captions(path):
     from conftest import CAPTIONS
 

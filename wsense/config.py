@@ -119,7 +119,8 @@ class SearchConfig:
     # Queries in Cyrillic: use_map = multilingual USE v3 mapped into the trained text space (fitted on the
     # English training captions with the trained text tower as teacher); none = the English tower for all.
     multilingual: str = "use_map"
-    multilingual_alpha: float = 1.0
+    multilingual_alpha: float = 0.1  # the map's kernel ridge: regularisation
+    multilingual_gamma: float = 1.0  # and RBF width, exp(-gamma |x - y|^2) on unit USE vectors
     # The query text tower on CPU: onnx_int8 = MiniLM in ONNX Runtime with int8 weights (a query in about 0.6 of
     # onnx's time; test R@1 0.244 against 0.246, validation Spearman 0.005 lower) | onnx = the same fp32 model
     # in ONNX Runtime (the torch tower's embeddings within 1e-6) | torch. Exported once beside the checkpoint.

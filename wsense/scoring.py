@@ -54,9 +54,10 @@ class RelevanceScorer:
         scorer = cls(model, config.image_backbone.image_size, device)
         if config.search.multilingual == "use_map":
             path = Path(checkpoint) / TEXT_MAP_FILE
+            search = config.search
             if path.is_file():
-                scorer.text_map = TextMap.load(path)
-            else:
+                scorer.text_map = TextMap.load(path, search.multilingual_alpha, search.multilingual_gamma)
+            if scorer.text_map is None:
                 scorer.text_map = fit_text_map(scorer, config)
                 scorer.text_map.save(path)
         if config.search.text_runtime != "torch" and scorer.device.type == "cpu":
@@ -142,7 +143,7 @@ def fit_text_map(scorer: RelevanceScorer, config, exclude_images: Collection[str
         raise WsenseError(f"the multilingual map is fitted once on the training captions, which are missing: {error}; "
                           "or set search.multilingual: none") from None
     pairs = text_map_pairs(config, captions, exclude_images)
-    return TextMap.fit(pairs, scorer.embed_english, config.search.multilingual_alpha)
+    return TextMap.fit(pairs, scorer.embed_english, config.search.multilingual_alpha, config.search.multilingual_gamma)
 
 
 def text_map_pairs(config, captions: pd.DataFrame, exclude_images: Collection[str] = ()) -> list[tuple[str, str]]:
