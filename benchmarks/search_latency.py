@@ -93,7 +93,8 @@ def main() -> None:
         print(f"{name} / torch p50 {ratio:.2f}; query embeddings max |difference| "
               f"{np.abs(embedded[name] - embedded[reference]).max():.1e}; same top result for {same} of "
               f"{len(queries)} queries")
-    scorer.onnx_text = onnx  # the synthetic catalogs below: text tower in ONNX Runtime
+    default = engine.config.search.text_runtime  # the synthetic catalogs below: the configured text tower
+    scorer.onnx_text = runtimes.get(default)
 
     rng = np.random.default_rng(0)
     base = engine.embeddings.numpy()
@@ -118,7 +119,7 @@ def main() -> None:
                 _, shortlist = stage.search(v.numpy(), engine.candidates)
                 scorer.relevance(v, embeddings[torch.from_numpy(shortlist[0])])
             times.append(time.perf_counter() - start)
-        print(f"{size:>9} synthetic, FAISS IVF (built in {build:.0f}s), re-rank top {engine.candidates}, onnx: "
+        print(f"{size:>9} synthetic, FAISS IVF (built in {build:.0f}s), re-rank top {engine.candidates}, {default}: "
               f"{percentiles(times)}; recall@10 vs exact {recall:.3f}")
         del vectors, exact, stage, embeddings
 

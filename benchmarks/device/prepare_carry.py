@@ -113,6 +113,7 @@ def unpack(packed: Path, target: Path, reports: str) -> None:
     config["text_model"]["path"] = str(target / "minilm")
     config["image_backbone"]["weights_file"] = str(target / "efficientnet_lite0.pth")
     config["search"]["multilingual"] = "none"
+    config["search"]["text_runtime"] = "torch"  # the GPU machine has no onnxruntime
     config.update(cache_dir=str(target / "cache"), reports_dir=reports)
     config["training"]["output_dir"] = str(target / "runs")
     (target / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")

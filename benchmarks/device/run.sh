@@ -6,6 +6,7 @@
 #   2. grouped 5-fold cross-validation of the frozen mode and of the partial mode on the real data,
 #      whose per-epoch lines also give the whole loop's pairs/s;
 #   3. test retrieval of the partial mode's fold-0 checkpoint (fold 0 held out, as runs/default/best).
+# STEPS_RUN picks steps: "throughput frozen partial" (default), or e.g. "partial" (steps 2's partial half and 3).
 # Results go to $OUT (reports/ and logs). Sizes shrink by variables for a dry run on a CPU.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}; WORK=${WORK:-/tmp/gpu}
@@ -17,14 +18,16 @@ mkdir -p "$OUT" "$WORK"
 { nvidia-smi -L; $PY -c "import torch, transformers, timm, accelerate; print('torch', torch.__version__,
   'transformers', transformers.__version__, 'timm', timm.__version__, 'accelerate', accelerate.__version__)"; } 2>&1 | tee "$OUT/env.log"
 $PY benchmarks/device/prepare_carry.py --out .gpu --unpack "$WORK" --reports "$OUT/reports" || exit 1
-for config in config config_resnet18; do
+STEPS_RUN=${STEPS_RUN:-throughput frozen partial}  # which of the steps to run (a second visit: partial only)
+[[ " $STEPS_RUN " == *" throughput "* ]] && for config in config config_resnet18; do
   echo "== throughput, $config" | tee -a "$OUT/throughput.log"
   $PY benchmarks/train_throughput.py --random-init --batch "$BATCH" --steps "$STEPS" --warmup "$WARMUP" \
     --config "$WORK/$config.yaml" 2>&1 | grep -v Warning | tee -a "$OUT/throughput.log"
 done
-echo "== cross-validation, frozen" | tee "$OUT/cv.log"
+[[ " $STEPS_RUN " == *" frozen "* ]] && { echo "== cross-validation, frozen" | tee -a "$OUT/cv.log"
 timeout 150 $PY evaluate.py --config "$WORK/config.yaml" --cross-validate --mode frozen \
-  --output-dir "$WORK/runs/frozen" 2>&1 | tr '\r' '\n' | grep -aE "^(epoch [0-9]+/[0-9]+: train|cross|best|\|)|Error" | tee -a "$OUT/cv.log"
+  --output-dir "$WORK/runs/frozen" 2>&1 | tr '\r' '\n' | grep -aE "^(epoch [0-9]+/[0-9]+: train|cross|best|\|)|Error" | tee -a "$OUT/cv.log"; }
+[[ " $STEPS_RUN " == *" partial "* ]] || exit 0
 echo "== cross-validation, $PARTIAL_MODE, $PARTIAL_EPOCHS epochs" | tee -a "$OUT/cv.log"
 timeout "$PARTIAL_LIMIT" $PY evaluate.py --config "$WORK/config.yaml" --cross-validate --mode "$PARTIAL_MODE" \
   --epochs "$PARTIAL_EPOCHS" --output-dir "$WORK/runs/partial" 2>&1 | tr '\r' '\n' | grep -aE "^(epoch [0-9]+/[0-9]+: train|cross|best|\|)|Error" | tee -a "$OUT/cv.log"
