@@ -24,7 +24,8 @@ from wsense.training.sets import build_training_sets
 NOTE = ("[val captions]: the own captions of the checkpoint's validation-fold images (never trained on), held "
         "out of the multilingual map's fit, each retrieving its image among the fold's images; [ru] = their "
         "hand-written Russian versions through USE and the map. The multilingual method is chosen on these rows, "
-        "never on the Russian test queries.")
+        "never on the Russian test queries: the RBF kernel ridge map over the linear ridge map (5 fold "
+        "checkpoints, 680 captions: Russian R@1 / R@5 0.236 / 0.587 against 0.202 / 0.530).")
 
 
 def held_out_captions(data, config: Config) -> tuple[pd.DataFrame, list[str]]:

@@ -29,10 +29,12 @@ NOTES = [
     "dropout on the image features (without it the projection memorises the photos and R@1 falls to 0.19); the "
     "crowd-only pairs in the regression (without them fusion R@1 falls to 0.06-0.17); and their own fusion output "
     "(model.crowd_head: CV Spearman 0.736 +- 0.017 against 0.705 +- 0.019 with one shared output), at a quarter "
-    "of an expert pair's weight (crowd_weight 0.25: 0.746 +- 0.017 against 0.736 at 0.5, higher on all 5 folds). "
-    "No effect or worse: crowd_weight 1.0 (fold 0: 0.717 against 0.733), 14 epochs (best epoch still 4), "
-    "ranking by the crowd output (validation R@1 0.337 against 0.326, noise), blending the fusion "
-    "logit with the cosine (+0.01 R@1, within noise), partial fine-tuning on a GPU (see reports/device/).",
+    "of an expert pair's weight, now 1/16 (crowd_weight, 8 epochs: 0.736 at 0.5, 0.746 at 0.25, 0.749 at 0.125, "
+    "0.751 at 0.0625, 0.752 at 0.03) trained 16 epochs (0.0625: 0.756 with 12, 0.758 with 16). "
+    "No effect or worse: crowd_weight 1.0 (fold 0: 0.717 against 0.733), ranking by the crowd output "
+    "(validation R@1 0.337 against 0.326, noise), blending the fusion logit with the cosine (+0.01 R@1, within "
+    "noise), partial fine-tuning on a GPU (CV 0.745 +- 0.014; see reports/device/). The query text tower's "
+    "int8 weights (search.text_runtime: onnx_int8) move test R@1 by -0.002 against fp32.",
 ]
 
 
