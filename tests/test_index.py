@@ -29,7 +29,7 @@ def checkpoints(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scorer(checkpoints):
     model, config, _ = load_checkpoint(checkpoints[0])
-    return RelevanceScorer(model, config.image_backbone.image_size), config
+    return RelevanceScorer(model, config.image_backbone), config
 
 
 @pytest.fixture

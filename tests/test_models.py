@@ -66,11 +66,11 @@ def test_packaged_efficientnet_lite0_recognises_a_known_class():
     # The packaged weights must be real ImageNet weights: the classifier is not random.
     weight = backbone.model.get_classifier().weight
     assert weight.shape == (1000, 1280) and weight.std() < 0.2
-    transform = image_transform(backbone.spec, 224)
+    transform = image_transform(backbone.spec, ImageBackboneConfig())
     from PIL import Image
 
     image = Image.new("RGB", (300, 200), (255, 255, 255))
-    assert transform(image).shape == (3, 224, 224)
+    assert transform(image).shape == (1, 3, 224, 224)
 
 
 def test_minilm_text_encoder_gives_unit_vectors_that_know_meaning():
@@ -84,3 +84,57 @@ def test_minilm_text_encoder_gives_unit_vectors_that_know_meaning():
 def test_text_model_path_must_be_a_model_folder(tmp_path):
     with pytest.raises(WsenseError, match="not a transformers model folder"):
         create_text_encoder(TextModelConfig(path=str(tmp_path)))
+
+
+def test_center_view_is_the_imagenet_eval_crop():
+    # Cached frozen features of the single centre view must stay valid: the same pixels as the eval recipe.
+    from PIL import Image
+    from torchvision import transforms
+
+    backbone = create_image_backbone(ImageBackboneConfig(name="resnet18", pretrained=False))
+    spec = backbone.spec
+    recipe = transforms.Compose([
+        transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(224),
+        transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+    image = Image.fromarray(torch.randint(0, 255, (300, 420, 3), dtype=torch.uint8).numpy())
+    assert torch.equal(image_transform(spec, ImageBackboneConfig())(image)[0], recipe(image))
+
+
+def test_views_cover_the_photo_and_pooled_features_average_over_them():
+    from PIL import Image
+
+    torch.manual_seed(0)
+    backbone = create_image_backbone(ImageBackboneConfig(name="resnet18", pretrained=False)).eval()
+    config = ImageBackboneConfig(name="resnet18", image_size=64, views=["center", "flip", "full", "first", "last"])
+    pixels = torch.zeros(60, 150, 3, dtype=torch.uint8)
+    pixels[:, :30] = 255  # a white band at the left edge, outside the centre crop
+    views = image_transform(backbone.spec, config)(Image.fromarray(pixels.numpy()))
+    assert views.shape == (5, 3, 64, 64)
+    white = views.amax(dim=(1, 2, 3)) > 0.9
+    assert white.tolist() == [False, False, True, True, False]
+    assert torch.equal(views[1], views[0].flip(-1))
+    portrait = image_transform(backbone.spec, config)(Image.fromarray(pixels.transpose(0, 1).numpy().copy()))
+    assert (portrait.amax(dim=(1, 2, 3)) > 0.9).tolist() == [False, False, True, True, False]
+    with torch.no_grad():
+        batch = torch.stack([views, views.flip(0)])
+        expected = torch.stack([backbone(v).mean(0) for v in batch])
+        assert torch.allclose(backbone(batch), expected, atol=1e-5)
+
+
+def test_unknown_views_are_a_clear_error():
+    backbone = create_image_backbone(ImageBackboneConfig(name="resnet18", pretrained=False))
+    with pytest.raises(WsenseError, match="image_backbone.views: corner"):
+        image_transform(backbone.spec, ImageBackboneConfig(views=["center", "corner"]))
+    with pytest.raises(WsenseError, match="image_backbone.views"):
+        image_transform(backbone.spec, ImageBackboneConfig(views=[]))
+
+
+def test_frozen_feature_cache_names_the_views():
+    from wsense.config import load_config
+    from wsense.features import image_fingerprint
+
+    config = load_config()
+    config.image_backbone.views = ["center"]
+    center = image_fingerprint(config)
+    config.image_backbone.views = ["center", "full"]
+    assert image_fingerprint(config) != center and center.endswith("-224")

@@ -35,6 +35,11 @@ class ImageBackboneConfig:
     pretrained: bool = True
     weights_file: str | None = None
     image_size: int = 224
+    # Views of a photo whose pooled features are averaged (frozen features and every embedding at inference):
+    # center (ImageNet eval crop), flip (its mirror), full (the whole photo squeezed square), first / last (the
+    # square ends of the longer side: left / right, or top / bottom). See wsense.models.image.VIEWS. The default
+    # here is what checkpoints saved before this option saw; configs/default.yaml sets five views.
+    views: list[str] = field(default_factory=lambda: ["center"])
 
 
 @dataclass

@@ -19,7 +19,8 @@ def image_fingerprint(config: Config) -> str:
     weights = "pretrained" if cfg.pretrained else "random-seed0"
     if cfg.weights_file:
         weights = "file-" + file_sha256(cfg.weights_file)[:16]
-    return f"image-{cfg.name}-{weights}-{cfg.image_size}"
+    views = "" if list(cfg.views) == ["center"] else "-" + "+".join(cfg.views)
+    return f"image-{cfg.name}-{weights}-{cfg.image_size}{views}"
 
 
 def text_fingerprint(config: Config) -> str:
@@ -48,7 +49,7 @@ class FrozenFeatures:
     def images(self, paths: Sequence[Path]) -> np.ndarray:
         backbone = self.image_backbone
         cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
-        transform = image_transform(backbone.spec, self.config.image_backbone.image_size)
+        transform = image_transform(backbone.spec, self.config.image_backbone)
         return embed_images(paths, backbone, transform, cache, self.config.embedding.image_batch_size)
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:

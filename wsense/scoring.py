@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from wsense.config import ImageBackboneConfig
 from wsense.data import load_image
 from wsense.errors import WsenseError
 from wsense.models.image import image_transform
@@ -21,11 +22,11 @@ TEXT_MAP_FILE = "text_map.npz"
 
 
 class RelevanceScorer:
-    def __init__(self, model: RelevanceModel, image_size: int, device: str | torch.device = "cpu",
+    def __init__(self, model: RelevanceModel, image_config: ImageBackboneConfig, device: str | torch.device = "cpu",
                  batch_size: int = 32, text_map: TextMap | None = None):
         self.model = model.eval().to(device)
         self.device = torch.device(device)
-        self.transform = image_transform(model.image_backbone.spec, image_size)
+        self.transform = image_transform(model.image_backbone.spec, image_config)  # a photo -> its views
         self.batch_size = batch_size
         self.text_map = text_map
         self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
@@ -51,7 +52,7 @@ class RelevanceScorer:
         """The checkpoint's model, with the multilingual path its config asks for. The map from USE into the
         model's text space is fitted once (a few seconds) and kept beside the checkpoint's weights."""
         model, config, _ = load_checkpoint(checkpoint)
-        scorer = cls(model, config.image_backbone.image_size, device)
+        scorer = cls(model, config.image_backbone, device)
         if config.search.multilingual == "use_map":
             path = Path(checkpoint) / TEXT_MAP_FILE
             search = config.search
@@ -78,7 +79,7 @@ class RelevanceScorer:
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Embeddings of a batch of transformed images."""
+        """Embeddings of a batch of transformed images: (n, views, 3, h, w), or (n, 3, h, w) for one view."""
         return self.model.encode_images({"pixels": pixels.to(self.device)}).float().cpu()
 
     def embed_images(self, paths: Sequence[Path], progress: bool = True) -> torch.Tensor:

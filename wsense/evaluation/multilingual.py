@@ -56,7 +56,7 @@ def validate_multilingual(checkpoint: str | Path, config_override: Config | None
         raise WsenseError("search.multilingual is none: there is no Russian path to validate")
     data = load_data(source.data_dir)
     queries, catalog = held_out_captions(data, config)
-    scorer = RelevanceScorer(model, config.image_backbone.image_size, device)
+    scorer = RelevanceScorer(model, config.image_backbone, device)
     scorer.text_map = fit_text_map(scorer, config, exclude_images=catalog)
     u = scorer.embed_images([data.train_image_dir / name for name in catalog], progress=False)
     rows = []

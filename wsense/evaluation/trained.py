@@ -30,10 +30,19 @@ NOTES = [
     "crowd-only pairs in the regression (without them fusion R@1 falls to 0.06-0.17); and their own fusion output "
     "(model.crowd_head: CV Spearman 0.736 +- 0.017 against 0.705 +- 0.019 with one shared output), at a quarter "
     "of an expert pair's weight, now 1/16 (crowd_weight, 8 epochs: 0.736 at 0.5, 0.746 at 0.25, 0.749 at 0.125, "
-    "0.751 at 0.0625, 0.752 at 0.03) trained 16 epochs (0.0625: 0.756 with 12, 0.758 with 16). "
+    "0.751 at 0.0625, 0.752 at 0.03) trained 16 epochs (0.0625: 0.756 with 12, 0.758 with 16); the contrastive "
+    "loss at a tenth of its weight (training.contrastive_weight 0.1: CV Spearman 0.765 +- 0.010, mean validation "
+    "R@1 fusion 0.322 / cosine 0.343, against 0.758 +- 0.016, 0.299 / 0.318 at 1.0; at full weight the "
+    "projections memorise the training positives); and the photo's pooled features averaged over five views "
+    "(image_backbone.views: centre crop, its mirror, the whole photo squeezed square, both square ends of the "
+    "longer side; CV Spearman 0.783 +- 0.009, validation R@1 fusion 0.346 / cosine 0.347, against the centre "
+    "crop's 0.765, 0.322 / 0.343). "
     "No effect or worse: crowd_weight 1.0 (fold 0: 0.717 against 0.733), ranking by the crowd output "
     "(validation R@1 0.337 against 0.326, noise), blending the fusion logit with the cosine (+0.01 R@1, within "
-    "noise), partial fine-tuning on a GPU (CV 0.745 +- 0.014; see reports/device/). The query text tower's "
+    "noise), partial fine-tuning on a GPU (CV 0.745 +- 0.014; see reports/device/), a learned softmax "
+    "temperature of the label probabilities (CV 0.763 +- 0.012 against 0.764 +- 0.011, R@1 lower), a listwise "
+    "softmax loss on the fusion logits over each batch's images (fold 0: Spearman 0.721, fusion R@1 0.268, "
+    "stopped), contrastive_weight 0.03 with the five views (Spearman 0.789, fusion R@1 0.337). The query text tower's "
     "int8 weights (search.text_runtime: onnx_int8) move test R@1 by -0.002 against fp32.",
 ]
 

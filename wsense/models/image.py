@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import nn
 from torchvision import transforms
+from torchvision.transforms import functional as TF
 
 from wsense.config import ImageBackboneConfig
 from wsense.errors import WsenseError
@@ -102,6 +103,11 @@ class ImageBackbone(nn.Module):
         return self.model.num_features
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features of (n, 3, h, w) images, or of (n, views, 3, h, w) views: the mean over each image's
+        views."""
+        if images.dim() == 5:
+            n, views = images.shape[:2]
+            return self(images.flatten(0, 1)).view(n, views, -1).mean(1)
         return self.model.forward_head(self.model.forward_features(images), pre_logits=True)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
@@ -135,11 +141,55 @@ def create_image_backbone(config: ImageBackboneConfig) -> ImageBackbone:
     return ImageBackbone(config.name, model.eval(), spec)
 
 
-def image_transform(spec: BackboneSpec, size: int) -> transforms.Compose:
-    """Resize the shorter side, centre-crop to `size`, normalise as the weights expect (ImageNet eval recipe)."""
-    return transforms.Compose([
-        transforms.Resize(round(size / 0.875), interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-        transforms.Normalize(spec.mean, spec.std),
-    ])
+def _square_end(image, size: int, last: bool):
+    """The square at one end of the longer side, after resizing the shorter side to `size`."""
+    image = TF.resize(image, size, interpolation=transforms.InterpolationMode.BICUBIC)
+    width, height = image.size
+    if width >= height:
+        left = width - size if last else 0
+        return image.crop((left, 0, left + size, size))
+    top = height - size if last else 0
+    return image.crop((0, top, size, top + size))
+
+
+def _center(image, size: int):
+    """The ImageNet eval crop: shorter side resized to size / 0.875, centre square of `size`."""
+    image = TF.resize(image, round(size / 0.875), interpolation=transforms.InterpolationMode.BICUBIC)
+    return TF.center_crop(image, size)
+
+
+# A photo's views, each a square of the training size. The centre crop alone misses the sides of a landscape
+# photo, where captions often find their subject; averaging the pooled features of views that together cover
+# the whole photo gave grouped CV Spearman 0.78 against 0.765 (see configs/default.yaml).
+VIEWS = {
+    "center": _center,
+    "flip": lambda image, size: TF.hflip(_center(image, size)),
+    "full": lambda image, size: TF.resize(image, [size, size], interpolation=transforms.InterpolationMode.BICUBIC),
+    "first": lambda image, size: _square_end(image, size, last=False),
+    "last": lambda image, size: _square_end(image, size, last=True),
+}
+
+
+def check_views(views) -> list[str]:
+    views = list(views)
+    unknown = [view for view in views if view not in VIEWS]
+    if not views or unknown:
+        raise WsenseError(f"image_backbone.views: {', '.join(unknown) or 'none given'}: expected a list of "
+                          f"{', '.join(VIEWS)}")
+    return views
+
+
+class ImageViews:
+    """A PIL image -> a float tensor (views, 3, size, size), normalised as the backbone's weights expect."""
+
+    def __init__(self, spec: BackboneSpec, size: int, views=("center",)):
+        self.size, self.views = size, check_views(views)
+        self.normalise = transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+
+    def __call__(self, image) -> torch.Tensor:
+        return torch.stack([self.normalise(VIEWS[view](image, self.size)) for view in self.views])
+
+
+def image_transform(spec: BackboneSpec, config: ImageBackboneConfig) -> ImageViews:
+    """The configured views of a photo at the configured size."""
+    return ImageViews(spec, config.image_size, config.views)
