@@ -21,7 +21,9 @@ def test_two_processes_train_and_save_one_checkpoint(tiny_data, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                "29517", str(ROOT / "train.py"), "--config", str(tmp_path / "config.yaml"), "--cpu"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # WSENSE_DATA_DIR (set where the full data is) would override the tiny data set of the config.
+    env = {**{k: v for k, v in os.environ.items() if k != "WSENSE_DATA_DIR"}, "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MULTI_CPU, 2 processes" in done.stderr
