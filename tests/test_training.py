@@ -293,9 +293,14 @@ def test_training_without_validation_records_no_fold(tiny_config, monkeypatch):
     from wsense.cli import main
 
     monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
-    tiny_config.training.epochs = 1
+    tiny_config.training.epochs = 2
     config_file = tiny_config.training.output_dir + ".yaml"
     Path(config_file).write_text(yaml.safe_dump(tiny_config.to_dict()), encoding="utf-8")
     assert main(["train", "--config", config_file, "--no-validation"]) == 0
-    _, config, _ = load_checkpoint(f"{tiny_config.training.output_dir}/best")
+    _, config, metadata = load_checkpoint(f"{tiny_config.training.output_dir}/best")
     assert config.training.val_fold is None
+    # Without validation the kept checkpoint is the last epoch's, and no validation figure is made up.
+    assert metadata["epoch"] == 2
+    assert not any(key.startswith("val_") for key in metadata["metrics"])
+    state = json.loads(Path(f"{tiny_config.training.output_dir}/last/train_state.json").read_text())
+    assert state["best_epoch"] == 2

@@ -160,7 +160,7 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(groups))
         (self.model, self.optimizer, self.judged_loader, self.positive_loader,
          self.scheduler) = self.accelerator.prepare(self.model, optimizer, judged_loader, positive_loader, scheduler)
-        self.epoch, self.best_epoch, self.best, self.history = 0, -1, {"val_spearman": -math.inf}, []
+        self.epoch, self.best_epoch, self.best, self.history = 0, -1, {}, []
 
     def print(self, message: str) -> None:
         if self.accelerator.is_main_process:
@@ -337,9 +337,10 @@ class Trainer:
             self.history.append(metrics)
             self.accelerator.log(metrics, step=self.epoch)
             line = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
-            score = metrics.get("val_spearman", -self.epoch)  # without validation, the last epoch is best
-            if score > self.best["val_spearman"] or self.best_epoch < 0:
-                self.best_epoch, self.best = self.epoch, {**metrics, "val_spearman": score}
+            # Without validation the last epoch is the best one (the learning rate has decayed to zero there).
+            validated = "val_spearman" in metrics
+            if not validated or metrics["val_spearman"] > self.best.get("val_spearman", -math.inf):
+                self.best_epoch, self.best = self.epoch, metrics
                 if self.accelerator.is_main_process:
                     save_checkpoint(self.unwrapped, self.config, self.output_dir / "best",
                                     {"epoch": self.epoch, "metrics": metrics})
