@@ -6,7 +6,7 @@ Runtime with int8 weights (search.text_runtime) taking turns of 25 queries, so a
 then 100k and 1M synthetic embeddings (real image embeddings plus noise, so they cluster as real catalogs do)
 through FAISS, with the FAISS first stage's recall@10 against exact search.
 
-    python benchmarks/search_latency.py [--checkpoint runs/default/best] [--sizes 100000 1000000] [--compile]
+    python benchmarks/search_latency.py [--checkpoint runs/final/best] [--sizes 100000 1000000] [--compile]
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def percentiles(times: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default="runs/default/best")
+    parser.add_argument("--checkpoint", default="runs/final/best")
     parser.add_argument("--sizes", nargs="*", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--query-threads", type=int, help="torch threads per query (default: search.query_threads)")

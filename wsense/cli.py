@@ -45,8 +45,9 @@ def _train(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume, cpu=args.cpu)
     if not PartialState().is_main_process:
         return 0
-    print(f"best epoch {result.best_epoch}: " + ", ".join(
-        f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val_")))
+    validation = ", ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val_"))
+    print(f"best epoch {result.best_epoch}: {validation}" if validation
+          else f"kept the last epoch ({result.best_epoch}): no validation fold")
     print(f"best checkpoint: {result.output_dir / 'best'}")
     return 0
 
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(evaluate)
     evaluate.add_argument("--out", help="report directory (default: reports_dir of the config)")
     evaluate.add_argument("--models", nargs="+", help="only these baselines (default: baselines.models)")
-    evaluate.add_argument("--checkpoint", help="test retrieval of this checkpoint folder (e.g. runs/default/best)")
+    evaluate.add_argument("--checkpoint", help="test retrieval of this checkpoint folder (e.g. runs/final/best)")
     evaluate.add_argument("--cross-validate", action="store_true",
                           help="grouped 5-fold cross-validation of the whole training run of --config")
     evaluate.add_argument("--resume", action="store_true", help="with --cross-validate: resume unfinished folds")
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def catalog(command: argparse.ArgumentParser) -> None:
         common(command)
-        command.add_argument("--checkpoint", help="trained model (default: search.checkpoint, runs/default/best)")
+        command.add_argument("--checkpoint", help="trained model (default: search.checkpoint, runs/final/best)")
         command.add_argument("--index-dir", help="index folder (default: in cache_dir, one per image folder)")
         command.add_argument("--descriptions", help="CSV image,text: photos described as showing children "
                                                     "are kept out of results")

@@ -110,7 +110,7 @@ class TrainingConfig:
 
 @dataclass
 class SearchConfig:
-    checkpoint: str = "runs/default/best"
+    checkpoint: str = "runs/final/best"
     candidates: int = 100  # first-stage shortlist re-ranked by the fusion head
     first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss
     faiss_threshold: int = 50_000

@@ -32,7 +32,8 @@ def held_out_captions(data, config: Config) -> tuple[pd.DataFrame, list[str]]:
     """(query_id, query_text, query_text_ru, image) of the validation fold's own captions that have a Russian
     version, and the fold's images (the catalog)."""
     if config.training.val_fold is None:
-        raise WsenseError("multilingual validation needs a checkpoint trained with a validation fold")
+        raise WsenseError("multilingual validation needs a checkpoint trained with a validation fold (training.val_fold): "
+                          "`python train.py` makes one in runs/default/best")
     if not config.data.russian_train_captions:
         raise WsenseError("multilingual validation needs data.russian_train_captions")
     sets = build_training_sets(data, config, config.training.val_fold)

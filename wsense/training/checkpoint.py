@@ -64,7 +64,7 @@ def load_checkpoint(path: str | Path) -> tuple[RelevanceModel, Config, dict]:
     """Rebuild the model a checkpoint describes and load its weights; clear errors for anything else."""
     path = Path(path)
     if not path.is_dir():
-        raise WsenseError(f"{path}: checkpoint folder not found")
+        raise WsenseError(f"{path}: checkpoint folder not found (`python train.py --no-validation --output-dir runs/final` trains the search checkpoint, runs/final/best)")
     for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
         if not (path / name).is_file():
             raise WsenseError(f"{path}: not a wsense checkpoint (no {name})")
