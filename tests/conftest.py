@@ -77,3 +77,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "full_data" in item.keywords and not (FULL_DATA / "train_dataset.csv").is_file():
             item.add_marker(skip_data)
+
+
+def set_search_setting(checkpoint: Path, key: str, value) -> None:
+    """Change one `search` setting in a checkpoint's saved config (as a user editing config.yaml would)."""
+    import yaml
+
+    values = yaml.safe_load((checkpoint / "config.yaml").read_text())
+    values["search"][key] = value
+    (checkpoint / "config.yaml").write_text(yaml.safe_dump(values))

@@ -30,6 +30,7 @@ class RelevanceScorer:
         self.batch_size = batch_size
         self.text_map = text_map
         self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
+        self.onnx_image = None  # an OnnxImagePath: photos' backbone passes go through ONNX Runtime (CPU only)
 
     def use_text_runtime(self, runtime: str, directory: str | Path | None = None) -> None:
         """Run the text path in `runtime` (torch | onnx | onnx_int8); onnx exports it into `directory` the first
@@ -47,6 +48,21 @@ class RelevanceScorer:
         else:
             raise WsenseError(f"unknown text runtime '{runtime}' (expected onnx, onnx_int8 or torch)")
 
+    def use_image_runtime(self, runtime: str, directory: str | Path | None = None) -> None:
+        """Run the image backbone in `runtime` (torch | onnx); onnx exports it into `directory` the first time."""
+        if runtime == "torch":
+            self.onnx_image = None
+        elif runtime == "onnx":
+            if self.device.type != "cpu":
+                raise WsenseError(f"search.image_runtime: onnx runs on the CPU, not on {self.device}; use torch")
+            if directory is None:
+                raise WsenseError("the ONNX image tower needs a folder to keep its export in")
+            from wsense.models.image_onnx import OnnxImagePath
+
+            self.onnx_image = OnnxImagePath(self.model.image_backbone, directory, self.transform.size)
+        else:
+            raise WsenseError(f"unknown image runtime '{runtime}' (expected onnx or torch)")
+
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu") -> "RelevanceScorer":
         """The checkpoint's model, with the multilingual path its config asks for. The map from USE into the
@@ -63,6 +79,8 @@ class RelevanceScorer:
                 scorer.text_map.save(path)
         if config.search.text_runtime != "torch" and scorer.device.type == "cpu":
             scorer.use_text_runtime(config.search.text_runtime, checkpoint)
+        if config.search.image_runtime != "torch" and scorer.device.type == "cpu":
+            scorer.use_image_runtime(config.search.image_runtime, checkpoint)
         return scorer
 
     def compile_text_tower(self) -> None:
@@ -80,7 +98,12 @@ class RelevanceScorer:
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """Embeddings of a batch of transformed images: (n, views, 3, h, w), or (n, 3, h, w) for one view."""
-        return self.model.encode_images({"pixels": pixels.to(self.device)}).float().cpu()
+        if self.onnx_image is None:
+            return self.model.encode_images({"pixels": pixels.to(self.device)}).float().cpu()
+        views = pixels if pixels.dim() == 5 else pixels[:, None]
+        features = self.onnx_image(views.flatten(0, 1).numpy())
+        pooled = torch.from_numpy(features).view(len(views), views.shape[1], -1).mean(1)  # as ImageBackbone does
+        return self.model.embed_image(pooled).float()
 
     def embed_images(self, paths: Sequence[Path], progress: bool = True) -> torch.Tensor:
         chunks = []

@@ -9,8 +9,6 @@ embedding of a probe text differs from the torch tower's) is exported again.
 """
 from __future__ import annotations
 
-import hashlib
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from wsense.errors import WsenseError
 from wsense.io import atomic_path
+from wsense.models.onnx_path import OnnxPath, require_onnx, weights_key
 
 EXPORT_FORMAT = "wsense-text-onnx-2"  # 2: transformer operators fused
 FILE_PREFIX = "text_tower-"
@@ -30,32 +28,12 @@ INT8_TOLERANCE = 0.1
 INT8_SUFFIX = "-int8"
 
 
-def require_onnxruntime():
-    try:
-        import onnxruntime
-    except ImportError:
-        raise WsenseError("search.text_runtime: onnx needs onnxruntime (pip install onnxruntime), or set "
-                          "search.text_runtime: torch") from None
-    return onnxruntime
-
-
-def require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401  (torch.onnx.export writes through it)
-    except ImportError:
-        raise WsenseError("search.text_runtime: onnx exports the text tower with the onnx package (pip install "
-                          "onnx), or set search.text_runtime: torch") from None
+SETTING = "search.text_runtime"
 
 
 def text_path_key(model) -> str:
     """Which weights the exported graph holds: the text tower's and the text projection's."""
-    digest = hashlib.sha256(EXPORT_FORMAT.encode())
-    for prefix, module in (("text_encoder.", model.text_encoder), ("text_projection.", model.text_projection)):
-        for name, tensor in module.state_dict().items():
-            tensor = tensor.detach().cpu().contiguous()
-            digest.update(f"{prefix}{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:16]
+    return weights_key(EXPORT_FORMAT, {"text_encoder.": model.text_encoder, "text_projection.": model.text_projection})
 
 
 def export_path(model, directory: str | Path, int8: bool = False) -> Path:
@@ -73,7 +51,7 @@ class _TextPath(nn.Module):
 
 def export_text_path(model, path: str | Path) -> Path:
     """Export tokens -> projected, normalised text embedding (dynamic batch and length), written atomically."""
-    require_onnx()
+    require_onnx(SETTING, "text tower")
     encoder = model.text_encoder.model
     previous = encoder.config._attn_implementation
     # Eager attention exports as plain MatMul/Softmax, which ONNX Runtime runs faster than the exported SDPA.
@@ -124,65 +102,28 @@ def quantize_text_path(source: Path, path: str | Path) -> Path:
     return Path(path)
 
 
-class OnnxTextPath:
+class OnnxTextPath(OnnxPath):
     """Callable like the torch text path: (input_ids, attention_mask) int64 arrays -> embeddings (float32).
     `int8`: the graph with int8 weights (search.text_runtime: onnx_int8), quantized from the fp32 export."""
 
+    what, setting, file_prefix = "text tower", SETTING, FILE_PREFIX
+
     def __init__(self, model, directory: str | Path, threads: int | None = None, int8: bool = False):
-        self.ort = require_onnxruntime()
-        self.threads = threads or torch.get_num_threads()
         self.int8 = int8
-        self.tolerance = INT8_TOLERANCE if int8 else TOLERANCE
         self.fp32_path = export_path(model, directory)
-        self.path = export_path(model, directory, int8)
-        self._probe_tokens = model.text_encoder.token_arrays([PROBE])
-        reference = self._torch_probe(model, *self._probe_tokens)
-        session = None
-        if self.path.is_file():
-            try:
-                session = self._checked_session(reference)
-            except WsenseError as error:
-                print(f"{error}; exporting it again", file=sys.stderr)
-        if session is None:
-            try:
-                export_text_path(model, self.fp32_path)
-                if int8:
-                    quantize_text_path(self.fp32_path, self.path)
-            except OSError as error:
-                raise WsenseError(f"{self.path.parent}: cannot write the ONNX text tower ({error.strerror or error}); "
-                                  "make the checkpoint folder writable or set search.text_runtime: torch") from None
-            session = self._checked_session(reference)
-            for stale in self.path.parent.glob(f"{FILE_PREFIX}*.onnx"):
-                if stale not in (self.path, self.fp32_path):
-                    stale.unlink(missing_ok=True)
-        self.session = session
-
-    @staticmethod
-    def _torch_probe(model, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        path = export_path(model, directory, int8)
+        ids, mask = model.text_encoder.token_arrays([PROBE])
         with torch.inference_mode():
-            return model.encode_texts({"input_ids": torch.from_numpy(ids),
-                                       "attention_mask": torch.from_numpy(mask)}).float().numpy()
+            reference = model.encode_texts({"input_ids": torch.from_numpy(ids),
+                                            "attention_mask": torch.from_numpy(mask)}).float().numpy()
 
-    def _checked_session(self, reference: np.ndarray):
-        """A session on the exported file, which must load and embed the probe text as the torch tower does."""
-        options = self.ort.SessionOptions()
-        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        # Helper threads sleep between operators instead of spinning: on a busy CPU a spinning helper takes the
-        # time slice the calling thread needs (one query: p50 22 against 27 ms with spinning, under load).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            session = self.ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            self.session = session
-            ids, mask = self._probe_tokens
-            found = self(ids, mask)
-        except Exception as error:  # onnxruntime raises its own exception types for unreadable models
-            raise WsenseError(f"{self.path}: damaged ONNX text tower ({type(error).__name__})") from None
-        if found.shape != reference.shape or not np.allclose(found, reference, atol=self.tolerance):
-            raise WsenseError(f"{self.path}: ONNX text tower disagrees with the torch tower (max difference "
-                              f"{np.abs(found - reference).max() if found.shape == reference.shape else 'shape'})")
-        return session
+        def export() -> None:
+            export_text_path(model, self.fp32_path)
+            if int8:
+                quantize_text_path(self.fp32_path, path)
+
+        super().__init__(path, {"input_ids": ids, "attention_mask": mask}, reference,
+                         INT8_TOLERANCE if int8 else TOLERANCE, export, keep=(self.fp32_path,), threads=threads)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if not self.int8:
