@@ -79,10 +79,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_data)
 
 
-def set_search_setting(checkpoint: Path, key: str, value) -> None:
-    """Change one `search` setting in a checkpoint's saved config (as a user editing config.yaml would)."""
+def set_checkpoint_setting(checkpoint: Path, section: str, key: str, value) -> None:
+    """Change one setting in a checkpoint's saved config (as a user editing its config.yaml would)."""
     import yaml
 
     values = yaml.safe_load((checkpoint / "config.yaml").read_text())
-    values["search"][key] = value
+    values[section][key] = value
     (checkpoint / "config.yaml").write_text(yaml.safe_dump(values))

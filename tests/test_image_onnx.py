@@ -2,11 +2,12 @@
 import shutil
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import set_search_setting
+from conftest import set_checkpoint_setting
 from wsense.config import load_config
 from wsense.errors import WsenseError
 from wsense.models.image_onnx import FILE_PREFIX
@@ -20,7 +21,7 @@ def checkpoint(tmp_path_factory):
     config = load_config()
     config.search.multilingual = "none"
     config.search.text_runtime = "torch"
-    config.search.image_runtime = "onnx"
+    config.embedding.image_runtime = "onnx"
     model = build_relevance_model(config, for_checkpoint=True)
     with torch.no_grad():  # a trained-looking projection
         model.image_projection.weight.add_(0.05 * torch.randn_like(model.image_projection.weight))
@@ -44,7 +45,7 @@ def exports(folder):
 
 
 def set_runtime(folder, runtime):
-    set_search_setting(folder, "image_runtime", runtime)
+    set_checkpoint_setting(folder, "embedding", "image_runtime", runtime)
 
 
 def test_onnx_image_path_gives_the_torch_embeddings(checkpoint, photos):
@@ -91,7 +92,7 @@ def test_image_runtime_is_chosen_by_config_with_clear_errors(checkpoint, tmp_pat
     assert RelevanceScorer.from_checkpoint(folder).onnx_image is None and not exports(folder)
     for runtime, missing_module, message in (
         ("tensorrt", None, "image_runtime must be one of onnx, torch"),
-        ("onnx", "onnxruntime", r"search.image_runtime: onnx needs onnxruntime \(pip install"),
+        ("onnx", "onnxruntime", r"embedding.image_runtime: onnx needs onnxruntime \(pip install"),
         ("onnx", "onnx", "exports the image tower with the onnx package"),  # needed to export, not to run one
     ):
         set_runtime(folder, runtime)
@@ -99,3 +100,23 @@ def test_image_runtime_is_chosen_by_config_with_clear_errors(checkpoint, tmp_pat
             if missing_module:
                 patch.setitem(sys.modules, missing_module, None)  # import fails as if not installed
             RelevanceScorer.from_checkpoint(folder)
+
+
+def test_frozen_features_through_onnx_match_torch_and_export_only_for_uncached_photos(photos, tmp_path):
+    from wsense.features import FrozenFeatures
+
+    config = load_config()
+    config.cache_dir = str(tmp_path / "onnx-cache")
+    onnx = FrozenFeatures(config).images(photos)
+    exported = sorted((tmp_path / "onnx-cache" / "onnx").glob(f"{FILE_PREFIX}*.onnx"))
+    assert len(exported) == 1
+    exported[0].unlink()
+    assert np.array_equal(FrozenFeatures(config).images(photos), onnx)  # all cached: nothing exported
+    assert not exported[0].exists()
+
+    config.embedding.image_runtime = "torch"
+    config.cache_dir = str(tmp_path / "torch-cache")
+    torch_features = FrozenFeatures(config).images(photos)
+    assert not (tmp_path / "torch-cache" / "onnx").exists()
+    assert onnx.shape == torch_features.shape == (3, 1280)
+    np.testing.assert_allclose(onnx, torch_features, atol=1e-4)

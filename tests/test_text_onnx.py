@@ -8,7 +8,7 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import set_search_setting
+from conftest import set_checkpoint_setting
 from wsense.config import load_config
 from wsense.errors import WsenseError
 from wsense.models.relevance import build_relevance_model
@@ -24,7 +24,7 @@ def checkpoint(tmp_path_factory):
     config = load_config()
     config.search.multilingual = "none"
     config.search.text_runtime = "onnx"  # fp32: the torch tower's embeddings (onnx_int8 has its own test)
-    config.search.image_runtime = "torch"  # the image path has its own tests (test_image_onnx.py)
+    config.embedding.image_runtime = "torch"  # the image path has its own tests (test_image_onnx.py)
     model = build_relevance_model(config, for_checkpoint=True)
     with torch.no_grad():  # a trained-looking projection, so the export must carry the checkpoint's own weights
         model.text_projection.weight.add_(0.05 * torch.randn_like(model.text_projection.weight))
@@ -36,7 +36,7 @@ def exports(folder):
 
 
 def set_runtime(folder, runtime):
-    set_search_setting(folder, "text_runtime", runtime)
+    set_checkpoint_setting(folder, "search", "text_runtime", runtime)
 
 
 def test_onnx_text_path_gives_the_torch_embeddings(checkpoint):

@@ -55,6 +55,9 @@ class TextModelConfig:
 class EmbeddingConfig:
     image_batch_size: int = 32
     text_batch_size: int = 128
+    # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): onnx (ONNX
+    # Runtime; the torch backbone's features within 1e-5, in 0.15 of its time) | torch.
+    image_runtime: str = "onnx"
 
 
 @dataclass
@@ -131,9 +134,6 @@ class SearchConfig:
     # onnx's time; test R@1 0.244 against 0.246, validation Spearman 0.005 lower) | onnx = the same fp32 model
     # in ONNX Runtime (the torch tower's embeddings within 1e-6) | torch. Exported once beside the checkpoint.
     text_runtime: str = "onnx_int8"
-    # The image backbone for embedding photos (index, evaluation) on CPU: onnx (ONNX Runtime, the torch
-    # backbone's features within 1e-5, a photo's five views in about a quarter of torch's time) | torch.
-    image_runtime: str = "onnx"
     # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch): 1 where
     # other jobs share the CPU, as each hand-off to a second thread then waits for a time slice.
     query_threads: int = 2
@@ -201,9 +201,9 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if config.search.text_runtime not in TEXT_RUNTIMES:
         raise WsenseError(f"{source}: search.text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got "
                           f"'{config.search.text_runtime}'")
-    if config.search.image_runtime not in IMAGE_RUNTIMES:
-        raise WsenseError(f"{source}: search.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
-                          f"'{config.search.image_runtime}'")
+    if config.embedding.image_runtime not in IMAGE_RUNTIMES:
+        raise WsenseError(f"{source}: embedding.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
+                          f"'{config.embedding.image_runtime}'")
     if not isinstance(config.search.query_threads, int) or config.search.query_threads < 1:
         raise WsenseError(f"{source}: search.query_threads must be a whole number from 1, got "
                           f"{config.search.query_threads!r}")

@@ -50,6 +50,11 @@ class FrozenFeatures:
         backbone = self.image_backbone
         cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
         transform = image_transform(backbone.spec, self.config.image_backbone)
+        # Exporting the backbone takes a few seconds: only when some photo is not cached yet.
+        if self.config.embedding.image_runtime == "onnx" and not all(file_sha256(p) in cache for p in paths):
+            from wsense.models.image_onnx import OnnxImagePath
+
+            backbone = OnnxImagePath(backbone, Path(self.config.cache_dir) / "onnx", transform.size)
         return embed_images(paths, backbone, transform, cache, self.config.embedding.image_batch_size)
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:

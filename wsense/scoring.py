@@ -54,7 +54,7 @@ class RelevanceScorer:
             self.onnx_image = None
         elif runtime == "onnx":
             if self.device.type != "cpu":
-                raise WsenseError(f"search.image_runtime: onnx runs on the CPU, not on {self.device}; use torch")
+                raise WsenseError(f"embedding.image_runtime: onnx runs on the CPU, not on {self.device}; use torch")
             if directory is None:
                 raise WsenseError("the ONNX image tower needs a folder to keep its export in")
             from wsense.models.image_onnx import OnnxImagePath
@@ -79,8 +79,8 @@ class RelevanceScorer:
                 scorer.text_map.save(path)
         if config.search.text_runtime != "torch" and scorer.device.type == "cpu":
             scorer.use_text_runtime(config.search.text_runtime, checkpoint)
-        if config.search.image_runtime != "torch" and scorer.device.type == "cpu":
-            scorer.use_image_runtime(config.search.image_runtime, checkpoint)
+        if config.embedding.image_runtime != "torch" and scorer.device.type == "cpu":
+            scorer.use_image_runtime(config.embedding.image_runtime, checkpoint)
         return scorer
 
     def compile_text_tower(self) -> None:
@@ -100,10 +100,7 @@ class RelevanceScorer:
         """Embeddings of a batch of transformed images: (n, views, 3, h, w), or (n, 3, h, w) for one view."""
         if self.onnx_image is None:
             return self.model.encode_images({"pixels": pixels.to(self.device)}).float().cpu()
-        views = pixels if pixels.dim() == 5 else pixels[:, None]
-        features = self.onnx_image(views.flatten(0, 1).numpy())
-        pooled = torch.from_numpy(features).view(len(views), views.shape[1], -1).mean(1)  # as ImageBackbone does
-        return self.model.embed_image(pooled).float()
+        return self.model.embed_image(self.onnx_image(pixels)).float()
 
     def embed_images(self, paths: Sequence[Path], progress: bool = True) -> torch.Tensor:
         chunks = []

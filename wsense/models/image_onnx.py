@@ -1,4 +1,4 @@
-"""The image backbone in ONNX Runtime, for embedding catalog photos on CPU (search.image_runtime: onnx).
+"""The image backbone in ONNX Runtime, for embedding photos on CPU (embedding.image_runtime: onnx).
 
 Pixels (n, 3, h, w) -> pooled features, the same numbers as the torch backbone (within 1e-5), in about a quarter
 of its time on 2 CPU cores (EfficientNet-Lite0's depthwise convolutions are slow in eager torch). Indexing runs
@@ -18,7 +18,7 @@ from wsense.models.onnx_path import OnnxPath, require_onnx, weights_key
 
 EXPORT_FORMAT = "wsense-image-onnx-1"
 FILE_PREFIX = "image_tower-"
-SETTING = "search.image_runtime"
+SETTING = "embedding.image_runtime"
 CHUNK = 20  # images (views) per ONNX Runtime run
 TOLERANCE = 1e-3  # a correct export agrees within about 1e-5 on pooled features of magnitude ~1; a damaged one is far off
 
@@ -48,7 +48,8 @@ def export_image_path(backbone, path: str | Path, size: int) -> Path:
 
 
 class OnnxImagePath(OnnxPath):
-    """Callable like the backbone on one view per image: pixels (n, 3, size, size) float32 -> pooled features."""
+    """Callable like ImageBackbone: pixels (n, 3, size, size), or (n, views, 3, size, size) -> pooled features
+    (the mean over each image's views)."""
 
     what, setting, file_prefix = "image tower", SETTING, FILE_PREFIX
 
@@ -60,7 +61,12 @@ class OnnxImagePath(OnnxPath):
         super().__init__(path, {"pixels": probe}, reference, TOLERANCE,
                          lambda: export_image_path(backbone, path, size), threads=threads)
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        views = pixels if pixels.dim() == 5 else pixels[:, None]
+        features = torch.from_numpy(self.run(views.flatten(0, 1).cpu().numpy()))
+        return features.view(len(views), views.shape[1], -1).mean(1)
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
         # In chunks: ONNX Runtime keeps its peak activation memory (about 30 MB an image at 224 px), so one run
         # over a whole catalog batch's views would hold gigabytes.
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)

@@ -89,7 +89,7 @@ class OnnxPath:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = self.ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-            found = self(**self.probe)
+            found = self.run(**self.probe)
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
             raise WsenseError(f"{self.path}: damaged ONNX {self.what} ({type(error).__name__})") from None
         if found.shape != reference.shape or not np.allclose(found, reference, atol=self.tolerance):
@@ -97,5 +97,5 @@ class OnnxPath:
                               f"{np.abs(found - reference).max() if found.shape == reference.shape else 'shape'})")
         return self.session
 
-    def __call__(self, **inputs: np.ndarray) -> np.ndarray:
+    def run(self, **inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, inputs)[0]

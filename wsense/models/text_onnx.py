@@ -125,7 +125,7 @@ class OnnxTextPath(OnnxPath):
         super().__init__(path, {"input_ids": ids, "attention_mask": mask}, reference,
                          INT8_TOLERANCE if int8 else TOLERANCE, export, keep=(self.fp32_path,), threads=threads)
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if not self.int8:
             return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
         # int8 activations are quantized with one scale per tensor, so in a batch a text's embedding would depend
@@ -135,3 +135,5 @@ class OnnxTextPath(OnnxPath):
             keep = mask.astype(bool)
             rows.append(self.session.run(None, {"input_ids": ids[None, keep], "attention_mask": mask[None, keep]})[0])
         return np.concatenate(rows)
+
+    __call__ = run
