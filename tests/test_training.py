@@ -214,22 +214,34 @@ def test_random_resized_crops_are_independent_per_image_and_stay_inside_it():
                                                                      align_corners=False), atol=1e-3)
 
 
-def test_pixel_inputs_keep_images_decoded_and_augment_only_for_training(tiny_config):
+def test_pixel_inputs_keep_views_decoded_and_evaluate_on_what_search_sees(tiny_config):
+    from wsense.data import load_image
+    from wsense.models.image import image_transform
     from wsense.training.inputs import PixelInputs
 
     tiny_config.image_backbone.image_size = 64
+    tiny_config.image_backbone.views = ["center", "flip", "full", "first", "last"]
     model = build_relevance_model(tiny_config)
     data = load_data(tiny_config.data.dir)
     paths = {name: data.train_image_dir / name for name in data.train_images[:4]}
     inputs = PixelInputs(tiny_config, model, paths, ["a dog", "a cat"])
-    assert inputs.pixels.dtype == torch.uint8 and inputs.pixels.shape == (4, 3, 73, 73)
+    assert inputs.pixels.dtype == torch.uint8 and inputs.pixels.shape == (4, 5, 3, 64, 64)
     index = torch.tensor([0, 0, 1])
     evaluation = inputs.image_batch(index, train=False)["pixels"]
-    assert evaluation.shape == (3, 3, 64, 64) and torch.equal(evaluation[0], evaluation[1])
-    assert torch.equal(evaluation, inputs.image_batch(index, train=False)["pixels"])
-    assert evaluation.min() >= -1 and evaluation.max() <= 1  # normalised with mean = std = 0.5
+    assert evaluation.shape == (3, 5, 3, 64, 64) and torch.equal(evaluation[0], evaluation[1])
+    # Validation sees a photo exactly as search embeds it: the same views, the same normalisation.
+    search_view = image_transform(model.image_backbone.spec, tiny_config.image_backbone)
+    for row, name in zip(evaluation, [data.train_images[i] for i in index]):
+        assert torch.allclose(row, search_view(load_image(paths[name])), atol=1e-5)
     training = inputs.image_batch(index, train=True)["pixels"]
     assert training.shape == (3, 3, 64, 64) and not torch.equal(training[0], training[1])
+    assert training.min() >= -1 and training.max() <= 1  # normalised with mean = std = 0.5
+    # Without augmentation, training takes one whole view per photo, drawn at random.
+    inputs.augment = False
+    torch.manual_seed(0)
+    drawn = inputs.image_batch(torch.zeros(40, dtype=torch.long), train=True)["pixels"]
+    matches = [next(v for v in range(5) if torch.equal(row, evaluation[0, v])) for row in drawn]
+    assert set(matches) == set(range(5))
 
 
 def test_epochs_report_their_throughput_and_contrastive_positives_come_from_the_table(tiny_config):

@@ -3,7 +3,8 @@
 The GPU machine has torch, timm, transformers and accelerate but none of the weight packages, and no
 network. This writes, under OUT (default .gpu/):
   data/with_sense/   the tables and every photo, shorter side resized to the training size / 0.875 and
-                     centre-cropped (what PixelInputs keeps in memory anyway), JPEG quality 85;
+                     centre-cropped, JPEG quality 85 (to fit the carry; so there a photo's views, which
+                     PixelInputs takes from the whole photo, all come from that square);
   minilm/            all-MiniLM-L6-v2 with its vocabulary cut to the word pieces this data set and the label
                      prompts use (tokenisation checked identical on every text), weights stored as float16;
   efficientnet_lite0.f16.pth   the packaged ImageNet weights as float16.

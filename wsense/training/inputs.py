@@ -1,8 +1,8 @@
 """Model inputs held in memory for a training run, gathered into batches by index.
 
-Frozen mode keeps the towers' outputs (cached on disk by wsense.features); partial and full modes keep
-images decoded once at training resolution as uint8 tensors on the training device (augmented there in
-batches, never decoded again) and captions tokenised once.
+Frozen mode keeps the towers' outputs (cached on disk by wsense.features); partial and full modes keep each
+photo's views (image_backbone.views, as search embeds it) decoded once at training resolution as uint8 tensors
+on the training device (augmented there in batches, never decoded again) and captions tokenised once.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from wsense.config import Config
 from wsense.data import load_image
 from wsense.features import FrozenFeatures
+from wsense.models.image import VIEWS, check_views
 from wsense.models.relevance import RelevanceModel
 
 
@@ -68,20 +69,21 @@ def random_resized_crops(pixels: torch.Tensor, size: int, scale: tuple[float, fl
 
 
 class PixelInputs:
-    """Images decoded once (shorter side resized, centre square crop) into uint8 tensors on the training
-    device, augmented there in batches; captions tokenised once."""
+    """Each photo's views decoded once into uint8 tensors (photos x views x 3 x size x size) on the training
+    device; captions tokenised once. Training takes one random view per photo, augmented in batches (random
+    resized crop and flip); evaluation takes every view, which the backbone averages, exactly as search does."""
 
     def __init__(self, config: Config, model: RelevanceModel, image_paths: dict[str, Path], texts: Sequence[str],
                  device: str | torch.device = "cpu"):
         self.size = size = config.image_backbone.image_size
-        self.stored = round(size / 0.875)
+        views = check_views(config.image_backbone.views)
         self.augment = config.training.augment
         self.image_names = list(image_paths)
         self.image_index = {name: i for i, name in enumerate(self.image_names)}
-        decode = v2.Compose([v2.PILToTensor(), v2.Resize(self.stored, antialias=True), v2.CenterCrop(self.stored)])
-        pixels = torch.empty((len(self.image_names), 3, self.stored, self.stored), dtype=torch.uint8)
+        pixels = torch.empty((len(self.image_names), len(views), 3, size, size), dtype=torch.uint8)
         for i, name in enumerate(tqdm(self.image_names, desc="decoding images", unit="image", file=sys.stderr)):
-            pixels[i] = decode(load_image(image_paths[name]))
+            image = load_image(image_paths[name])
+            pixels[i] = torch.stack([v2.functional.pil_to_tensor(VIEWS[view](image, size)) for view in views])
         self.pixels = pixels.to(device)
         spec = model.image_backbone.spec
         self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
@@ -92,12 +94,15 @@ class PixelInputs:
         self.input_ids, self.attention_mask = tokens["input_ids"], tokens["attention_mask"]
 
     def image_batch(self, index: torch.Tensor, *, train: bool) -> dict[str, torch.Tensor]:
-        pixels = self.pixels[index.to(self.pixels.device)].float()
-        if train and self.augment:
+        """Normalised pixels: (n, 3, size, size), one view per photo, for training; (n, views, 3, size, size)
+        otherwise."""
+        index = index.to(self.pixels.device)
+        if not train:
+            return {"pixels": (self.pixels[index].float() - self.mean[None]) / self.std[None]}
+        view = torch.randint(self.pixels.shape[1], (len(index),), device=self.pixels.device)
+        pixels = self.pixels[index, view].float()
+        if self.augment:
             pixels = random_resized_crops(pixels, self.size)
-        else:
-            offset = (self.stored - self.size) // 2
-            pixels = pixels[..., offset:offset + self.size, offset:offset + self.size]
         return {"pixels": (pixels - self.mean) / self.std}
 
     def text_batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
