@@ -196,6 +196,18 @@ def test_training_data_respects_the_legal_filter_and_the_fold(tiny_config):
     assert not set(sets.val_pairs["image"]) & (set(sets.judged["image"]) | set(sets.positives["image"]))
 
 
+def test_validation_queries_are_texts_training_never_saw(tiny_config):
+    data = load_data(tiny_config.data.dir)
+    sets = Trainer(tiny_config, data).sets
+    val_images = set(sets.val_pairs["image"])
+    held = set(data.captions.loc[data.captions["image"].isin(val_images), "query_text"])
+    assert set(sets.val_positives["query_text"]) <= held
+    # The tables do pair these captions with training images; training leaves those pairs out.
+    assert (data.pairs["query_text"].isin(held) & ~data.pairs["image"].isin(val_images)).any()
+    assert not held & (set(sets.judged["query_text"]) | set(sets.positives["query_text"]))
+    assert len(sets.judged) and len(sets.positives)
+
+
 def test_random_resized_crops_are_independent_per_image_and_stay_inside_it():
     from wsense.training.inputs import random_resized_crops
 

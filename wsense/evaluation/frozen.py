@@ -79,7 +79,7 @@ def run_frozen_baselines(config: Config, models: list[str] | None = None) -> tup
     data = load_data(config.data_dir)
     pairs, summary = filter_training_pairs(data.pairs, data.captions)
     print(summary, file=sys.stderr)
-    folds = grouped_folds(pairs, config.baselines.folds, config.baselines.seed)
+    folds = grouped_folds(pairs, config.baselines.folds, config.baselines.seed, captions=data.captions)
     features = FrozenFeatures(config)
     bridge = LabelBridge(features.texts(imagenet_label_prompts()))
     pair_features = _pair_features(pairs, data, features, bridge)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from wsense.config import Config
 from wsense.data import WithSenseData, make_target
-from wsense.evaluation.folds import grouped_folds
+from wsense.evaluation.folds import captions_of, grouped_folds
 from wsense.safety.filters import FilterSummary, child_images, filter_training_pairs
 
 
@@ -26,14 +26,17 @@ class TrainingSets:
 
 
 def build_training_sets(data: WithSenseData, config: Config, val_fold: int | None) -> TrainingSets:
-    """Legal filter first, then the grouped fold `val_fold` held out (None: train on everything)."""
+    """Legal filter first, then the grouped fold `val_fold` held out (None: train on everything): its images, and
+    every training pair whose text is one of their captions (see grouped_folds)."""
     pairs, summary = filter_training_pairs(data.pairs, data.captions)
     val_images: set[str] = set()
     if val_fold is not None:
         folds = grouped_folds(pairs, config.baselines.folds, config.baselines.seed)
         val_images = set(pairs.iloc[folds[val_fold][1]]["image"])
+    held_texts = captions_of(data.captions, val_images)
     in_val = pairs["image"].isin(val_images)
-    train_pairs, val_pairs = pairs[~in_val], pairs[in_val].reset_index(drop=True)
+    train_pairs = pairs[~in_val & ~pairs["query_text"].isin(held_texts)]
+    val_pairs = pairs[in_val].reset_index(drop=True)
 
     judged = pd.DataFrame({
         "image": train_pairs["image"], "query_text": train_pairs["query_text"],
@@ -43,7 +46,7 @@ def build_training_sets(data: WithSenseData, config: Config, val_fold: int | Non
 
     crowd = data.crowd[data.crowd["query_text"] != ""]
     crowd, _ = filter_training_pairs(crowd, data.captions)
-    crowd = crowd[~crowd["image"].isin(val_images)]
+    crowd = crowd[~crowd["image"].isin(val_images) & ~crowd["query_text"].isin(held_texts)]
     if config.training.crowd_weight > 0:
         judged_keys = set(zip(judged["image"], judged["query_text"]))
         crowd_only = crowd[[key not in judged_keys for key in zip(crowd["image"], crowd["query_text"])]]
