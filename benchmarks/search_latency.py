@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from wsense.config import load_config
-from wsense.data import load_data, load_image
-from wsense.retrieval import FirstStage
+from wsense.data import load_data
+from wsense.models.photos import PhotoEncoder
 from wsense.safety import mentions_child
-from wsense.search import SearchEngine, torch_threads
+from wsense.serving.first_stage import FirstStage
+from wsense.serving.search import SearchEngine, torch_threads
 
 
 def percentiles(times: list[float]) -> str:
@@ -32,6 +33,7 @@ def percentiles(times: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/final/best")
+    parser.add_argument("--config", help="search and runtime settings (default: configs/default.yaml)")
     parser.add_argument("--sizes", nargs="*", type=int, default=[100_000, 1_000_000])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--query-threads", type=int, help="torch threads per query (default: search.query_threads)")
@@ -39,9 +41,10 @@ def main() -> None:
                         help="torch.compile the torch text tower first (as serve --compile with text_runtime: torch)")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
-    config = load_config()
+    config = load_config(args.config)
     data = load_data(config.data_dir)
-    engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True)
+    engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True,
+                          settings=config)
     scorer = engine.scorer
     engine.query_threads = args.query_threads or engine.query_threads
     from wsense.models.text_onnx import OnnxTextPath
@@ -55,25 +58,24 @@ def main() -> None:
 
     paths = [data.test_image_dir / name for name in data.test_images]
     start = time.perf_counter()
-    pixels = torch.stack([scorer.transform(load_image(p)) for p in paths])
+    pixels = torch.stack([scorer.photos.pixels(p) for p in paths])
     decode = time.perf_counter() - start
     # The photo backbone in each image runtime, in alternating turns (same machine load for both).
-    image_runtimes = {"onnx": scorer.onnx_image, "torch": None} if scorer.onnx_image else {"torch": None}
+    backbone, image_config = scorer.model.image_backbone, scorer.config.image_backbone
+    image_runtimes = {"onnx": PhotoEncoder(backbone, image_config, runtime="onnx", onnx_dir=args.checkpoint),
+                      "torch": PhotoEncoder(backbone, image_config)}
     model_times: dict[str, float] = {name: 0.0 for name in image_runtimes}
     for turn in range(2):
         for name in list(image_runtimes)[::1 if turn % 2 else -1]:
-            scorer.onnx_image = image_runtimes[name]
             start = time.perf_counter()
-            scorer.embed_pixels(pixels)
+            scorer.embed_features(image_runtimes[name].features(pixels))
             model_times[name] += (time.perf_counter() - start) / 2
-    scorer.onnx_image = image_runtimes[next(iter(image_runtimes))]
-    views = len(scorer.transform.views)
+    views = len(scorer.photos.transform.views)
     for name, model in model_times.items():
         print(f"index throughput, image_runtime {name} ({len(paths)} images, {views} views each, CPU "
               f"{torch.get_num_threads()} threads): {len(paths) / (decode + model):.1f} images/s; decode+views "
               f"{len(paths) / decode:.1f}/s, model {len(paths) / model:.1f}/s")
-    if len(model_times) == 2:
-        print(f"image backbone: onnx takes {model_times['onnx'] / model_times['torch']:.2f} of torch's time")
+    print(f"image backbone: onnx takes {model_times['onnx'] / model_times['torch']:.2f} of torch's time")
 
     queries = [q for q in data.test_queries["query_text"] if not mentions_child(q)]
     queries = (queries * (args.queries // len(queries) + 1))[:args.queries]

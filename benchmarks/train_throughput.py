@@ -96,7 +96,8 @@ def measure_pipeline(batch: int, steps: int, warmup: int, config_path: str | Non
                 torch.cuda.synchronize()
             start = time.perf_counter()
         images = inputs.image_batch(torch.randint(0, len(paths), (n,)), train=True)["pixels"]
-        tokens = {k: v.to(device, non_blocking=True) for k, v in inputs.text_batch(torch.randint(0, 1024, (n,))).items()}
+        text_batch = inputs.text_batch(torch.randint(0, 1024, (n,)))
+        tokens = {k: v.to(device, non_blocking=True) for k, v in text_batch.items()}
     if device.type == "cuda":
         torch.cuda.synchronize()
     assert images.shape[0] == tokens["input_ids"].shape[0] == n

@@ -1,17 +1,24 @@
-"""Shared fixtures: a tiny generated With Sense data set (real file formats, a few coloured JPEGs)."""
+"""Shared fixtures: a tiny generated With Sense data set (real file formats, a few coloured JPEGs), one untrained
+checkpoint and one search engine per session, and the runtime settings a test passes (as a user's --config does).
+
+In CI (CI=true) a missing requirement of an end-to-end test (the full data set, Chromium) fails the run instead
+of skipping the tests that need it."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
-from wsense.config import DATA_DIR_ENV
+from wsense.config import DATA_DIR_ENV, Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 FULL_DATA = Path(os.environ.get(DATA_DIR_ENV) or REPO.parent / "shared" / "data" / "with_sense")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 TRAIN_IMAGES = [f"{1000 + i}_a{i}.jpg" for i in range(6)]
 TEST_IMAGES = [f"{2000 + i}_b{i}.jpg" for i in range(3)]
@@ -72,17 +79,91 @@ def tiny_data(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
 
 
+def require(available: bool, what: str):
+    """Skip where `what` is missing on a developer's machine; in CI a missing requirement is a failure."""
+    if available:
+        return
+    if IN_CI:
+        pytest.fail(f"CI: {what} is missing, and CI must run every test", pytrace=False)
+    pytest.skip(f"{what} is missing")
+
+
 def pytest_collection_modifyitems(config, items):
-    skip_data = pytest.mark.skip(reason=f"full data set not found at {FULL_DATA} (set {DATA_DIR_ENV})")
+    full_data = (FULL_DATA / "train_dataset.csv").is_file()
     for item in items:
-        if "full_data" in item.keywords and not (FULL_DATA / "train_dataset.csv").is_file():
-            item.add_marker(skip_data)
+        if "full_data" in item.keywords and not full_data:
+            item.add_marker(pytest.mark.usefixtures("_needs_full_data"))
 
 
-def set_checkpoint_setting(checkpoint: Path, section: str, key: str, value) -> None:
-    """Change one setting in a checkpoint's saved config (as a user editing its config.yaml would)."""
-    import yaml
+@pytest.fixture
+def _needs_full_data():
+    require((FULL_DATA / "train_dataset.csv").is_file(), f"the full data set at {FULL_DATA} (set {DATA_DIR_ENV})")
 
-    values = yaml.safe_load((checkpoint / "config.yaml").read_text())
-    values[section][key] = value
-    (checkpoint / "config.yaml").write_text(yaml.safe_dump(values))
+
+@pytest.fixture(scope="session")
+def full_data_cache(tmp_path_factory) -> Path:
+    """One frozen-feature cache for every full-data test of the session (the 1,100 photos are embedded once)."""
+    return tmp_path_factory.mktemp("full-cache")
+
+
+def settings(**changes) -> Config:
+    """The default config with changes written "section__key=value" (search__text_runtime="torch"), as a user's
+    --config would give them. Tests default to the torch text path and no multilingual map unless they ask."""
+    config = load_config()
+    values = {"search__multilingual": "none", "search__text_runtime": "torch", **changes}
+    for name, value in values.items():
+        section, key = name.split("__")
+        setattr(getattr(config, section), key, value)
+    return config
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    """A user's --config for command-line tests: the defaults with the torch text path and no multilingual map."""
+    path = tmp_path / "wsense.yaml"
+    path.write_text("search:\n  multilingual: none\n  text_runtime: torch\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained checkpoint of the default model (the label-bridge start), its projections nudged by a fixed
+    seed so that exports must carry this checkpoint's own weights. Copy it before changing anything in it."""
+    import torch
+
+    from wsense.models.checkpoint import save_checkpoint
+    from wsense.models.relevance import build_relevance_model
+
+    config = load_config()
+    torch.manual_seed(0)
+    model = build_relevance_model(config)
+    with torch.no_grad():
+        model.image_projection.weight.add_(0.05 * torch.randn_like(model.image_projection.weight))
+        model.text_projection.weight.add_(0.05 * torch.randn_like(model.text_projection.weight))
+    return save_checkpoint(model, config, tmp_path_factory.mktemp("ckpt") / "best", {"epoch": 0})
+
+
+@pytest.fixture
+def checkpoint_copy(checkpoint, tmp_path) -> Path:
+    """A private copy of the session checkpoint (without its ONNX exports), free to change."""
+    return Path(shutil.copytree(checkpoint, tmp_path / "best", ignore=shutil.ignore_patterns("*.onnx", "*.npz")))
+
+
+BOYS = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory) -> Path:
+    """The tiny data set, made once for the session: read it, never change it (tiny_data is the private one)."""
+    root = make_dataset(tmp_path_factory.mktemp("shared") / "data")
+    (root / "test_images" / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="session")
+def engine(checkpoint, shared_data, tmp_path_factory):
+    """A search engine over the tiny test photos, with the photo described as showing boys kept out."""
+    from wsense.serving.search import SearchEngine
+
+    return SearchEngine(checkpoint, shared_data / "test_images", BOYS,
+                        index_dir=tmp_path_factory.mktemp("index") / "index", settings=settings())

@@ -14,24 +14,29 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
-pytest.importorskip("fastapi")
-uvicorn = pytest.importorskip("uvicorn")
-from fastapi.responses import HTMLResponse  # noqa: E402
+import uvicorn
+from fastapi.responses import HTMLResponse
 
-from test_web import make_engine  # noqa: E402
-from wsense.search import disclaimer  # noqa: E402
-from wsense.web import create_app  # noqa: E402
+from conftest import require
+from wsense.serving.search import disclaimer
+from wsense.serving.web import create_app
 
-CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.e2e
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--virtual-time-budget=5000"]
-needs_chromium = pytest.mark.skipif(shutil.which(CHROMIUM) is None,
-                                    reason=f"{CHROMIUM} not found (apt-get install chromium; .ci/run installs it)")
+
+
+@pytest.fixture
+def needs_chromium():
+    require(CHROMIUM is not None, "chromium (apt-get install chromium; .ci/run installs it)")
+
 
 # Test-only page: loads the real start page in a frame, types the query into its box, submits the form, then copies
 # the result page's body (and URL) into its own DOM, which is what --dump-dom prints.
-HARNESS = """<!doctype html><meta charset="utf-8"><iframe src="/" width="1100" height="700"></iframe><div id="out"></div>
+HARNESS = """<!doctype html><meta charset="utf-8">
+<iframe src="/" width="1100" height="700"></iframe><div id="out"></div>
 <script>
 const frame = document.querySelector("iframe"), out = document.getElementById("out");
 let loads = 0;
@@ -49,8 +54,8 @@ frame.addEventListener("load", () => {
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
-    app = create_app(make_engine(tmp_path_factory), max_k=5)
+def base_url(engine):
+    app = create_app(engine, max_k=5)
     app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held from here on so nobody can take it first
@@ -84,7 +89,7 @@ def thumbnails(dom: str) -> list[str]:
     return re.findall(r'<img[^>]*src="/images/[^"]*"', dom)
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 @pytest.mark.parametrize("query", ["a dog swimming in a lake", "чёрная собака на снегу"])
 def test_submitting_a_query_shows_loaded_thumbnails(tmp_path, base_url, query):
     url, dom = submit(tmp_path, base_url, query)
@@ -93,7 +98,7 @@ def test_submitting_a_query_shows_loaded_thumbnails(tmp_path, base_url, query):
     assert len(thumbnails(dom)) == 2 and 'class="grid" data-loaded="true"' in dom
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 @pytest.mark.parametrize("query", ["two boys playing", "девочка в парке", "a 5-year-old"])
 def test_refused_query_shows_the_disclaimer_and_no_thumbnails(tmp_path, base_url, query):
     _, dom = submit(tmp_path, base_url, query)
@@ -101,7 +106,7 @@ def test_refused_query_shows_the_disclaimer_and_no_thumbnails(tmp_path, base_url
     assert "<img" not in dom and 'class="grid"' not in dom
 
 
-@needs_chromium
+@pytest.mark.usefixtures("needs_chromium")
 def test_screenshot_of_a_result_page(tmp_path, base_url):
     png = tmp_path / "results.png"
     chromium(tmp_path, f"{base_url}/?q=a+dog&k=3", f"--screenshot={png}", "--window-size=1200,900")

@@ -518,7 +518,8 @@ def test_expert_pair_not_in_train_dataset(tiny_data, column, value):
 
 def test_query_id_with_two_texts(tiny_data):
     set_train_text(tiny_data / TRAIN_DATASET, 3, '"A cat sleeps ."')  # the second row of the first caption
-    message = load_fails(tiny_data, re.escape(TRAIN_DATASET) + r": row 3: query_id has a different text on an earlier row")
+    message = load_fails(tiny_data,
+                         re.escape(TRAIN_DATASET) + r": row 3: query_id has a different text on an earlier row")
     assert FIRST_QID in message
 
 

@@ -1,14 +1,24 @@
 """The training loop under two processes (DDP over gloo on the CPU): the code path of multi-GPU training."""
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
+import pytest
+
 from wsense.config import load_config
 
+pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def test_two_processes_train_and_save_one_checkpoint(tiny_data, tmp_path):
@@ -20,7 +30,7 @@ def test_two_processes_train_and_save_one_checkpoint(tiny_data, tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               "29517", str(ROOT / "train.py"), "--config", str(tmp_path / "config.yaml"), "--cpu"]
+               str(free_port()), str(ROOT / "train.py"), "--config", str(tmp_path / "config.yaml"), "--cpu"]
     # WSENSE_DATA_DIR (set where the full data is) would override the tiny data set of the config.
     env = {**{k: v for k, v in os.environ.items() if k != "WSENSE_DATA_DIR"}, "PYTHONPATH": str(ROOT),
            "OMP_NUM_THREADS": "1"}

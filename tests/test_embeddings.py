@@ -1,22 +1,20 @@
 import numpy as np
 import torch
 
-from wsense.embeddings import EmbeddingCache, embed_images, embed_texts
 from conftest import write_image
+from wsense.data import load_image
+from wsense.embeddings import EmbeddingCache, embed_images, embed_texts
 
 
-class CountingImageModel(torch.nn.Module):
-    """Mean colour per channel: cheap, deterministic, and counts its calls."""
+class CountingEncoder:
+    """Stands in for PhotoEncoder: mean colour per channel of each photo file; counts the photos it reads."""
 
     calls = 0
 
-    def forward(self, images):
-        CountingImageModel.calls += len(images)
-        return images.mean(dim=(2, 3))
-
-
-def to_tensor(image):
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
+    def encode(self, paths):
+        CountingEncoder.calls += len(paths)
+        return torch.stack([torch.from_numpy(np.asarray(load_image(p), dtype=np.float32) / 255).mean(dim=(0, 1))
+                            for p in paths])
 
 
 def test_image_cache_is_keyed_by_file_contents(tmp_path):
@@ -25,17 +23,17 @@ def test_image_cache_is_keyed_by_file_contents(tmp_path):
         paths.append(tmp_path / f"{i}.jpg")
         write_image(paths[-1], i)
     cache_file = tmp_path / "cache" / "m.npz"
-    CountingImageModel.calls = 0
-    first = embed_images(paths, CountingImageModel(), to_tensor, EmbeddingCache(cache_file), batch_size=2)
-    assert first.shape == (5, 3) and CountingImageModel.calls == 5
+    CountingEncoder.calls = 0
+    first = embed_images(paths, CountingEncoder(), EmbeddingCache(cache_file), batch_size=2)
+    assert first.shape == (5, 3) and CountingEncoder.calls == 5
 
-    again = embed_images(paths, CountingImageModel(), to_tensor, EmbeddingCache(cache_file), batch_size=2)
-    assert CountingImageModel.calls == 5  # nothing embedded twice
+    again = embed_images(paths, CountingEncoder(), EmbeddingCache(cache_file), batch_size=2)
+    assert CountingEncoder.calls == 5  # nothing embedded twice
     np.testing.assert_array_equal(first, again)
 
     write_image(paths[2], 99)  # same name, new contents
-    changed = embed_images(paths, CountingImageModel(), to_tensor, EmbeddingCache(cache_file), batch_size=2)
-    assert CountingImageModel.calls == 6
+    changed = embed_images(paths, CountingEncoder(), EmbeddingCache(cache_file), batch_size=2)
+    assert CountingEncoder.calls == 6
     assert not np.allclose(changed[2], first[2])
     np.testing.assert_array_equal(changed[[0, 1, 3, 4]], first[[0, 1, 3, 4]])
 

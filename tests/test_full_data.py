@@ -8,7 +8,7 @@ from wsense.data import load_data
 from wsense.safety import mentions_child
 from wsense.safety.filters import filter_training_pairs
 
-pytestmark = pytest.mark.full_data
+pytestmark = [pytest.mark.full_data, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,12 @@ def test_legal_filter_on_training_pairs(data):
     assert not children & set(kept["image"])
 
 
-def test_frozen_baselines_and_label_bridge_reach_the_expected_levels(tmp_path_factory):
+def test_frozen_baselines_and_label_bridge_reach_the_expected_levels(full_data_cache):
     from wsense.evaluation.frozen import run_frozen_baselines
 
     config = load_config()
     config.data.dir = str(FULL_DATA)
-    config.cache_dir = str(tmp_path_factory.mktemp("cache"))
+    config.cache_dir = str(full_data_cache)
     config.baselines.feature_sets = ["concat_bridge"]
     rows, notes = run_frozen_baselines(config, models=["dummy", "ridge"])
     by_model = {row["model"]: row for row in rows}

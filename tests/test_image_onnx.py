@@ -1,5 +1,4 @@
 """The photo backbone in ONNX Runtime: the torch backbone's embeddings, an export kept per model, clear errors."""
-import shutil
 import sys
 
 import numpy as np
@@ -7,25 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import set_checkpoint_setting
+from conftest import settings
 from wsense.config import load_config
 from wsense.errors import WsenseError
 from wsense.models.image_onnx import FILE_PREFIX
-from wsense.models.relevance import build_relevance_model
-from wsense.scoring import RelevanceScorer
-from wsense.training import save_checkpoint
+from wsense.models.photos import PhotoEncoder
+from wsense.serving.scoring import RelevanceScorer
 
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = load_config()
-    config.search.multilingual = "none"
-    config.search.text_runtime = "torch"
-    config.embedding.image_runtime = "onnx"
-    model = build_relevance_model(config, for_checkpoint=True)
-    with torch.no_grad():  # a trained-looking projection
-        model.image_projection.weight.add_(0.05 * torch.randn_like(model.image_projection.weight))
-    return save_checkpoint(model, config, tmp_path_factory.mktemp("ckpt") / "best", {"epoch": 0})
+ONNX, TORCH = settings(embedding__image_runtime="onnx"), settings(embedding__image_runtime="torch")
 
 
 @pytest.fixture(scope="module")
@@ -44,62 +32,56 @@ def exports(folder):
     return sorted(folder.glob(f"{FILE_PREFIX}*.onnx"))
 
 
-def set_runtime(folder, runtime):
-    set_checkpoint_setting(folder, "embedding", "image_runtime", runtime)
-
-
-def test_onnx_image_path_gives_the_torch_embeddings(checkpoint, photos):
-    scorer = RelevanceScorer.from_checkpoint(checkpoint)
-    assert scorer.onnx_image is not None and exports(checkpoint) == [scorer.onnx_image.path]
-    assert len(scorer.transform.views) == 5  # the default config's views, each through the exported graph
+def test_onnx_image_path_gives_the_torch_embeddings(checkpoint_copy, photos):
+    checkpoint = checkpoint_copy
+    scorer = RelevanceScorer.from_checkpoint(checkpoint, ONNX)
+    assert scorer.photos.onnx is not None and exports(checkpoint) == [scorer.photos.onnx.path]
+    assert len(scorer.photos.transform.views) == 5  # the default config's views, each through the exported graph
     onnx = scorer.embed_images(photos, progress=False)
     one_by_one = torch.cat([scorer.embed_images([path], progress=False) for path in photos])
-    scorer.use_image_runtime("torch")
-    reference = scorer.embed_images(photos, progress=False)
+    reference = RelevanceScorer.from_checkpoint(checkpoint, TORCH).embed_images(photos, progress=False)
     assert onnx.shape == reference.shape == (3, 384)
     assert torch.allclose(onnx, reference, atol=1e-5) and torch.allclose(one_by_one, reference, atol=1e-5)
 
 
-def test_export_is_reused_rebuilt_when_damaged_and_never_shared_by_other_weights(checkpoint, photos, tmp_path,
-                                                                                 capsys):
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder)
-    path = RelevanceScorer.from_checkpoint(folder).onnx_image.path
+def test_export_is_reused_rebuilt_when_damaged_and_never_shared_by_other_weights(checkpoint_copy, photos, capsys):
+    folder = checkpoint_copy
+    path = RelevanceScorer.from_checkpoint(folder, ONNX).photos.onnx.path
     written = path.stat().st_mtime_ns
-    scorer = RelevanceScorer.from_checkpoint(folder)
-    assert scorer.onnx_image.path == path and path.stat().st_mtime_ns == written
+    scorer = RelevanceScorer.from_checkpoint(folder, ONNX)
+    assert scorer.photos.onnx.path == path and path.stat().st_mtime_ns == written
     reference = scorer.embed_images(photos[:1], progress=False)
 
     path.write_bytes(path.read_bytes()[:50_000])  # cut short, as by a full disk
-    scorer = RelevanceScorer.from_checkpoint(folder)
+    scorer = RelevanceScorer.from_checkpoint(folder, ONNX)
     assert "damaged ONNX image tower" in capsys.readouterr().err
     assert torch.allclose(scorer.embed_images(photos[:1], progress=False), reference, atol=1e-6)
 
     with torch.no_grad():  # other backbone weights: another export, and the stale one removed
         next(scorer.model.image_backbone.parameters()).mul_(1.5)
-    scorer.use_image_runtime("onnx", folder)
-    assert scorer.onnx_image.path != path and exports(folder) == [scorer.onnx_image.path]
-    changed = scorer.embed_images(photos[:1], progress=False)
-    scorer.use_image_runtime("torch")
-    assert torch.allclose(changed, scorer.embed_images(photos[:1], progress=False), atol=1e-5)
-    assert not torch.allclose(changed, reference, atol=1e-3)
+    changed_path = PhotoEncoder(scorer.model.image_backbone, scorer.config.image_backbone, runtime="onnx",
+                                onnx_dir=folder)
+    assert changed_path.onnx.path != path and exports(folder) == [changed_path.onnx.path]
+    changed = changed_path.encode(photos[:1])
+    in_torch = PhotoEncoder(scorer.model.image_backbone, scorer.config.image_backbone).encode(photos[:1])
+    assert torch.allclose(changed, in_torch, atol=1e-5)
+    assert not torch.allclose(scorer.embed_features(changed), reference, atol=1e-3)
 
 
-def test_image_runtime_is_chosen_by_config_with_clear_errors(checkpoint, tmp_path, monkeypatch):
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder, ignore=shutil.ignore_patterns(f"{FILE_PREFIX}*"))
-    set_runtime(folder, "torch")
-    assert RelevanceScorer.from_checkpoint(folder).onnx_image is None and not exports(folder)
-    for runtime, missing_module, message in (
-        ("tensorrt", None, "image_runtime must be one of onnx, torch"),
-        ("onnx", "onnxruntime", r"embedding.image_runtime: onnx needs onnxruntime \(pip install"),
-        ("onnx", "onnx", "exports the image tower with the onnx package"),  # needed to export, not to run one
+def test_image_runtime_is_chosen_by_the_users_config_with_clear_errors(checkpoint_copy, tmp_path, monkeypatch):
+    folder = checkpoint_copy
+    assert RelevanceScorer.from_checkpoint(folder, TORCH).photos.onnx is None and not exports(folder)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("embedding:\n  image_runtime: tensorrt\n")
+    with pytest.raises(WsenseError, match="image_runtime must be one of onnx, torch"):
+        load_config(bad)
+    for missing_module, message in (
+        ("onnxruntime", r"embedding.image_runtime: onnx needs onnxruntime \(pip install"),
+        ("onnx", "exports the image tower with the onnx package"),  # needed to export, not to run one
     ):
-        set_runtime(folder, runtime)
         with monkeypatch.context() as patch, pytest.raises(WsenseError, match=message):
-            if missing_module:
-                patch.setitem(sys.modules, missing_module, None)  # import fails as if not installed
-            RelevanceScorer.from_checkpoint(folder)
+            patch.setitem(sys.modules, missing_module, None)  # import fails as if not installed
+            RelevanceScorer.from_checkpoint(folder, ONNX)
 
 
 def test_frozen_features_through_onnx_match_torch_and_export_only_for_uncached_photos(photos, tmp_path):

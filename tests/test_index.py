@@ -1,35 +1,35 @@
+"""The catalog index: incremental, atomic, per model, with the legal filter applied to every photo."""
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from wsense.config import load_config
+from conftest import settings, write_image
 from wsense.errors import WsenseError
-from wsense.index import CatalogIndex, model_fingerprint, update_index
-from wsense.models.relevance import build_relevance_model
-from wsense.retrieval import FirstStage
-from wsense.scoring import RelevanceScorer
-from wsense.search import SearchEngine
-from wsense.training import load_checkpoint, save_checkpoint
-from conftest import write_image
+from wsense.models.checkpoint import model_fingerprint
+from wsense.serving.first_stage import FirstStage
+from wsense.serving.index import CatalogIndex, update_index
+from wsense.serving.scoring import RelevanceScorer
+from wsense.serving.search import SearchEngine
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    config = load_config()
-    root = tmp_path_factory.mktemp("ckpts")
-    model = build_relevance_model(config)
-    first = save_checkpoint(model, config, root / "a", {"epoch": 0})
-    with torch.no_grad():
-        model.fusion.net[0].weight.add_(0.01)
-    second = save_checkpoint(model, config, root / "b", {"epoch": 1})
-    return first, second
+def checkpoints(checkpoint, tmp_path_factory):
+    """The session checkpoint, and a copy whose fusion head differs (another model)."""
+    other = tmp_path_factory.mktemp("other") / "best"
+    shutil.copytree(checkpoint, other, ignore=shutil.ignore_patterns("*.onnx", "*.npz"))
+    state = load_file(other / "model.safetensors")
+    state["fusion.net.0.weight"] += 0.01
+    save_file(state, other / "model.safetensors")
+    return checkpoint, other
 
 
 @pytest.fixture(scope="module")
-def scorer(checkpoints):
-    model, config, _ = load_checkpoint(checkpoints[0])
-    return RelevanceScorer(model, config.image_backbone), config
+def scorer(checkpoint):
+    scorer = RelevanceScorer.from_checkpoint(checkpoint, settings())
+    return scorer, scorer.config
 
 
 @pytest.fixture
@@ -81,8 +81,8 @@ def test_index_of_another_model_is_refused_with_how_to_rebuild(photos, tmp_path,
     scorer, config = scorer
     update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), config.search)
     with pytest.raises(WsenseError, match="built by another model.*--rebuild"):
-        SearchEngine(checkpoints[1], index_dir=tmp_path / "index")
-    engine = SearchEngine(checkpoints[1], photos, index_dir=tmp_path / "index", rebuild=True)
+        SearchEngine(checkpoints[1], index_dir=tmp_path / "index", settings=settings())
+    engine = SearchEngine(checkpoints[1], photos, index_dir=tmp_path / "index", rebuild=True, settings=settings())
     assert len(engine.images) == 4
 
 
@@ -91,9 +91,9 @@ def test_damaged_index_is_a_clear_error(tmp_path, checkpoints):
     (tmp_path / "index" / "index.json").write_text("{broken")
     (tmp_path / "index" / "embeddings.npy").write_bytes(b"x")
     with pytest.raises(WsenseError, match="damaged index"):
-        SearchEngine(checkpoints[0], index_dir=tmp_path / "index")
+        SearchEngine(checkpoints[0], index_dir=tmp_path / "index", settings=settings())
     with pytest.raises(WsenseError, match="no index here"):
-        SearchEngine(checkpoints[0], index_dir=tmp_path / "none")
+        SearchEngine(checkpoints[0], index_dir=tmp_path / "none", settings=settings())
 
 
 def test_described_children_and_image_check_keep_photos_out(photos, tmp_path, scorer, checkpoints):
@@ -105,12 +105,19 @@ def test_described_children_and_image_check_keep_photos_out(photos, tmp_path, sc
                                  descriptions)
     assert report.excluded_by_description == 1
     assert "b.jpeg" not in [index.entries[i]["path"] for i in index.searchable]
-    config.search.child_threshold = 0.0  # every photo resembles the prompts at threshold 0
-    index, report = update_index(photos, tmp_path / "i2", scorer, model_fingerprint(checkpoints[0]), config.search)
+    search = settings().search
+    prompts = scorer.embed_texts(search.child_prompts)
+    child_score = scorer.relevance(prompts, torch.from_numpy(index.embeddings)).max(dim=0).values.numpy()
+    order = np.argsort(-child_score)
+    # Between the second and third highest child score: exactly two photos resemble the prompts.
+    search.child_threshold = float(child_score[order[1:3]].mean())
+    index, report = update_index(photos, tmp_path / "i2", scorer, model_fingerprint(checkpoints[0]), search)
+    assert report.excluded_by_image_check == 2
+    kept_out = {index.entries[i]["path"] for i in range(4) if index.entries[i]["excluded"]}
+    assert kept_out == {index.entries[i]["path"] for i in order[:2]}
+    search.child_threshold = 0.0  # every photo resembles the prompts at threshold 0
+    index, report = update_index(photos, tmp_path / "i3", scorer, model_fingerprint(checkpoints[0]), search)
     assert report.excluded_by_image_check == 4 and index.searchable == []
-    config.search.child_threshold = 1.01
-    index, report = update_index(photos, tmp_path / "i3", scorer, model_fingerprint(checkpoints[0]), config.search)
-    assert report.excluded_by_image_check == 0 and len(index.searchable) == 4
 
 
 def test_faiss_first_stage_agrees_with_exact_search():

@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from wsense.evaluation import CorrelationEvaluator, RetrievalEvaluator
-from wsense.evaluation.folds import captions_of, grouped_folds
+from wsense.folds import captions_of, grouped_folds
 from wsense.evaluation.metrics import kendall_tau_c, ranks_of_true_items, retrieval_metrics, spearman
 
 

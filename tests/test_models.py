@@ -70,7 +70,7 @@ def test_packaged_efficientnet_lite0_recognises_a_known_class():
     from PIL import Image
 
     image = Image.new("RGB", (300, 200), (255, 255, 255))
-    assert transform(image).shape == (1, 3, 224, 224)
+    assert transform(image).shape == (5, 3, 224, 224)  # the default views: center, flip, full, first, last
 
 
 def test_minilm_text_encoder_gives_unit_vectors_that_know_meaning():

@@ -1,5 +1,4 @@
 import json
-import shutil
 
 import pandas as pd
 import pytest
@@ -7,24 +6,16 @@ import torch
 
 from wsense.cli import main
 from wsense.errors import WsenseError
+from conftest import TEST_IMAGES, settings
+from wsense.models.checkpoint import save_checkpoint
 from wsense.models.relevance import build_relevance_model
-from wsense.search import MAX_QUERY_CHARS, SearchEngine
-from wsense.training import save_checkpoint
-from conftest import TEST_IMAGES
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from wsense.config import load_config
-
-    config = load_config()
-    path = tmp_path_factory.mktemp("ckpt") / "best"
-    return save_checkpoint(build_relevance_model(config), config, path, {"epoch": 0})
+from wsense.serving.search import MAX_QUERY_CHARS, SearchEngine
 
 
 def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, checkpoint):
     descriptions = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", descriptions, index_dir=tiny_data.parent / "index")
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", descriptions, index_dir=tiny_data.parent / "index",
+                          settings=settings())
     assert engine.images == [TEST_IMAGES[0], TEST_IMAGES[2]]
     result = engine.search("a dog swimming in a lake", top_k=5)
     assert not result.refused and len(result.results) == 2
@@ -37,7 +28,7 @@ def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, ch
 @pytest.mark.parametrize("candidates", [1, 2, 100])
 def test_the_fusion_head_reranks_the_first_stage_shortlist(tiny_data, checkpoint, candidates):
     engine = SearchEngine(checkpoint, tiny_data / "test_images", None, candidates=candidates,
-                          index_dir=tiny_data.parent / "index")
+                          index_dir=tiny_data.parent / "index", settings=settings())
     query = "a dog swimming in a lake"
     v = engine.scorer.embed_texts([query])
     cosine_order = torch.argsort((v @ engine.embeddings.T)[0], descending=True)
@@ -57,13 +48,15 @@ def test_the_fusion_head_reranks_the_first_stage_shortlist(tiny_data, checkpoint
 @pytest.mark.parametrize("query", ["two boys on the beach", "ДЕВОЧКА с шариком", "a 7-year-old at the fair",
                                    "toddler", "kids playing", "малыши в парке", "newborn photo shoot"])
 def test_refused_queries_never_show_an_image(tiny_data, checkpoint, query):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index",
+                          settings=settings())
     result = engine.search(query, top_k=10)
     assert result.refused and result.results == [] and result.reason
 
 
 def test_a_query_runs_on_query_threads_and_restores_the_setting(tiny_data, checkpoint, monkeypatch):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index",
+                          settings=settings())
     assert engine.query_threads == 2  # the default
     engine.query_threads = 1
     relevance, seen = engine.scorer.relevance, []
@@ -79,19 +72,21 @@ def test_a_query_runs_on_query_threads_and_restores_the_setting(tiny_data, check
 
 
 def test_bad_queries_are_clear_errors(tiny_data, checkpoint):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index")
+    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index",
+                          settings=settings())
     with pytest.raises(WsenseError, match="empty query"):
         engine.search("   ")
     with pytest.raises(WsenseError, match="query too long"):
         engine.search("dog " * MAX_QUERY_CHARS)
     with pytest.raises(WsenseError, match="image folder not found"):
-        SearchEngine(checkpoint, tiny_data / "nowhere")
+        SearchEngine(checkpoint, tiny_data / "nowhere", settings=settings())
 
 
-def test_cli_batch_prints_one_json_line_per_query_in_order(tiny_data, checkpoint, tmp_path, capsys):
+def test_cli_batch_prints_one_json_line_per_query_in_order(tiny_data, checkpoint, config_file, tmp_path, capsys):
     batch = tmp_path / "queries.txt"
     batch.write_text("a man on a mountain\ntwo girls dancing\n\nчёрная собака\n", encoding="utf-8")
-    assert main(["search", "--checkpoint", str(checkpoint), "--data-dir", str(tiny_data), "--batch", str(batch),
+    assert main(["search", "--checkpoint", str(checkpoint), "--config", str(config_file), "--data-dir", str(tiny_data),
+                 "--batch", str(batch),
                  "--top-k", "2", "--index-dir", str(tmp_path / "index")]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["query"] for line in lines] == ["a man on a mountain", "two girls dancing", "чёрная собака"]
@@ -101,14 +96,16 @@ def test_cli_batch_prints_one_json_line_per_query_in_order(tiny_data, checkpoint
     assert all(item["image"] != TEST_IMAGES[1] for line in lines for item in line["results"])
 
 
-def test_contact_sheet_never_shows_a_photo_kept_out_of_the_catalog(tiny_data, checkpoint, tmp_path, monkeypatch):
+def test_contact_sheet_never_shows_a_photo_kept_out_of_the_catalog(tiny_data, checkpoint, config_file, tmp_path,
+                                                                    monkeypatch):
     # A harmless caption of the photo that another caption describes as showing boys.
     with open(tiny_data / "test_queries.csv", "a", encoding="utf-8") as table:
         table.write(f"4|{TEST_IMAGES[1]}#1|Players on a football field .|{TEST_IMAGES[1]}\n")
     # --demo draws test queries; make the draw land on that caption and on an ordinary one.
     monkeypatch.setattr(pd.DataFrame, "sample", lambda self, n, random_state=None: self.iloc[[4, 3]])
     sheet = tmp_path / "demo.html"
-    assert main(["search", "--checkpoint", str(checkpoint), "--data-dir", str(tiny_data), "--demo", "--html",
+    assert main(["search", "--checkpoint", str(checkpoint), "--config", str(config_file), "--data-dir", str(tiny_data),
+                 "--demo", "--html",
                  str(sheet), "--index-dir", str(tmp_path / "index")]) == 0
     html = sheet.read_text(encoding="utf-8")
     assert "Players on a football field" in html
@@ -116,12 +113,17 @@ def test_contact_sheet_never_shows_a_photo_kept_out_of_the_catalog(tiny_data, ch
     assert "expected · " + TEST_IMAGES[2] in html
 
 
-def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint, tmp_path):
-    import yaml
+def tiny_map_settings(data, tmp_path, **changes):
+    """The multilingual map fitted on the tiny data set's captions and their Russian versions (seconds)."""
+    return settings(search__multilingual="use_map", data__dir=str(data),
+                    data__russian_train_captions=str(_russian_captions(tmp_path / "ru.csv")), **changes)
 
-    from wsense.scoring import RelevanceScorer
 
-    scorer = RelevanceScorer.from_checkpoint(checkpoint)
+def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint_copy, shared_data, tmp_path):
+    from wsense.serving.scoring import RelevanceScorer
+
+    checkpoint = checkpoint_copy
+    scorer = RelevanceScorer.from_checkpoint(checkpoint, tiny_map_settings(shared_data, tmp_path))
     assert scorer.text_map is not None and (checkpoint / "text_map.npz").is_file()
     queries = ["чёрная собака прыгает через бревно", "black dog jumping over a log"]
     vectors = scorer.embed_texts(queries)
@@ -131,44 +133,38 @@ def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint
     english_only = scorer.embed_english(queries)
     assert (vectors[0] @ vectors[1]) > (english_only[0] @ english_only[1]) + 0.1
 
-    plain = tmp_path / "plain"
-    shutil.copytree(checkpoint, plain)
-    values = yaml.safe_load((plain / "config.yaml").read_text())
-    values["search"]["multilingual"] = "none"
-    (plain / "config.yaml").write_text(yaml.safe_dump(values))
-    assert RelevanceScorer.from_checkpoint(plain).text_map is None
+    # The setting is the user's (search.multilingual in their config), not the checkpoint's.
+    assert RelevanceScorer.from_checkpoint(checkpoint, settings(search__multilingual="none")).text_map is None
 
 
-def test_multilingual_map_is_kept_and_refitted_when_its_settings_or_format_change(checkpoint, tmp_path):
+@pytest.mark.e2e
+def test_multilingual_map_is_kept_and_refitted_when_its_settings_or_format_change(checkpoint_copy, shared_data,
+                                                                                  tmp_path):
     import numpy as np
-    import yaml
 
-    from wsense.scoring import TEXT_MAP_FILE, RelevanceScorer
+    from wsense.serving.scoring import TEXT_MAP_FILE, RelevanceScorer
 
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder)
-    (folder / TEXT_MAP_FILE).unlink(missing_ok=True)
-    scorer = RelevanceScorer.from_checkpoint(folder)
+    folder = checkpoint_copy
+    use_map = tiny_map_settings(shared_data, tmp_path)
+    scorer = RelevanceScorer.from_checkpoint(folder, use_map)
     written = (folder / TEXT_MAP_FILE).stat().st_mtime_ns
     # A fitting text maps onto its teacher embedding (kernel ridge interpolates its own fitting points).
     english = "a photo of a goldfish"  # a label prompt: one of the map's fitting texts
     assert float(scorer.text_map([english])[0] @ scorer.embed_english([english])[0]) > 0.9
     assert (folder / TEXT_MAP_FILE).stat().st_mtime_ns == written
-    RelevanceScorer.from_checkpoint(folder)
+    RelevanceScorer.from_checkpoint(folder, use_map)
     assert (folder / TEXT_MAP_FILE).stat().st_mtime_ns == written  # reused
 
-    values = yaml.safe_load((folder / "config.yaml").read_text())
-    values["search"]["multilingual_gamma"] = 2.0
-    (folder / "config.yaml").write_text(yaml.safe_dump(values))
-    assert RelevanceScorer.from_checkpoint(folder).text_map.gamma == 2.0
+    use_map.search.multilingual_gamma = 2.0
+    assert RelevanceScorer.from_checkpoint(folder, use_map).text_map.gamma == 2.0
     with np.load(folder / TEXT_MAP_FILE) as stored:
         assert float(stored["gamma"]) == 2.0
 
     np.savez(folder / TEXT_MAP_FILE, weight=np.zeros((512, 384)), bias=np.zeros(384))  # an older linear map
-    assert RelevanceScorer.from_checkpoint(folder).text_map.sources.shape[1] == 512
+    assert RelevanceScorer.from_checkpoint(folder, use_map).text_map.sources.shape[1] == 512
     (folder / TEXT_MAP_FILE).write_bytes(b"not a map")
     with pytest.raises(WsenseError, match="damaged multilingual map"):
-        RelevanceScorer.from_checkpoint(folder)
+        RelevanceScorer.from_checkpoint(folder, use_map)
 
 
 def _russian_captions(path):
@@ -186,7 +182,7 @@ def test_map_pairs_leave_out_every_caption_of_the_excluded_images(tiny_data, tmp
     from conftest import TRAIN_IMAGES
     from wsense.config import load_config
     from wsense.data import load_data
-    from wsense.scoring import text_map_pairs
+    from wsense.serving.scoring import text_map_pairs
 
     config = load_config()
     config.data.russian_train_captions = str(_russian_captions(tmp_path / "ru.csv"))
@@ -213,7 +209,7 @@ def test_multilingual_validation_holds_the_validation_captions_out_of_the_map(ti
     original = TextMap.fit.__func__
     monkeypatch.setattr(TextMap, "fit", classmethod(lambda cls, pairs, *a: fitted.append(list(pairs))
                                                     or original(cls, pairs, *a)))
-    rows = validate_multilingual(path)
+    rows = validate_multilingual(path, config)
     names = [row["model"] for row in rows]
     assert len(rows) == 4 and sum("[ru]" in name for name in names) == 2
     assert all("[val captions]" in name and 0 <= row["r1"] <= row["r5"] <= 1 for name, row in zip(names, rows))

@@ -1,5 +1,4 @@
 """The query text path in ONNX Runtime: the torch tower's embeddings, an export kept per model, clear errors."""
-import shutil
 import sys
 
 import numpy as np
@@ -8,39 +7,28 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import set_checkpoint_setting
+from conftest import settings
 from wsense.config import load_config
 from wsense.errors import WsenseError
-from wsense.models.relevance import build_relevance_model
 from wsense.models.text_onnx import FILE_PREFIX, text_path_key
-from wsense.scoring import RelevanceScorer
-from wsense.training import save_checkpoint
+from wsense.serving.scoring import RelevanceScorer
 
 TEXTS = ["a dog", "two men climb a red rock wall in the evening sun", "word " * 200, "Ünïcödé café"]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    config = load_config()
-    config.search.multilingual = "none"
-    config.search.text_runtime = "onnx"  # fp32: the torch tower's embeddings (onnx_int8 has its own test)
-    config.embedding.image_runtime = "torch"  # the image path has its own tests (test_image_onnx.py)
-    model = build_relevance_model(config, for_checkpoint=True)
-    with torch.no_grad():  # a trained-looking projection, so the export must carry the checkpoint's own weights
-        model.text_projection.weight.add_(0.05 * torch.randn_like(model.text_projection.weight))
-    return save_checkpoint(model, config, tmp_path_factory.mktemp("ckpt") / "best", {"epoch": 0})
+# fp32 gives the torch tower's embeddings (onnx_int8 has its own test); the image path has its own tests.
+FP32 = settings(search__text_runtime="onnx", embedding__image_runtime="torch")
+INT8 = settings(search__text_runtime="onnx_int8", embedding__image_runtime="torch")
+TORCH = settings(search__text_runtime="torch", embedding__image_runtime="torch")
 
 
 def exports(folder):
     return sorted(folder.glob(f"{FILE_PREFIX}*.onnx"))
 
 
-def set_runtime(folder, runtime):
-    set_checkpoint_setting(folder, "search", "text_runtime", runtime)
-
-
-def test_onnx_text_path_gives_the_torch_embeddings(checkpoint):
-    scorer = RelevanceScorer.from_checkpoint(checkpoint)
+def test_onnx_text_path_gives_the_torch_embeddings(checkpoint_copy):
+    checkpoint = checkpoint_copy
+    scorer = RelevanceScorer.from_checkpoint(checkpoint, FP32)
     assert scorer.onnx_text is not None and exports(checkpoint) == [scorer.onnx_text.path]
     batched = scorer.embed_english(TEXTS)
     single = torch.cat([scorer.embed_english([text]) for text in TEXTS])
@@ -57,29 +45,27 @@ def test_onnx_text_path_gives_the_torch_embeddings(checkpoint):
     assert np.array_equal(ids, tokens["input_ids"].numpy()) and np.array_equal(mask, tokens["attention_mask"].numpy())
 
 
-def test_export_is_reused_and_rebuilt_when_missing_or_damaged(checkpoint, tmp_path, capsys):
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder)
-    path = RelevanceScorer.from_checkpoint(folder).onnx_text.path
+def test_export_is_reused_and_rebuilt_when_missing_or_damaged(checkpoint_copy, capsys):
+    folder = checkpoint_copy
+    path = RelevanceScorer.from_checkpoint(folder, FP32).onnx_text.path
     written = path.stat()
-    scorer = RelevanceScorer.from_checkpoint(folder)
+    scorer = RelevanceScorer.from_checkpoint(folder, FP32)
     assert scorer.onnx_text.path == path and path.stat().st_mtime_ns == written.st_mtime_ns
     reference = scorer.embed_english(TEXTS[:2])
 
     path.write_bytes(path.read_bytes()[:100_000])  # cut short, as by a full disk
-    scorer = RelevanceScorer.from_checkpoint(folder)
+    scorer = RelevanceScorer.from_checkpoint(folder, FP32)
     assert "damaged ONNX text tower" in capsys.readouterr().err
     assert torch.allclose(scorer.embed_english(TEXTS[:2]), reference, atol=1e-6)
 
     path.unlink()
-    assert RelevanceScorer.from_checkpoint(folder).onnx_text.path == path and path.is_file()
+    assert RelevanceScorer.from_checkpoint(folder, FP32).onnx_text.path == path and path.is_file()
     assert exports(folder) == [path]
 
 
-def test_another_model_never_reuses_an_export(checkpoint, tmp_path):
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder)
-    scorer = RelevanceScorer.from_checkpoint(folder)
+def test_another_model_never_reuses_an_export(checkpoint_copy):
+    folder = checkpoint_copy
+    scorer = RelevanceScorer.from_checkpoint(folder, FP32)
     old = scorer.onnx_text.path
     with torch.no_grad():
         scorer.model.text_projection.weight.mul_(-1)
@@ -91,21 +77,18 @@ def test_another_model_never_reuses_an_export(checkpoint, tmp_path):
     assert torch.allclose(scorer_vectors, scorer.embed_english(TEXTS[:2]), atol=1e-5)
 
 
-def test_text_runtime_is_chosen_by_config(checkpoint, tmp_path):
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder, ignore=shutil.ignore_patterns(f"{FILE_PREFIX}*"))
-    set_runtime(folder, "torch")
-    assert RelevanceScorer.from_checkpoint(folder).onnx_text is None and not exports(folder)
-    set_runtime(folder, "tensorrt")
+def test_text_runtime_is_chosen_by_the_users_config(checkpoint_copy, tmp_path):
+    folder = checkpoint_copy
+    assert RelevanceScorer.from_checkpoint(folder, TORCH).onnx_text is None and not exports(folder)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("search:\n  text_runtime: tensorrt\n")
     with pytest.raises(WsenseError, match="text_runtime must be one of onnx, onnx_int8, torch"):
-        RelevanceScorer.from_checkpoint(folder)
+        load_config(bad)
 
 
-def test_int8_runtime_keeps_the_embeddings_close_and_its_export_beside_the_fp32_one(checkpoint, tmp_path):
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder, ignore=shutil.ignore_patterns(f"{FILE_PREFIX}*"))
-    set_runtime(folder, "onnx_int8")
-    scorer = RelevanceScorer.from_checkpoint(folder)
+def test_int8_runtime_keeps_the_embeddings_close_and_its_export_beside_the_fp32_one(checkpoint_copy):
+    folder = checkpoint_copy
+    scorer = RelevanceScorer.from_checkpoint(folder, INT8)
     int8 = scorer.embed_english(TEXTS)
     assert scorer.onnx_text.path.name.endswith("-int8.onnx") and len(exports(folder)) == 2
     operators = {node.op_type for node in onnx.load(str(scorer.onnx_text.path)).graph.node}
@@ -116,19 +99,17 @@ def test_int8_runtime_keeps_the_embeddings_close_and_its_export_beside_the_fp32_
     fp32 = scorer.embed_english(TEXTS)
     cosine = (int8 * fp32).sum(dim=1)
     assert (cosine > 0.95).all() and not torch.allclose(int8, fp32, atol=1e-5), cosine
-    set_runtime(folder, "onnx")  # the fp32 graph is reused, and the int8 one kept
-    assert RelevanceScorer.from_checkpoint(folder).onnx_text.path in exports(folder) and len(exports(folder)) == 2
+    # the fp32 graph is reused, and the int8 one kept
+    assert RelevanceScorer.from_checkpoint(folder, FP32).onnx_text.path in exports(folder) and len(exports(folder)) == 2
 
 
-def test_missing_onnxruntime_is_a_clear_error(checkpoint, tmp_path, monkeypatch):
-    folder = tmp_path / "best"
-    shutil.copytree(checkpoint, folder, ignore=shutil.ignore_patterns(f"{FILE_PREFIX}*"))
+def test_missing_onnxruntime_is_a_clear_error(checkpoint_copy, monkeypatch):
+    folder = checkpoint_copy
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(WsenseError, match=r"onnx needs onnxruntime \(pip install onnxruntime\)"):
-        RelevanceScorer.from_checkpoint(folder)
+        RelevanceScorer.from_checkpoint(folder, FP32)
     monkeypatch.setitem(sys.modules, "onnxruntime", onnxruntime)
     monkeypatch.setitem(sys.modules, "onnx", None)  # needed to export, not to run an export made before
     with pytest.raises(WsenseError, match=r"pip install onnx\)"):
-        RelevanceScorer.from_checkpoint(folder)
-    set_runtime(folder, "torch")
-    assert RelevanceScorer.from_checkpoint(folder).onnx_text is None
+        RelevanceScorer.from_checkpoint(folder, FP32)
+    assert RelevanceScorer.from_checkpoint(folder, TORCH).onnx_text is None

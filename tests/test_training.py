@@ -12,7 +12,9 @@ from wsense.config import load_config
 from wsense.data import load_data
 from wsense.errors import WsenseError
 from wsense.models.relevance import build_relevance_model
-from wsense.training import Trainer, load_checkpoint, save_checkpoint, train
+from wsense.models.checkpoint import load_checkpoint, save_checkpoint
+from wsense.evaluation.trained import train_validated
+from wsense.training import Trainer, train
 from wsense.training.losses import contrastive_loss, regression_loss
 
 
@@ -34,6 +36,16 @@ def tiny_config(tiny_data, tmp_path):
     config.training.warmup_steps = 1
     config.training.lr = 3e-3
     return config
+
+
+def validated_trainer(config) -> Trainer:
+    """A trainer scored after each epoch on its held-out fold, as `python train.py` runs it."""
+    from wsense.evaluation import ValidationEvaluator
+    from wsense.training.sets import build_training_sets
+
+    data = load_data(config.data.dir)
+    sets = build_training_sets(data, config, config.training.val_fold)
+    return Trainer(config, data, sets=sets, evaluator=ValidationEvaluator(sets.val_pairs, sets.val_positives))
 
 
 def test_model_shapes_and_score_range(model_config):
@@ -109,14 +121,15 @@ def test_a_few_epochs_lower_the_loss(tiny_config):
 
 
 def test_training_saves_best_and_resume_continues_exactly(tiny_config, tmp_path):
-    straight = train(tiny_config)
+    straight = train_validated(tiny_config)
     assert (straight.output_dir / "best" / "model.safetensors").is_file()
     state = json.loads((straight.output_dir / "last" / "train_state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
+    assert all("val_spearman" in epoch and "val_r1_fusion" in epoch for epoch in state["history"])
 
     tiny_config.training.output_dir = str(tmp_path / "interrupted")
-    Trainer(tiny_config).fit(stop_after=1)
-    resumed = train(tiny_config, resume=True)
+    validated_trainer(tiny_config).fit(stop_after=1)
+    resumed = train_validated(tiny_config, resume=True)
     assert [h["train_loss"] for h in resumed.history] == pytest.approx([h["train_loss"] for h in straight.history])
     a = load_file(str(straight.output_dir / "last" / "model.safetensors"))
     b = load_file(str(resumed.output_dir / "last" / "model.safetensors"))
@@ -173,14 +186,15 @@ def test_partial_mode_trains_only_the_top_of_the_towers(tiny_config):
     tiny_config.training.mode = "partial"
     tiny_config.training.epochs = 1
     tiny_config.image_backbone.image_size = 64
-    trainer = Trainer(tiny_config)
+    trainer = validated_trainer(tiny_config)
     model = trainer.unwrapped
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train_epoch()
     after = model.state_dict()
-    assert not torch.equal(before["image_backbone.model.conv_head.weight"], after["image_backbone.model.conv_head.weight"])
-    assert torch.equal(before["image_backbone.model.conv_stem.weight"], after["image_backbone.model.conv_stem.weight"])
-    assert torch.equal(before["image_backbone.model.classifier.weight"], after["image_backbone.model.classifier.weight"])
+    backbone = "image_backbone.model."
+    assert not torch.equal(before[backbone + "conv_head.weight"], after[backbone + "conv_head.weight"])
+    assert torch.equal(before[backbone + "conv_stem.weight"], after[backbone + "conv_stem.weight"])
+    assert torch.equal(before[backbone + "classifier.weight"], after[backbone + "classifier.weight"])
     last_layer = "text_encoder.model.encoder.layer.5.output.dense.weight"
     assert not torch.equal(before[last_layer], after[last_layer])
     assert torch.equal(before["text_encoder.model.embeddings.word_embeddings.weight"],
@@ -228,8 +242,7 @@ def test_random_resized_crops_are_independent_per_image_and_stay_inside_it():
 
 
 def test_pixel_inputs_keep_views_decoded_and_evaluate_on_what_search_sees(tiny_config):
-    from wsense.data import load_image
-    from wsense.models.image import image_transform
+    from wsense.models.photos import PhotoEncoder
     from wsense.training.inputs import PixelInputs
 
     tiny_config.image_backbone.image_size = 64
@@ -243,9 +256,9 @@ def test_pixel_inputs_keep_views_decoded_and_evaluate_on_what_search_sees(tiny_c
     evaluation = inputs.image_batch(index, train=False)["pixels"]
     assert evaluation.shape == (3, 5, 3, 64, 64) and torch.equal(evaluation[0], evaluation[1])
     # Validation sees a photo exactly as search embeds it: the same views, the same normalisation.
-    search_view = image_transform(model.image_backbone.spec, tiny_config.image_backbone)
+    search = PhotoEncoder(model.image_backbone, tiny_config.image_backbone)
     for row, name in zip(evaluation, [data.train_images[i] for i in index]):
-        assert torch.allclose(row, search_view(load_image(paths[name])), atol=1e-5)
+        assert torch.allclose(row, search.pixels(paths[name]), atol=1e-5)
     training = inputs.image_batch(index, train=True)["pixels"]
     assert training.shape == (3, 3, 64, 64) and not torch.equal(training[0], training[1])
     assert training.min() >= -1 and training.max() <= 1  # normalised with mean = std = 0.5

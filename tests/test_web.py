@@ -3,37 +3,15 @@ import re
 from html import escape
 from types import SimpleNamespace
 
-import pandas as pd
 import pytest
 
-pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from conftest import TEST_IMAGES, make_dataset, write_image  # noqa: E402
-from wsense.search import DISCLAIMER_RU, MAX_QUERY_CHARS, SearchEngine, disclaimer  # noqa: E402
-from wsense.web import create_app  # noqa: E402
+from conftest import TEST_IMAGES, write_image
+from wsense.serving.search import DISCLAIMER_RU, MAX_QUERY_CHARS, disclaimer
+from wsense.serving.web import create_app
 
 REFUSED = ["two boys playing", "девочка в парке", "a 5-year-old", "Kids at the beach", "малыш на руках"]
-
-
-def make_engine(tmp_path_factory) -> SearchEngine:
-    """An engine over the tiny test images, with the photo described as showing boys kept out of the catalog."""
-    from wsense.config import load_config
-    from wsense.models.relevance import build_relevance_model
-    from wsense.training import save_checkpoint
-
-    config = load_config()
-    checkpoint = save_checkpoint(build_relevance_model(config), config, tmp_path_factory.mktemp("ckpt") / "best",
-                                 {"epoch": 0})
-    data = make_dataset(tmp_path_factory.mktemp("web") / "data")
-    (data / "test_images" / "notes.txt").write_text("not an image")
-    descriptions = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
-    return SearchEngine(checkpoint, data / "test_images", descriptions, index_dir=data.parent / "index")
-
-
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    return make_engine(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

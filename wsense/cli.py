@@ -35,14 +35,14 @@ def _config(args: argparse.Namespace):
 
 
 def _train(args: argparse.Namespace) -> int:
-    from wsense.training import train
-
-    config = _config(args)
     from accelerate import PartialState
 
+    from wsense.evaluation.trained import train_validated
+
+    config = _config(args)
     if args.no_validation:
         config.training.val_fold = None
-    result = train(config, resume=args.resume, cpu=args.cpu)
+    result = train_validated(config, resume=args.resume, cpu=args.cpu)
     if not PartialState().is_main_process:
         return 0
     validation = ", ".join(f"{k} {v:.4f}" for k, v in result.best.items() if k.startswith("val_"))
@@ -66,11 +66,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.cross_validate:
             rows.append(cross_validate_training(config, cpu=args.cpu, resume=args.resume))
         if args.checkpoint:
-            rows += evaluate_checkpoint(args.checkpoint, config if args.data_dir else None)
+            rows += evaluate_checkpoint(args.checkpoint, config)
         if args.validate_multilingual:
             from wsense.evaluation.multilingual import NOTE, validate_multilingual
 
-            rows += validate_multilingual(args.checkpoint, config if args.data_dir else None)
+            rows += validate_multilingual(args.checkpoint, config)
             notes.append(NOTE)
     else:
         from wsense.evaluation.frozen import run_frozen_baselines
@@ -83,12 +83,40 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_checkpoint(args: argparse.Namespace, config) -> Path:
+    """The checkpoint to search with: --checkpoint, or search.checkpoint, which is trained here on first use (every
+    allowed photo, no validation fold) when it is missing."""
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    checkpoint = Path(config.search.checkpoint)
+    if checkpoint.exists():
+        return checkpoint
+    import copy
+    import time
+
+    from wsense.training import train
+
+    run = copy.deepcopy(config)
+    run.training.val_fold = None
+    run.training.output_dir = str(checkpoint.parent)
+    resume = (checkpoint.parent / "last").exists()
+    print(f"wsense: no search checkpoint at {checkpoint}: {'resuming' if resume else 'training'} it now on every "
+          f"allowed photo ({run.training.epochs} epochs, {run.training.mode} towers; once, about 3 to 5 minutes "
+          "on 2 CPU cores, most of it embedding the 1,100 photos)", file=sys.stderr)
+    start = time.perf_counter()
+    result = train(run, resume=resume)
+    if result.output_dir / "best" != checkpoint:
+        raise WsenseError(f"training wrote {result.output_dir / 'best'}, not {checkpoint}")
+    print(f"wsense: trained {checkpoint} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return checkpoint
+
+
 def _engine(args: argparse.Namespace, config):
     """The search engine of the command line: an existing --index-dir alone is opened as it is; otherwise
     --images (default: the data set's test images, with their captions as descriptions) is indexed
-    incrementally first."""
-    from wsense.index import META_FILE, read_descriptions
-    from wsense.search import SearchEngine
+    incrementally first. Search and runtime settings come from the user's config (--config)."""
+    from wsense.serving.index import META_FILE, read_descriptions
+    from wsense.serving.search import SearchEngine
 
     descriptions = read_descriptions(args.descriptions) if getattr(args, "descriptions", None) else None
     image_dir = args.images
@@ -99,8 +127,8 @@ def _engine(args: argparse.Namespace, config):
         data = load_data(config.data_dir)
         image_dir = data.test_image_dir
         descriptions = data.test_queries.rename(columns={"query_text": "text"})[["image", "text"]]
-    return SearchEngine(args.checkpoint or config.search.checkpoint, image_dir, descriptions,
-                        index_dir=args.index_dir, rebuild=getattr(args, "rebuild", False))
+    return SearchEngine(_search_checkpoint(args, config), image_dir, descriptions, index_dir=args.index_dir,
+                        rebuild=getattr(args, "rebuild", False), settings=config)
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -110,7 +138,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from wsense.search import disclaimer
+    from wsense.serving.search import disclaimer
 
     config = _config(args)
     if not 1 <= args.top_k <= 100:
@@ -146,7 +174,7 @@ def _search(args: argparse.Namespace) -> int:
                     hit = "found" if any(item["image"] == expected[i] for item in result.results) else "missed"
                 print(f"       expected {expected[i]}: {hit}")
     if args.html:
-        from wsense.contact_sheet import write_contact_sheet
+        from wsense.serving.contact_sheet import write_contact_sheet
 
         # An expected photo that the legal filter keeps out of the catalog is never shown either.
         shown = [truth if truth in engine.images else None for truth in expected] if expected else None
@@ -155,7 +183,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from wsense.web import serve
+    from wsense.serving.web import serve
 
     engine = _engine(args, _config(args))
     if args.compile:

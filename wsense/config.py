@@ -1,6 +1,7 @@
 """Configuration: YAML files in configs/ read into typed dataclasses, unknown keys refused."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 from dataclasses import dataclass, field
@@ -38,9 +39,8 @@ class ImageBackboneConfig:
     image_size: int = 224
     # Views of a photo whose pooled features are averaged (frozen features and every embedding at inference):
     # center (ImageNet eval crop), flip (its mirror), full (the whole photo squeezed square), first / last (the
-    # square ends of the longer side: left / right, or top / bottom). See wsense.models.image.VIEWS. The default
-    # here is what checkpoints saved before this option saw; configs/default.yaml sets five views.
-    views: list[str] = field(default_factory=lambda: ["center"])
+    # square ends of the longer side: left / right, or top / bottom). See wsense.models.image.VIEWS.
+    views: list[str] = field(default_factory=lambda: ["center", "flip", "full", "first", "last"])
 
 
 @dataclass
@@ -55,8 +55,7 @@ class TextModelConfig:
 class EmbeddingConfig:
     image_batch_size: int = 32
     text_batch_size: int = 128
-    # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): onnx (ONNX
-    # Runtime; the torch backbone's features within 1e-5, in 0.15 of its time) | torch.
+    # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): onnx | torch.
     image_runtime: str = "onnx"
 
 
@@ -84,13 +83,13 @@ class ModelConfig:
     label_bridge: bool = True
     # A second fusion output for the crowd-only pairs (target: crowd share), so that their differently
     # distributed target trains the shared layers without bending the expert score that search ranks by.
-    crowd_head: bool = False
+    crowd_head: bool = True
 
 
 @dataclass
 class TrainingConfig:
     mode: str = "frozen"  # frozen | partial | full
-    epochs: int = 8
+    epochs: int = 16
     batch_size: int = 256  # judged pairs per step
     contrastive_batch_size: int = 256  # positive (caption, image) pairs per step
     lr: float = 5e-4  # heads
@@ -99,8 +98,8 @@ class TrainingConfig:
     warmup_steps: int = 20
     gradient_accumulation_steps: int = 1
     regression_weight: float = 1.0
-    crowd_weight: float = 0.5  # weight of crowd-only pairs (target: crowd share) in the regression loss
-    contrastive_weight: float = 1.0
+    crowd_weight: float = 0.0625  # weight of crowd-only pairs (target: crowd share) in the regression loss
+    contrastive_weight: float = 0.1
     crowd_positive_threshold: float = 0.66  # crowd share from which a pair counts as a positive
     top_image_blocks: int = 2  # partial mode: trainable top stages of the image backbone
     top_text_layers: int = 2  # partial mode: trainable top transformer layers of the text tower
@@ -124,19 +123,23 @@ class SearchConfig:
     child_prompts: list[str] = field(default_factory=lambda: [
         "a little child", "a little boy", "a little girl", "a baby", "children playing", "a toddler"])
     child_threshold: float = 0.6
-    index_batch_size: int = 32
     # Queries in Cyrillic: use_map = multilingual USE v3 mapped into the trained text space (fitted on the
     # English training captions with the trained text tower as teacher); none = the English tower for all.
     multilingual: str = "use_map"
     multilingual_alpha: float = 0.1  # the map's kernel ridge: regularisation
     multilingual_gamma: float = 1.0  # and RBF width, exp(-gamma |x - y|^2) on unit USE vectors
-    # The query text tower on CPU: onnx_int8 = MiniLM in ONNX Runtime with int8 weights (a query in about 0.6 of
-    # onnx's time; test R@1 0.244 against 0.246, validation Spearman 0.005 lower) | onnx = the same fp32 model
-    # in ONNX Runtime (the torch tower's embeddings within 1e-6) | torch. Exported once beside the checkpoint.
+    # The query text tower on CPU: onnx_int8 (MiniLM in ONNX Runtime with int8 weights) | onnx (the same fp32
+    # model) | torch. Exported once beside the checkpoint.
     text_runtime: str = "onnx_int8"
-    # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch): 1 where
-    # other jobs share the CPU, as each hand-off to a second thread then waits for a time slice.
+    # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch), from 1.
     query_threads: int = 2
+
+
+# What a checkpoint records: the sections that rebuild its model (and so change its embeddings), and the
+# training settings it was made with. Everything else (search, embedding, paths) is a runtime setting, taken
+# from the config the user passes when searching, serving or evaluating.
+MODEL_SECTIONS = ("image_backbone", "text_model", "model")
+CHECKPOINT_SECTIONS = ("data", *MODEL_SECTIONS, "baselines", "training")
 
 
 @dataclass
@@ -159,6 +162,13 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def with_sections(self, other: "Config", sections: tuple[str, ...]) -> "Config":
+        """A copy of this config with `sections` taken from `other` (e.g. a checkpoint's model and training)."""
+        merged = copy.deepcopy(self)
+        for name in sections:
+            setattr(merged, name, copy.deepcopy(getattr(other, name)))
+        return merged
+
 
 def _build(cls, values: dict[str, Any], where: str, source: Path):
     if not isinstance(values, dict):
@@ -167,7 +177,8 @@ def _build(cls, values: dict[str, Any], where: str, source: Path):
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise WsenseError(f"{source}: unknown key '{where + '.' if where else ''}{key}' (known: {', '.join(fields)})")
+            raise WsenseError(f"{source}: unknown key '{where + '.' if where else ''}{key}' "
+                              f"(known: {', '.join(fields)})")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value or {}, f"{where}.{key}" if where else key, source)

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wsense.data import load_image
 from wsense.io import atomic_path, file_sha256, text_sha256
+from wsense.models.photos import PhotoEncoder
 
 
 class EmbeddingCache:
@@ -78,15 +78,12 @@ def _embed_cached(
     return cache.get(keys) if keys else np.zeros((0, 0), np.float32)
 
 
-def embed_images(paths: Sequence[Path], backbone, transform, cache: EmbeddingCache, batch_size: int = 32) -> np.ndarray:
+def embed_images(paths: Sequence[Path], encoder: PhotoEncoder, cache: EmbeddingCache, batch_size: int = 32
+                 ) -> np.ndarray:
     """Pooled backbone features for each image file (rows in the order of `paths`)."""
     paths = [Path(p) for p in paths]
     keys = [file_sha256(p) for p in paths]
-
-    def encode(batch: list[Path]) -> torch.Tensor:
-        return backbone(torch.stack([transform(load_image(p)) for p in batch]))
-
-    return _embed_cached(keys, paths, encode, cache, batch_size, "images")
+    return _embed_cached(keys, paths, encoder.encode, cache, batch_size, "images")
 
 
 def embed_texts(texts: Sequence[str], encoder, cache: EmbeddingCache, batch_size: int = 128) -> np.ndarray:

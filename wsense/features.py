@@ -11,7 +11,8 @@ import torch
 from wsense.config import Config
 from wsense.embeddings import EmbeddingCache, embed_images, embed_texts
 from wsense.io import file_sha256
-from wsense.models import create_image_backbone, create_text_encoder, image_transform
+from wsense.models import create_image_backbone, create_text_encoder
+from wsense.models.photos import PhotoEncoder
 
 
 def image_fingerprint(config: Config) -> str:
@@ -47,15 +48,14 @@ class FrozenFeatures:
         return create_text_encoder(self.config.text_model)
 
     def images(self, paths: Sequence[Path]) -> np.ndarray:
-        backbone = self.image_backbone
         cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
-        transform = image_transform(backbone.spec, self.config.image_backbone)
-        # Exporting the backbone takes a few seconds: only when some photo is not cached yet.
-        if self.config.embedding.image_runtime == "onnx" and not all(file_sha256(p) in cache for p in paths):
-            from wsense.models.image_onnx import OnnxImagePath
-
-            backbone = OnnxImagePath(backbone, Path(self.config.cache_dir) / "onnx", transform.size)
-        return embed_images(paths, backbone, transform, cache, self.config.embedding.image_batch_size)
+        # Exporting the backbone to ONNX takes a few seconds: only when some photo is not cached yet.
+        runtime = self.config.embedding.image_runtime
+        if all(file_sha256(p) in cache for p in paths):
+            runtime = "torch"
+        encoder = PhotoEncoder(self.image_backbone, self.config.image_backbone, runtime=runtime,
+                               onnx_dir=Path(self.config.cache_dir) / "onnx")
+        return embed_images(paths, encoder, cache, self.config.embedding.image_batch_size)
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities from pooled features through the backbone's own classifier."""

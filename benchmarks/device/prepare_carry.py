@@ -94,7 +94,8 @@ def pack_minilm(config, texts: list[str], target: Path) -> None:
     (target / "model.safetensors").unlink()
     print(f"minilm: largest difference of {len(sample)} sentence embeddings from the original: "
           f"{(cut - full).abs().max().item():.2e}")
-    print(f"minilm: {len(keep)} of {tokenizer.vocab_size} word pieces kept; tokenisation identical on {len(texts)} texts")
+    print(f"minilm: {len(keep)} of {tokenizer.vocab_size} word pieces kept; tokenisation identical on "
+          f"{len(texts)} texts")
 
 
 def unpack(packed: Path, target: Path, reports: str) -> None:

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Callable
+
 import numpy as np
 import pandas as pd
+import torch
 
 from wsense.evaluation.metrics import kendall_tau_c, retrieval_metrics, spearman
 
@@ -49,3 +52,52 @@ class RetrievalEvaluator:
     def __call__(self, scores: np.ndarray) -> dict[str, float]:
         """`scores`: (queries x catalog images)."""
         return retrieval_metrics(scores, self.true_index)
+
+
+@torch.no_grad()
+def catalog_scores(model, v: torch.Tensor, u: torch.Tensor) -> dict[str, np.ndarray]:
+    """(queries x catalog) scores of query embeddings `v` against photo embeddings `u`: the fusion head's relevance
+    (what search ranks by) and the projections' cosine (search's first stage). Every evaluation of queries
+    against a catalog goes through here: the trainer's validation, checkpoint rows and multilingual rows."""
+    return {"fusion": model.relevance_matrix(v, u).float().cpu().numpy(), "cosine": (v @ u.T).float().cpu().numpy()}
+
+
+Embed = Callable[[list[str], list[str]], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+@dataclass
+class ValidationEvaluator:
+    """A training run's held-out fold, scored each epoch: Spearman and Kendall tau-c of the fusion score on its
+    expert pairs, and R@1 of its photos' own captions among its photos, ranked by fusion and by cosine.
+
+    Called as evaluator(model, embed), where embed(images, texts) -> (u, v) embeds them as the trainer holds
+    them, so the trainer runs it without importing evaluation code."""
+
+    pairs: pd.DataFrame  # held-out expert pairs: image, query_text, expert_target, expert1..3
+    positives: pd.DataFrame  # held-out photos with their own captions: image, query_text
+
+    @property
+    def images(self) -> list[str]:
+        return sorted(set(self.pairs["image"]) | set(self.positives["image"]))
+
+    @property
+    def texts(self) -> list[str]:
+        return sorted(set(self.pairs["query_text"]) | set(self.positives["query_text"]))
+
+    def __call__(self, model, embed: Embed) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if len(self.pairs):
+            images, texts = sorted(set(self.pairs["image"])), sorted(set(self.pairs["query_text"]))
+            u, v = embed(images, texts)
+            ui = torch.tensor(self.pairs["image"].map({n: i for i, n in enumerate(images)}).to_numpy())
+            vi = torch.tensor(self.pairs["query_text"].map({t: i for i, t in enumerate(texts)}).to_numpy())
+            with torch.no_grad():
+                predictions = torch.sigmoid(model.fuse(u[ui], v[vi]).float()).cpu().numpy()
+            metrics.update(CorrelationEvaluator(self.pairs)(predictions))
+        if len(self.positives):
+            catalog = sorted(set(self.pairs["image"]))
+            u, v = embed(catalog, self.positives["query_text"].tolist())
+            retrieval = RetrievalEvaluator(self.positives, catalog)
+            for ranking, scores in catalog_scores(model, v, u).items():
+                metrics[f"r1_{ranking}"] = retrieval(scores)["r1"]
+        return metrics

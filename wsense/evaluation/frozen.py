@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from wsense.baselines import cross_validate_baseline
+from wsense.evaluation.baselines import cross_validate_baseline
 from wsense.config import Config
 from wsense.data import WithSenseData, load_data
 from wsense.errors import WsenseError
 from wsense.evaluation.evaluators import CorrelationEvaluator, RetrievalEvaluator
-from wsense.evaluation.folds import grouped_folds
+from wsense.folds import grouped_folds
 from wsense.features import FrozenFeatures
 from wsense.models.label_bridge import LabelBridge, imagenet_label_prompts
 from wsense.safety import mentions_child
@@ -97,7 +97,8 @@ def run_frozen_baselines(config: Config, models: list[str] | None = None) -> tup
             rows.append({**row, "model": f"{row['model']} [{feature_set}]", "features": f"frozen, {feature_set}"})
     notes = [
         str(summary),
-        f"image backbone: {config.image_backbone.name} ({'pretrained' if config.image_backbone.pretrained else 'random init'}),"
+        f"image backbone: {config.image_backbone.name} "
+        f"({'pretrained' if config.image_backbone.pretrained else 'random init'}),"
         f" text: {config.text_model.name}; target: {config.data.target}; folds: {config.baselines.folds}, "
         f"seed {config.baselines.seed}",
         "concat = [image features, caption embedding] as in the original study; concat_bridge adds the "

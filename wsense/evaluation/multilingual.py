@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from wsense.config import Config
 from wsense.data import load_data
 from wsense.errors import WsenseError
-from wsense.evaluation.evaluators import RetrievalEvaluator
-from wsense.scoring import RelevanceScorer, fit_text_map, read_translations
-from wsense.training import load_checkpoint
+from wsense.evaluation.evaluators import RetrievalEvaluator, catalog_scores
+from wsense.evaluation.report import model_name
+from wsense.models.checkpoint import load_checkpoint
+from wsense.serving.scoring import RelevanceScorer, fit_text_map, read_translations
 from wsense.training.sets import build_training_sets
 
 NOTE = ("[val captions]: the own captions of the checkpoint's validation-fold images (never trained on), held "
@@ -32,7 +32,8 @@ def held_out_captions(data, config: Config) -> tuple[pd.DataFrame, list[str]]:
     """(query_id, query_text, query_text_ru, image) of the validation fold's own captions that have a Russian
     version, and the fold's images (the catalog)."""
     if config.training.val_fold is None:
-        raise WsenseError("multilingual validation needs a checkpoint trained with a validation fold (training.val_fold): "
+        raise WsenseError("multilingual validation needs a checkpoint trained with a validation fold "
+                          "(training.val_fold): "
                           "`python train.py` makes one in runs/default/best")
     if not config.data.russian_train_captions:
         raise WsenseError("multilingual validation needs data.russian_train_captions")
@@ -45,26 +46,24 @@ def held_out_captions(data, config: Config) -> tuple[pd.DataFrame, list[str]]:
     return own[["query_id", "query_text", "query_text_ru", "image"]], catalog
 
 
-def validate_multilingual(checkpoint: str | Path, config_override: Config | None = None, *,
+def validate_multilingual(checkpoint: str | Path, settings: Config | None = None, *,
                           device: str = "cpu") -> list[dict]:
     """English and Russian retrieval rows of the held-out validation captions, the map fitted without them
-    with the checkpoint's search settings (search.multilingual, multilingual_alpha)."""
-    from wsense.evaluation.trained import model_name
-
-    model, config, _ = load_checkpoint(checkpoint)
-    source = config_override or config
+    with the search settings of `settings` (search.multilingual, multilingual_alpha, multilingual_gamma)."""
+    model, config, _ = load_checkpoint(checkpoint, settings)
     if config.search.multilingual == "none":
         raise WsenseError("search.multilingual is none: there is no Russian path to validate")
-    data = load_data(source.data_dir)
+    data = load_data(config.data_dir)
     queries, catalog = held_out_captions(data, config)
-    scorer = RelevanceScorer(model, config.image_backbone, device)
+    scorer = RelevanceScorer(model, config, device)
     scorer.text_map = fit_text_map(scorer, config, exclude_images=catalog)
     u = scorer.embed_images([data.train_image_dir / name for name in catalog], progress=False)
     rows = []
     for language, column in (("", "query_text"), (" [ru]", "query_text_ru")):
         v = scorer.embed_texts(queries[column].tolist())
-        for ranking, matrix in (("", scorer.relevance(v, u).numpy()), (" [cosine]", (v @ u.T).numpy())):
-            metrics = RetrievalEvaluator(queries, catalog)(np.asarray(matrix))
+        for ranking, matrix in catalog_scores(model, v, u).items():
+            ranking = "" if ranking == "fusion" else f" [{ranking}]"
+            metrics = RetrievalEvaluator(queries, catalog)(matrix)
             rows.append({"model": model_name(config) + " [val captions]" + language + ranking,
                          "features": f"trained, {config.training.mode}",
                          "queries": f"held-out training captions ({len(queries)}) over {len(catalog)} images",

@@ -11,6 +11,11 @@ CORRELATION_COLUMNS = ["spearman_mean", "spearman_std", "kendall_tau_c_mean", "k
 RETRIEVAL_COLUMNS = ["r1", "r5", "r10", "mrr", "median_rank"]
 
 
+def model_name(config) -> str:
+    """A trained model's report name: its training mode and image backbone."""
+    return f"relevance/{config.training.mode} ({config.image_backbone.name})"
+
+
 def _clean(value):
     if isinstance(value, float) and math.isnan(value):
         return None

@@ -20,7 +20,8 @@ EXPORT_FORMAT = "wsense-image-onnx-1"
 FILE_PREFIX = "image_tower-"
 SETTING = "embedding.image_runtime"
 CHUNK = 20  # images (views) per ONNX Runtime run
-TOLERANCE = 1e-3  # a correct export agrees within about 1e-5 on pooled features of magnitude ~1; a damaged one is far off
+# A correct export agrees within about 1e-5 on pooled features of magnitude ~1; a damaged one is far off.
+TOLERANCE = 1e-3
 
 
 def probe_pixels(size: int) -> np.ndarray:

@@ -56,10 +56,3 @@ def filter_training_pairs(pairs: pd.DataFrame, captions: pd.DataFrame) -> tuple[
     )
     return kept, summary
 
-
-def allowed_catalog(images: list[str], descriptions: pd.DataFrame | None) -> list[str]:
-    """The catalog images that may be shown: those no known description says show a child."""
-    if descriptions is None or descriptions.empty:
-        return list(images)
-    children = child_images(descriptions)
-    return [image for image in images if image not in children]

@@ -1,3 +1,2 @@
-"""Training the relevance model: data sets, inputs, losses, the Accelerate loop and checkpoints."""
-from wsense.training.checkpoint import load_checkpoint, save_checkpoint  # noqa: F401
+"""Training the relevance model: data sets, inputs, losses and the Accelerate loop."""
 from wsense.training.loop import Trainer, TrainResult, train  # noqa: F401

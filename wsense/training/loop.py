@@ -13,9 +13,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-import numpy as np
-import pandas as pd
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
@@ -25,15 +24,18 @@ from tqdm.auto import tqdm
 from wsense.config import Config
 from wsense.data import WithSenseData, load_data
 from wsense.errors import WsenseError
-from wsense.evaluation import CorrelationEvaluator, RetrievalEvaluator
-from wsense.models.relevance import RelevanceModel, build_relevance_model
 from wsense.io import replace_dir
-from wsense.training.checkpoint import save_checkpoint
+from wsense.models.checkpoint import save_checkpoint
+from wsense.models.relevance import RelevanceModel, build_relevance_model
 from wsense.training.inputs import FrozenInputs, PixelInputs
 from wsense.training.losses import contrastive_loss, regression_loss
 from wsense.training.sets import TrainingSets, build_training_sets
 
 STATE_FILE = "train_state.json"
+
+# evaluator(model, embed) -> metrics, where embed(images, texts) -> (image embeddings, text embeddings).
+Evaluator = Callable[[RelevanceModel, Callable[[list[str], list[str]], tuple[torch.Tensor, torch.Tensor]]],
+                     dict[str, float]]
 
 
 class EpochShuffle(Sampler[int]):
@@ -93,20 +95,18 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, config: Config, data: WithSenseData | None = None, *, cpu: bool = False):
+    """One training run: `evaluator` (optional), called as evaluator(model, embed) after each epoch, returns the
+    validation metrics that choose the best checkpoint; without one the last epoch is kept."""
+
+    def __init__(self, config: Config, data: WithSenseData | None = None, *, cpu: bool = False,
+                 sets: TrainingSets | None = None, evaluator: Evaluator | None = None):
         self.config = config
-        training = config.training
-        precision = training.mixed_precision
-        if precision == "auto":
-            precision = "bf16" if torch.cuda.is_available() and not cpu else "no"
-        self.accelerator = Accelerator(
-            cpu=cpu, mixed_precision=precision, gradient_accumulation_steps=training.gradient_accumulation_steps,
-            log_with=training.tracker, project_dir=training.output_dir,
-        )
-        set_seed(training.seed)
-        self.output_dir = Path(training.output_dir)
+        self.evaluator = evaluator
+        self.accelerator = self._accelerator(cpu)
+        set_seed(config.training.seed)
+        self.output_dir = Path(config.training.output_dir)
         self.data = data or load_data(config.data_dir)
-        self.sets: TrainingSets = build_training_sets(self.data, config, training.val_fold)
+        self.sets = sets or build_training_sets(self.data, config, config.training.val_fold)
         state = self.accelerator.state
         self.print(f"training on {state.device} ({state.distributed_type.value}, {state.num_processes} "
                    f"process{'es' if state.num_processes > 1 else ''}, mixed precision {state.mixed_precision})")
@@ -114,14 +114,35 @@ class Trainer:
         self.print(self.sets.describe())
         self.model = build_relevance_model(config)
         set_trainable(self.model, config)
+        self.inputs = self._inputs()
+        self._index_pairs()
+        judged_loader, positive_loader = self._loaders()
+        optimizer, scheduler = self._optimizer(len(judged_loader))
+        (self.model, self.optimizer, self.judged_loader, self.positive_loader,
+         self.scheduler) = self.accelerator.prepare(self.model, optimizer, judged_loader, positive_loader, scheduler)
+        self.epoch, self.best_epoch, self.best, self.history = 0, -1, {}, []
+
+    def _accelerator(self, cpu: bool) -> Accelerator:
+        training = self.config.training
+        precision = training.mixed_precision
+        if precision == "auto":
+            precision = "bf16" if torch.cuda.is_available() and not cpu else "no"
+        return Accelerator(cpu=cpu, mixed_precision=precision,
+                           gradient_accumulation_steps=training.gradient_accumulation_steps,
+                           log_with=training.tracker, project_dir=training.output_dir)
+
+    def _inputs(self) -> FrozenInputs | PixelInputs:
+        """Every photo of the data set and every text that training or the evaluator uses, held in memory."""
         image_paths = {name: self.data.train_image_dir / name for name in self.data.train_images}
         image_paths.update({name: self.data.test_image_dir / name for name in self.data.test_images})
-        texts = pd.concat([self.sets.judged["query_text"], self.sets.positives["query_text"],
-                           self.sets.val_pairs["query_text"], self.sets.val_positives["query_text"],
-                           self.data.test_queries["query_text"]]).tolist()
-        self.inputs = (FrozenInputs(config, image_paths, texts) if training.mode == "frozen"
-                       else PixelInputs(config, self.model, image_paths, texts, device=self.accelerator.device))
+        texts = self.sets.judged["query_text"].tolist() + self.sets.positives["query_text"].tolist()
+        texts += self.evaluator.texts if self.evaluator is not None else []
+        if self.config.training.mode == "frozen":
+            return FrozenInputs(self.config, image_paths, texts)
+        return PixelInputs(self.config, self.model, image_paths, texts, device=self.accelerator.device)
 
+    def _index_pairs(self) -> None:
+        """The training pairs as index tensors into the inputs, and which (text, image) pairs are positives."""
         judged, positives = self.sets.judged, self.sets.positives
         self.judged_tensors = {
             "image": torch.tensor(judged["image"].map(self.inputs.image_index).to_numpy()),
@@ -137,30 +158,34 @@ class Trainer:
         # (text, image) -> is a known positive, looked up for a whole batch at once.
         self.known_positives = torch.zeros(len(self.inputs.texts), len(self.inputs.image_names), dtype=torch.bool)
         self.known_positives[self.positive_tensors["text"], self.positive_tensors["image"]] = True
-        self.judged_sampler = EpochShuffle(len(judged), training.seed)
-        self.positive_sampler = EpochShuffle(len(positives), training.seed + 1)
-        judged_loader = DataLoader(range(len(judged)), batch_size=training.batch_size, sampler=self.judged_sampler,
-                                   drop_last=len(judged) > training.batch_size)
-        positive_loader = DataLoader(range(len(positives)), batch_size=training.contrastive_batch_size,
-                                     sampler=self.positive_sampler,
-                                     drop_last=len(positives) > training.contrastive_batch_size)
+
+    def _loaders(self) -> tuple[DataLoader, DataLoader]:
+        training = self.config.training
+        judged, positives = len(self.sets.judged), len(self.sets.positives)
+        self.judged_sampler = EpochShuffle(judged, training.seed)
+        self.positive_sampler = EpochShuffle(positives, training.seed + 1)
+        return (DataLoader(range(judged), batch_size=training.batch_size, sampler=self.judged_sampler,
+                           drop_last=judged > training.batch_size),
+                DataLoader(range(positives), batch_size=training.contrastive_batch_size,
+                           sampler=self.positive_sampler, drop_last=positives > training.contrastive_batch_size))
+
+    def _optimizer(self, batches_per_epoch: int):
+        """AdamW (heads at lr, towers at tower_lr) with a linear warm-up, then cosine decay to zero."""
+        training = self.config.training
         groups = [{"params": self.model.head_parameters(), "lr": training.lr}]
         if self.model.tower_parameters():
             groups.append({"params": self.model.tower_parameters(), "lr": training.tower_lr})
         optimizer = torch.optim.AdamW(groups, weight_decay=training.weight_decay)
-        self.steps_per_epoch = math.ceil(len(judged_loader) / training.gradient_accumulation_steps)
+        self.steps_per_epoch = math.ceil(batches_per_epoch / training.gradient_accumulation_steps)
         total = max(1, self.steps_per_epoch * training.epochs)
         warmup = min(training.warmup_steps, total // 2)
 
-        def schedule(step: int) -> float:  # linear warm-up, then cosine decay to zero
+        def schedule(step: int) -> float:
             if step < warmup:
                 return (step + 1) / (warmup + 1)
             return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(groups))
-        (self.model, self.optimizer, self.judged_loader, self.positive_loader,
-         self.scheduler) = self.accelerator.prepare(self.model, optimizer, judged_loader, positive_loader, scheduler)
-        self.epoch, self.best_epoch, self.best, self.history = 0, -1, {}, []
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, [schedule] * len(groups))
 
     def print(self, message: str) -> None:
         if self.accelerator.is_main_process:
@@ -245,49 +270,12 @@ class Trainer:
                 vs.append(model.encode_texts(batch).float())
         return torch.cat(us), torch.cat(vs)
 
-    @torch.no_grad()
-    def pair_scores(self, pairs: pd.DataFrame) -> np.ndarray:
-        images, texts = sorted(set(pairs["image"])), sorted(set(pairs["query_text"]))
-        u, v = self.embed(images, texts)
-        ui = torch.tensor(pairs["image"].map({n: i for i, n in enumerate(images)}).to_numpy())
-        vi = torch.tensor(pairs["query_text"].map({t: i for i, t in enumerate(texts)}).to_numpy())
-        with self.accelerator.autocast():
-            logits = self.unwrapped.fuse(u[ui], v[vi])
-        return torch.sigmoid(logits.float()).cpu().numpy()
-
-    @torch.no_grad()
-    def retrieval_scores(self, queries: list[str], catalog: list[str]) -> dict[str, np.ndarray]:
-        """(queries x catalog) scores: the projections' cosine, and the fusion head on every pair."""
-        u, v = self.embed(catalog, queries)
-        with self.accelerator.autocast():
-            fusion = self.unwrapped.relevance_matrix(v, u)
-        return {"cosine": (v @ u.T).cpu().numpy(), "fusion": fusion.cpu().numpy()}
-
     def validate(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
-        if len(self.sets.val_pairs):
-            correlation = CorrelationEvaluator(self.sets.val_pairs)(self.pair_scores(self.sets.val_pairs))
-            metrics.update({f"val_{k}": v for k, v in correlation.items()})
-        if len(self.sets.val_positives):
-            queries = self.sets.val_positives
-            catalog = sorted(set(self.sets.val_pairs["image"]))
-            scores = self.retrieval_scores(queries["query_text"].tolist(), catalog)
-            metrics["val_r1_cosine"] = RetrievalEvaluator(queries, catalog)(scores["cosine"])["r1"]
-            metrics["val_r1_fusion"] = RetrievalEvaluator(queries, catalog)(scores["fusion"])["r1"]
-        return metrics
-
-    def test_retrieval(self) -> dict[str, dict[str, float]]:
-        """The 500 test queries over the 100 test images, by cosine and by fusion, all and allowed queries."""
-        from wsense.safety import mentions_child
-
-        queries, catalog = self.data.test_queries, self.data.test_images
-        scores = self.retrieval_scores(queries["query_text"].tolist(), catalog)
-        allowed = ~queries["query_text"].map(mentions_child).to_numpy()
-        results = {}
-        for name, matrix in scores.items():
-            results[name] = RetrievalEvaluator(queries, catalog)(matrix)
-            results[f"{name} [allowed queries]"] = RetrievalEvaluator(queries[allowed], catalog)(matrix[allowed])
-        return results
+        if self.evaluator is None:
+            return {}
+        with self.accelerator.autocast():
+            metrics = self.evaluator(self.unwrapped.eval(), self.embed)
+        return {f"val_{k}": v for k, v in metrics.items()}
 
     # -- checkpoints ----------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -361,11 +349,12 @@ def _flat(values: dict, prefix: str = "") -> dict:
     return flat
 
 
-def train(config: Config, *, resume: bool = False, cpu: bool = False, data: WithSenseData | None = None
-          ) -> TrainResult:
-    """Train with config.training.val_fold held out (None: every image trains); the config is saved with each
-    checkpoint, so a checkpoint records which fold it never saw."""
-    trainer = Trainer(config, data, cpu=cpu)
+def train(config: Config, *, resume: bool = False, cpu: bool = False, data: WithSenseData | None = None,
+          sets: TrainingSets | None = None, evaluator: Evaluator | None = None) -> TrainResult:
+    """Train with config.training.val_fold held out (None: every image trains), scored each epoch by
+    `evaluator` where one is given; the config is saved with each checkpoint, so a checkpoint records which fold
+    it never saw."""
+    trainer = Trainer(config, data, cpu=cpu, sets=sets, evaluator=evaluator)
     if resume:
         trainer.resume()
     elif (Path(config.training.output_dir) / "last").exists():

@@ -7,7 +7,7 @@ import pandas as pd
 
 from wsense.config import Config
 from wsense.data import WithSenseData, make_target
-from wsense.evaluation.folds import captions_of, grouped_folds
+from wsense.folds import captions_of, grouped_folds
 from wsense.safety.filters import FilterSummary, child_images, filter_training_pairs
 
 

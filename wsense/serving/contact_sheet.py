@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from wsense.io import atomic_write_text
-from wsense.search import SearchResult, disclaimer
+from wsense.serving.search import SearchResult, disclaimer
 
 
 def _thumbnail(path: Path, size: int = 240) -> str:
@@ -29,8 +29,8 @@ def write_contact_sheet(path: str | Path, root: Path, results: list[SearchResult
     for result, truth in zip(results, expected):
         cells = []
         if result.refused:
-            cells.append(f'<div class="refused">{html.escape(disclaimer(result.query))}<br><small>{html.escape(result.reason or "")}'
-                         "</small></div>")
+            cells.append(f'<div class="refused">{html.escape(disclaimer(result.query))}<br>'
+                         f'<small>{html.escape(result.reason or "")}</small></div>')
         for item in result.results:
             hit = " hit" if truth and item["image"] == truth else ""
             cells.append(f'<figure class="{hit.strip()}"><img src="{_thumbnail(root / item["image"])}">'

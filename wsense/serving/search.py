@@ -17,11 +17,11 @@ import torch
 
 from wsense.config import Config
 from wsense.errors import WsenseError
-from wsense.index import CatalogIndex, model_fingerprint, update_index
-from wsense.retrieval import FirstStage
+from wsense.models.checkpoint import model_fingerprint
 from wsense.safety import check_query
-from wsense.scoring import RelevanceScorer
-from wsense.training.checkpoint import load_checkpoint_config
+from wsense.serving.first_stage import FirstStage
+from wsense.serving.index import CatalogIndex, update_index
+from wsense.serving.scoring import RelevanceScorer
 
 MAX_QUERY_CHARS = 500
 DISCLAIMER = ("By law, images or descriptions of children under 16 cannot be shown without consent, so this "
@@ -79,9 +79,12 @@ class SearchEngine:
 
     def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
                  descriptions: pd.DataFrame | None = None, candidates: int | None = None,
-                 index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu"):
-        self.scorer = RelevanceScorer.from_checkpoint(checkpoint, device)
-        config = self.config = load_checkpoint_config(checkpoint)
+                 index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu",
+                 settings: Config | None = None):
+        """`settings`: the user's config, for search and runtime settings (default: the built-in defaults); the
+        model's own sections come from the checkpoint."""
+        self.scorer = RelevanceScorer.from_checkpoint(checkpoint, settings, device)
+        config = self.config = self.scorer.config
         fingerprint = model_fingerprint(checkpoint)
         if image_dir is None and index_dir is None:
             raise WsenseError("search needs an image folder or an index folder")

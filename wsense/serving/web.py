@@ -18,7 +18,7 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
 from wsense.errors import WsenseError
-from wsense.search import MAX_QUERY_CHARS, disclaimer
+from wsense.serving.search import MAX_QUERY_CHARS, disclaimer
 
 PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
@@ -79,7 +79,8 @@ def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status:
 <title>{escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>
 <body><h1><a href="/">wsense photo search</a></h1>
 <form method="get" action="/" role="search">
-<input name="q" value="{escape(q)}" maxlength="{MAX_QUERY_CHARS}" placeholder="Describe the scene, e.g. a dog swimming in a lake" aria-label="query" autofocus>
+<input name="q" value="{escape(q)}" maxlength="{MAX_QUERY_CHARS}" aria-label="query" autofocus
+  placeholder="Describe the scene, e.g. a dog swimming in a lake">
 <input name="k" type="number" min="1" max="{max_k}" value="{k}" aria-label="number of photos">
 <button type="submit">Search</button></form>
 {body}</body></html>"""

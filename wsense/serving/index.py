@@ -7,9 +7,8 @@ changed photos and drops deleted ones. Unreadable photos are reported and skippe
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import sys
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,27 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from wsense.config import SearchConfig
-from wsense.data import IMAGE_EXTENSIONS, load_image
+from wsense.data import IMAGE_EXTENSIONS
 from wsense.errors import WsenseError
 from wsense.io import file_sha256, replace_dir
 from wsense.safety.filters import child_images
-from wsense.scoring import RelevanceScorer
+from wsense.serving.scoring import RelevanceScorer
 
 INDEX_FORMAT = "wsense-index-1"
 EMBEDDINGS_FILE, META_FILE = "embeddings.npy", "index.json"
 EXCLUDED_BY_DESCRIPTION = "description mentions a child"
 EXCLUDED_BY_IMAGE_CHECK = "image resembles child prompts"
-
-
-def model_fingerprint(checkpoint: str | Path) -> str:
-    """Which model's embeddings these are: a hash of the checkpoint's config and weights."""
-    digest = hashlib.sha256()
-    for name in ("config.yaml", "model.safetensors"):
-        digest.update(file_sha256(Path(checkpoint) / name).encode())
-    return digest.hexdigest()[:16]
 
 
 def catalog_files(root: Path) -> list[str]:
@@ -84,11 +74,15 @@ class CatalogIndex:
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        np.save(tmp / EMBEDDINGS_FILE, self.embeddings.astype(np.float32))
-        meta = {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "root": str(self.root.resolve()),
-                "entries": self.entries}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-        replace_dir(tmp, directory)
+        try:
+            np.save(tmp / EMBEDDINGS_FILE, self.embeddings.astype(np.float32))
+            meta = {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "root": str(self.root.resolve()),
+                    "entries": self.entries}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+            replace_dir(tmp, directory)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> "CatalogIndex":
@@ -112,25 +106,6 @@ class CatalogIndex:
         return cls(Path(meta["root"]), meta["fingerprint"], meta["entries"], embeddings)
 
 
-def _embed_files(scorer: RelevanceScorer, root: Path, paths: list[str], batch_size: int,
-                 report: IndexReport) -> dict[str, np.ndarray]:
-    vectors: dict[str, np.ndarray] = {}
-    with tqdm(total=len(paths), desc="indexing", unit="image", file=sys.stderr, disable=not paths) as bar:
-        for start in range(0, len(paths), batch_size):
-            good, pixels = [], []
-            for path in paths[start:start + batch_size]:
-                try:
-                    pixels.append(scorer.transform(load_image(root / path)))
-                    good.append(path)
-                except WsenseError as error:
-                    report.skipped.append((path, str(error).split(": ", 1)[-1]))
-            if pixels:
-                embedded = scorer.embed_pixels(torch.stack(pixels)).numpy()
-                vectors.update(zip(good, embedded))
-            bar.update(len(paths[start:start + batch_size]))
-    return vectors
-
-
 def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScorer, fingerprint: str,
                  search: SearchConfig, descriptions: pd.DataFrame | None = None, rebuild: bool = False
                  ) -> tuple[CatalogIndex, IndexReport]:
@@ -140,7 +115,8 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     previous = None
     if not rebuild and (directory / META_FILE).exists():
         previous = CatalogIndex.load(directory, fingerprint)
-    old = {entry["path"]: (entry, previous.embeddings[i]) for i, entry in enumerate(previous.entries)} if previous else {}
+    old = ({entry["path"]: (entry, previous.embeddings[i]) for i, entry in enumerate(previous.entries)}
+           if previous else {})
     report = IndexReport()
     files = catalog_files(root)
     keep: dict[str, tuple[dict, np.ndarray]] = {}
@@ -159,8 +135,11 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
         to_embed.append(path)
     report.removed = len(set(old) - set(files))
     report.unchanged = len(keep)
-    embedded = _embed_files(scorer, root, to_embed, search.index_batch_size, report)
-    for path, vector in embedded.items():
+    catalog_path = {root / path: path for path in to_embed}
+    done, vectors, skipped = scorer.embed_photos(list(catalog_path), skip_unreadable=True, desc="indexing")
+    report.skipped += [(catalog_path[file], why) for file, why in skipped]
+    for file, vector in zip(done, vectors.numpy()):
+        path = catalog_path[file]
         stat = (root / path).stat()
         if path in old:
             report.changed += 1

@@ -7,34 +7,42 @@ from typing import Collection, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
-from wsense.config import ImageBackboneConfig
-from wsense.data import load_image
+from wsense.config import Config
 from wsense.errors import WsenseError
-from wsense.models.image import image_transform
+from wsense.models.checkpoint import load_checkpoint
 from wsense.models.multilingual import TextMap, is_cyrillic
+from wsense.models.photos import PhotoEncoder
 from wsense.models.relevance import RelevanceModel
-from wsense.training import load_checkpoint
 
 
 TEXT_MAP_FILE = "text_map.npz"
 
 
 class RelevanceScorer:
-    def __init__(self, model: RelevanceModel, image_config: ImageBackboneConfig, device: str | torch.device = "cpu",
-                 batch_size: int = 32, text_map: TextMap | None = None):
+    """A checkpoint's model at inference: photos through the one photo path (wsense.models.photos), query texts
+    through the text tower in the configured runtime (or, for Cyrillic, the multilingual map), and the fusion
+    head's relevance."""
+
+    def __init__(self, model: RelevanceModel, config: Config, device: str | torch.device = "cpu",
+                 text_map: TextMap | None = None, export_dir: str | Path | None = None):
+        """`config`: the model's sections and the caller's runtime settings (embedding.image_runtime,
+        search.text_runtime); ONNX exports are kept in `export_dir` (the checkpoint folder)."""
         self.model = model.eval().to(device)
+        self.config = config
         self.device = torch.device(device)
-        self.transform = image_transform(model.image_backbone.spec, image_config)  # a photo -> its views
-        self.batch_size = batch_size
+        on_cpu = self.device.type == "cpu"
+        image_runtime = config.embedding.image_runtime if on_cpu and export_dir is not None else "torch"
+        self.photos = PhotoEncoder(model.image_backbone, config.image_backbone, runtime=image_runtime,
+                                   onnx_dir=export_dir, device=device, batch_size=config.embedding.image_batch_size)
         self.text_map = text_map
         self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
-        self.onnx_image = None  # an OnnxImagePath: photos' backbone passes go through ONNX Runtime (CPU only)
+        if on_cpu and export_dir is not None:
+            self.use_text_runtime(config.search.text_runtime, export_dir)
 
     def use_text_runtime(self, runtime: str, directory: str | Path | None = None) -> None:
-        """Run the text path in `runtime` (torch | onnx | onnx_int8); onnx exports it into `directory` the first
-        time."""
+        """Run the query text path in `runtime` (torch | onnx | onnx_int8); onnx exports it into `directory` the
+        first time (the benchmark switches runtimes on one scorer)."""
         if runtime == "torch":
             self.onnx_text = None
         elif runtime in ("onnx", "onnx_int8"):
@@ -48,27 +56,14 @@ class RelevanceScorer:
         else:
             raise WsenseError(f"unknown text runtime '{runtime}' (expected onnx, onnx_int8 or torch)")
 
-    def use_image_runtime(self, runtime: str, directory: str | Path | None = None) -> None:
-        """Run the image backbone in `runtime` (torch | onnx); onnx exports it into `directory` the first time."""
-        if runtime == "torch":
-            self.onnx_image = None
-        elif runtime == "onnx":
-            if self.device.type != "cpu":
-                raise WsenseError(f"embedding.image_runtime: onnx runs on the CPU, not on {self.device}; use torch")
-            if directory is None:
-                raise WsenseError("the ONNX image tower needs a folder to keep its export in")
-            from wsense.models.image_onnx import OnnxImagePath
-
-            self.onnx_image = OnnxImagePath(self.model.image_backbone, directory, self.transform.size)
-        else:
-            raise WsenseError(f"unknown image runtime '{runtime}' (expected onnx or torch)")
-
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu") -> "RelevanceScorer":
-        """The checkpoint's model, with the multilingual path its config asks for. The map from USE into the
-        model's text space is fitted once (a few seconds) and kept beside the checkpoint's weights."""
-        model, config, _ = load_checkpoint(checkpoint)
-        scorer = cls(model, config.image_backbone, device)
+    def from_checkpoint(cls, checkpoint: str | Path, settings: Config | None = None,
+                        device: str = "cpu") -> "RelevanceScorer":
+        """The checkpoint's model with the runtime settings of `settings` (the caller's config; default: the
+        built-in defaults). The map from USE into the model's text space is fitted once (a few seconds) and kept
+        beside the checkpoint's weights."""
+        model, config, _ = load_checkpoint(checkpoint, settings)
+        scorer = cls(model, config, device, export_dir=checkpoint)
         if config.search.multilingual == "use_map":
             path = Path(checkpoint) / TEXT_MAP_FILE
             search = config.search
@@ -77,10 +72,6 @@ class RelevanceScorer:
             if scorer.text_map is None:
                 scorer.text_map = fit_text_map(scorer, config)
                 scorer.text_map.save(path)
-        if config.search.text_runtime != "torch" and scorer.device.type == "cpu":
-            scorer.use_text_runtime(config.search.text_runtime, checkpoint)
-        if config.embedding.image_runtime != "torch" and scorer.device.type == "cpu":
-            scorer.use_image_runtime(config.embedding.image_runtime, checkpoint)
         return scorer
 
     def compile_text_tower(self) -> None:
@@ -96,21 +87,27 @@ class RelevanceScorer:
         self.embed_texts(["warm-up query", "a second, longer warm-up query for another shape"])
 
     @torch.inference_mode()
-    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Embeddings of a batch of transformed images: (n, views, 3, h, w), or (n, 3, h, w) for one view."""
-        if self.onnx_image is None:
-            return self.model.encode_images({"pixels": pixels.to(self.device)}).float().cpu()
-        return self.model.embed_image(self.onnx_image(pixels)).float()
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Projected photo embeddings from pooled features (PhotoEncoder's output)."""
+        return self.model.embed_image(features.to(self.device)).float().cpu()
 
-    def embed_images(self, paths: Sequence[Path], progress: bool = True) -> torch.Tensor:
-        chunks = []
-        bar = tqdm(total=len(paths), desc="embedding images", unit="image", file=sys.stderr, disable=not progress)
-        for start in range(0, len(paths), self.batch_size):
-            batch = paths[start:start + self.batch_size]
-            chunks.append(self.embed_pixels(torch.stack([self.transform(load_image(Path(p))) for p in batch])))
-            bar.update(len(batch))
-        bar.close()
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.model.text_projection.out_features)
+    def embed_photos(self, paths: Sequence[str | Path], *, skip_unreadable: bool = False,
+                     desc: str = "embedding photos", progress: bool = True
+                     ) -> tuple[list, torch.Tensor, list[tuple[str | Path, str]]]:
+        """(paths embedded, their embeddings, [(unreadable path, why)]); an unreadable photo is an error unless
+        `skip_unreadable`."""
+        done, chunks, skipped = [], [], []
+        for good, features, bad in self.photos.batches(paths, skip_unreadable=skip_unreadable, desc=desc,
+                                                       progress=progress):
+            done += good
+            chunks.append(self.embed_features(features))
+            skipped += bad
+        dim = self.model.text_projection.out_features
+        return done, torch.cat(chunks) if chunks else torch.zeros(0, dim), skipped
+
+    def embed_images(self, paths: Sequence[str | Path], progress: bool = True) -> torch.Tensor:
+        """Embeddings of photo files, one row each, in order (an unreadable photo is an error)."""
+        return self.embed_photos(paths, progress=progress)[1]
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """Text embeddings; Cyrillic texts go through the multilingual map where the scorer has one."""

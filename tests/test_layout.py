@@ -1,0 +1,106 @@
+"""The package's layout: serving stands without training and evaluation, the rooms import only downwards, and
+configs/default.yaml is the dataclass defaults written out."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from wsense.config import Config, load_config
+
+PACKAGE = Path(__file__).resolve().parent.parent / "wsense"
+
+# room -> the rooms it must never import
+FORBIDDEN = {
+    "serving": {"training", "evaluation"},
+    "models": {"training", "evaluation", "serving", "cli"},
+    "training": {"evaluation", "serving", "cli"},
+}
+
+
+def test_importing_serving_loads_neither_accelerate_nor_training_nor_evaluation():
+    code = (
+        "import sys\n"
+        "import wsense.serving.search, wsense.serving.web, wsense.serving.contact_sheet\n"
+        "bad = sorted(m for m in sys.modules if m == 'accelerate' or m.startswith('accelerate.')\n"
+        "             or m == 'wsense.training' or m.startswith('wsense.training.')\n"
+        "             or m == 'wsense.evaluation' or m.startswith('wsense.evaluation.'))\n"
+        "print('\\n'.join(bad))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    offending = [line for line in done.stdout.splitlines() if line.strip()]
+    assert not offending, "importing serving loaded: " + ", ".join(offending)
+
+
+def _room(module: str) -> str | None:
+    """The room of a dotted wsense module name (None for the shared modules: config, data, io, ...)."""
+    parts = module.split(".")
+    if len(parts) < 2 or parts[0] != "wsense":
+        return None
+    return parts[1] if parts[1] in ("models", "training", "evaluation", "serving", "cli") else None
+
+
+def _module_name(file: Path) -> str:
+    parts = list(file.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(file: Path) -> list[tuple[int, str]]:
+    """(line, wsense module) of every import in a file, those inside functions too; relative imports resolved."""
+    tree = ast.parse(file.read_text(encoding="utf-8"), str(file))
+    name = _module_name(file)
+    package = name if file.name == "__init__.py" else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[:len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            found.append((node.lineno, base))
+            if base == "wsense":  # from wsense import training
+                found += [(node.lineno, f"wsense.{alias.name}") for alias in node.names]
+    return [(line, module) for line, module in found if module == "wsense" or module.startswith("wsense.")]
+
+
+def test_static_import_graph_goes_only_downwards_between_rooms():
+    files = sorted(PACKAGE.rglob("*.py"))
+    assert files, f"no Python files under {PACKAGE}"
+    offences = []
+    for file in files:
+        own = _room(_module_name(file))
+        where = file.relative_to(PACKAGE.parent)
+        for line, module in _imports(file):
+            target = _room(module)
+            if target is None or target == own:
+                continue
+            if target in FORBIDDEN.get(own, set()):
+                offences.append(f"{where}:{line}: {own} imports {module}")
+            elif target == "cli" and own != "cli":
+                offences.append(f"{where}:{line}: only the cli imports the cli, but {own or 'shared'} imports "
+                                f"{module}")
+    assert not offences, "\n".join(offences)
+
+
+def test_the_import_graph_parser_sees_imports_inside_functions():
+    """The graph test's own check: a function-level import is collected, with its line."""
+    file = PACKAGE / "cli.py"
+    lines = {module for _, module in _imports(file)}
+    assert "wsense.evaluation.trained" in lines and "wsense.serving.search" in lines
+
+
+def test_default_yaml_equals_the_dataclass_defaults(monkeypatch):
+    monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
+    loaded, defaults = load_config().to_dict(), Config().to_dict()
+    differing = {key: (loaded.get(key), defaults.get(key)) for key in set(loaded) | set(defaults)
+                 if loaded.get(key) != defaults.get(key)}
+    assert loaded == defaults, f"configs/default.yaml differs from wsense/config.py: {differing}"

@@ -1,0 +1,148 @@
+"""Model checkpoints: a folder with the config that rebuilds the model, its weights and metadata.
+
+`config.yaml` holds the sections that rebuild the model and the training settings it was made with
+(config.CHECKPOINT_SECTIONS); search and runtime settings are never stored, they come from the config of whoever
+loads it. Written atomically (into a temporary folder, then renamed), so an interrupted save never leaves a
+half-written checkpoint in place of a good one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from wsense.config import CHECKPOINT_SECTIONS, MODEL_SECTIONS, Config, config_from_dict
+from wsense.errors import WsenseError
+from wsense.io import file_sha256, replace_dir
+from wsense.models.relevance import RelevanceModel, build_relevance_model
+
+CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.yaml", "model.safetensors", "metadata.json"
+FORMAT = "wsense-relevance-2"
+TOWER_PREFIXES = ("image_backbone.", "text_encoder.")
+TRAIN_HINT = "`python train.py --no-validation --output-dir runs/final` trains the search checkpoint"
+
+# Format 1 stored the whole config, search and runtime sections included, and its files could leave out keys
+# that did not exist yet; those keys then took the defaults of their day, listed here.
+V1_RUNTIME_SECTIONS = ("search", "embedding", "cache_dir", "reports_dir")
+V1_DEFAULTS = {
+    ("image_backbone", "views"): ["center"],
+    ("model", "crowd_head"): False,
+    ("training", "epochs"): 8,
+    ("training", "crowd_weight"): 0.5,
+    ("training", "contrastive_weight"): 1.0,
+}
+
+
+def migrate_v1(values: dict) -> dict:
+    """A format-1 checkpoint config as format 2 would store it: runtime sections dropped, keys it lacks set to
+    the defaults it was written under."""
+    values = {k: v for k, v in values.items() if k not in V1_RUNTIME_SECTIONS}
+    for (section, key), default in V1_DEFAULTS.items():
+        part = values.setdefault(section, {}) or {}
+        part.setdefault(key, default)
+        values[section] = part
+    return values
+
+
+def _saved_state(model: RelevanceModel, with_towers: bool) -> dict[str, torch.Tensor]:
+    state = model.state_dict()
+    if not with_towers:
+        state = {k: v for k, v in state.items() if not k.startswith(TOWER_PREFIXES)}
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def save_checkpoint(model: RelevanceModel, config: Config, path: str | Path, metadata: dict) -> Path:
+    """Frozen-mode checkpoints leave out the towers: their pretrained weights come from the config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with_towers = config.training.mode != "frozen"
+    values = {name: value for name, value in config.to_dict().items() if name in CHECKPOINT_SECTIONS}
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file(_saved_state(model, with_towers), str(tmp / WEIGHTS_FILE))
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+        meta = {"format": FORMAT, "with_towers": with_towers, **metadata}
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        replace_dir(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """(metadata, config values in the current format) of a checkpoint folder, with one-line errors."""
+    if not path.is_dir():
+        raise WsenseError(f"{path}: checkpoint folder not found ({TRAIN_HINT}, runs/final/best)")
+    for name in (CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE):
+        if not (path / name).is_file():
+            raise WsenseError(f"{path}: not a wsense checkpoint (no {name})")
+    try:
+        metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+        values = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise WsenseError(f"{path}: damaged checkpoint metadata ({type(exc).__name__})") from None
+    if not isinstance(metadata, dict) or not isinstance(values, dict):
+        raise WsenseError(f"{path}: damaged checkpoint metadata (not a mapping)")
+    if metadata.get("format") == "wsense-relevance-1":
+        values = migrate_v1(values)
+    elif metadata.get("format") != FORMAT:
+        raise WsenseError(f"{path / METADATA_FILE}: not a wsense relevance checkpoint (format "
+                          f"{metadata.get('format')!r}; this version reads {FORMAT} and wsense-relevance-1)")
+    unknown = sorted(set(values) - set(CHECKPOINT_SECTIONS))
+    if unknown:
+        raise WsenseError(f"{path / CONFIG_FILE}: unexpected section(s) {', '.join(unknown)} in a {FORMAT} "
+                          "checkpoint")
+    return metadata, values
+
+
+def load_checkpoint_config(path: str | Path, settings: Config | None = None) -> Config:
+    """`settings` (the caller's config; default: the built-in defaults) with the checkpoint's model and training
+    sections, without building the model."""
+    path = Path(path)
+    _, values = _read(path)
+    saved = config_from_dict(values, path / CONFIG_FILE)
+    return (settings or config_from_dict({}, "defaults")).with_sections(saved, CHECKPOINT_SECTIONS)
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """Which embeddings a checkpoint makes: a hash of its weights and of the settings that rebuild its model
+    (towers, views, heads). Search and runtime settings, and the training record, leave it unchanged."""
+    config = load_checkpoint_config(path)
+    model = {name: config.to_dict()[name] for name in MODEL_SECTIONS}
+    digest = hashlib.sha256(file_sha256(Path(path) / WEIGHTS_FILE).encode())
+    digest.update(json.dumps(model, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def load_checkpoint(path: str | Path, settings: Config | None = None) -> tuple[RelevanceModel, Config, dict]:
+    """Rebuild the model a checkpoint describes and load its weights; the config returned is `settings` (the
+    caller's runtime settings) with the checkpoint's model and training sections. Clear errors otherwise."""
+    path = Path(path)
+    metadata, _ = _read(path)
+    config = load_checkpoint_config(path, settings)
+    try:
+        state = load_file(str(path / WEIGHTS_FILE))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WsenseError(f"{path / WEIGHTS_FILE}: damaged weights file ({exc})") from None
+    model = build_relevance_model(config, for_checkpoint=True)
+    expected = _saved_state(model, bool(metadata.get("with_towers")))
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong_shape = [k for k in set(expected) & set(state) if expected[k].shape != state[k].shape]
+    if missing or unexpected or wrong_shape:
+        detail = "; ".join(part for part in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(unexpected[:3])}" if unexpected else "",
+            f"wrong shape {', '.join(sorted(wrong_shape)[:3])}" if wrong_shape else "",
+        ) if part)
+        raise WsenseError(f"{path / WEIGHTS_FILE}: weights are from another model than {CONFIG_FILE} describes "
+                          f"({detail})")
+    model.load_state_dict(state, strict=False)
+    return model.eval(), config, metadata
