@@ -217,3 +217,24 @@ def test_top_k_above_the_shortlist_re_ranks_the_cosine_top_k(exact_engine):
     relevance = engine.scorer.relevance(v, engine.embeddings[rows])[0]
     expected = [engine.images[int(rows[i])] for i in torch.argsort(relevance, descending=True)]
     assert [r["image"] for r in engine.search(query, top_k=5).results] == expected
+
+
+def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tmp_path, capsys, monkeypatch):
+    import yaml
+
+    monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
+    config = {"data": {"dir": str(tiny_data), "russian_queries": None, "russian_train_captions": None},
+              "cache_dir": str(tmp_path / "cache"),
+              "training": {"epochs": 1, "batch_size": 8, "contrastive_batch_size": 4, "warmup_steps": 1},
+              "search": {"checkpoint": str(tmp_path / "runs" / "final" / "best"), "multilingual": "none",
+                         "text_runtime": "torch"}}
+    path = tmp_path / "wsense.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    command = ["search", "--config", str(path), "--json", "--index-dir", str(tmp_path / "index"), "a dog in a lake"]
+    assert main(command) == 0
+    out, err = capsys.readouterr()
+    assert "no search checkpoint at" in err and "training it now" in err and "trained" in err
+    assert (tmp_path / "runs" / "final" / "best" / "model.safetensors").is_file()
+    assert len(json.loads(out)["results"]) == 1
+    assert main(command) == 0  # the second time it is there: no training
+    assert "training it now" not in capsys.readouterr().err
