@@ -137,6 +137,23 @@ def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint
     assert RelevanceScorer.from_checkpoint(checkpoint, settings(search__multilingual="none")).text_map is None
 
 
+def test_the_multilingual_maps_teacher_is_the_torch_tower_whatever_the_query_runtime(checkpoint_copy, shared_data,
+                                                                                     tmp_path, monkeypatch):
+    from wsense.models.multilingual import TextMap
+    from wsense.serving.scoring import RelevanceScorer
+
+    teachers = []
+    original = TextMap.fit.__func__
+    monkeypatch.setattr(TextMap, "fit", classmethod(lambda cls, pairs, teacher, *a: teachers.append(teacher)
+                                                    or original(cls, pairs, teacher, *a)))
+    int8 = tiny_map_settings(shared_data, tmp_path, search__text_runtime="onnx_int8", embedding__image_runtime="torch")
+    scorer = RelevanceScorer.from_checkpoint(checkpoint_copy, int8)
+    texts = ["a dog swims in a lake", "two men climb a red rock wall"]
+    assert scorer.onnx_text is not None and len(teachers) == 1
+    assert torch.equal(teachers[0](texts), scorer.embed_english(texts, torch_tower=True))
+    assert not torch.allclose(teachers[0](texts), scorer.embed_english(texts), atol=1e-4)  # int8 differs
+
+
 @pytest.mark.e2e
 def test_multilingual_map_is_kept_and_refitted_when_its_settings_or_format_change(checkpoint_copy, shared_data,
                                                                                   tmp_path):

@@ -123,13 +123,15 @@ class RelevanceScorer:
         return vectors
 
     @torch.inference_mode()
-    def embed_english(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Text embeddings through the model's own (English) text tower."""
+    def embed_english(self, texts: Sequence[str], batch_size: int = 256, *, torch_tower: bool = False
+                      ) -> torch.Tensor:
+        """Text embeddings through the model's own (English) text tower, in the configured runtime or, with
+        `torch_tower`, in torch as in training (the multilingual map's teacher)."""
         encoder = self.model.text_encoder
         chunks = []
         for start in range(0, len(texts), batch_size):
             ids, mask = encoder.token_arrays(list(texts[start:start + batch_size]))
-            if self.onnx_text is not None:
+            if self.onnx_text is not None and not torch_tower:
                 chunks.append(torch.from_numpy(self.onnx_text(ids, mask)))
                 continue
             batch = {"input_ids": torch.from_numpy(ids).to(self.device),
@@ -161,7 +163,10 @@ def fit_text_map(scorer: RelevanceScorer, config, exclude_images: Collection[str
         raise WsenseError(f"the multilingual map is fitted once on the training captions, which are missing: {error}; "
                           "or set search.multilingual: none") from None
     pairs = text_map_pairs(config, captions, exclude_images)
-    return TextMap.fit(pairs, scorer.embed_english, config.search.multilingual_alpha, config.search.multilingual_gamma)
+    def teacher(texts: list[str]) -> torch.Tensor:
+        return scorer.embed_english(texts, torch_tower=True)
+
+    return TextMap.fit(pairs, teacher, config.search.multilingual_alpha, config.search.multilingual_gamma)
 
 
 def text_map_pairs(config, captions: pd.DataFrame, exclude_images: Collection[str] = ()) -> list[tuple[str, str]]:
