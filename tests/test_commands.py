@@ -238,3 +238,11 @@ def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tmp
     assert len(json.loads(out)["results"]) == 1
     assert main(command) == 0  # the second time it is there: no training
     assert "training it now" not in capsys.readouterr().err
+
+
+def test_a_missing_search_checkpoint_not_named_best_is_a_clear_error(tmp_path, capsys):
+    path = tmp_path / "wsense.yaml"
+    path.write_text(f"search:\n  checkpoint: {tmp_path / 'my-model'}\n", encoding="utf-8")
+    assert main(["search", "--config", str(path), "a dog"]) == 2
+    err = capsys.readouterr().err
+    assert "my-model: search checkpoint not found" in err and "--output-dir DIR" in err and "\n" not in err.strip()
