@@ -103,13 +103,16 @@ def _read(path: Path) -> tuple[dict, dict]:
     return metadata, values
 
 
+def _with_checkpoint_sections(path: Path, values: dict, settings: Config | None) -> Config:
+    saved = config_from_dict(values, path / CONFIG_FILE)
+    return (settings or config_from_dict({}, "defaults")).with_sections(saved, CHECKPOINT_SECTIONS)
+
+
 def load_checkpoint_config(path: str | Path, settings: Config | None = None) -> Config:
     """`settings` (the caller's config; default: the built-in defaults) with the checkpoint's model and training
     sections, without building the model."""
-    path = Path(path)
-    _, values = _read(path)
-    saved = config_from_dict(values, path / CONFIG_FILE)
-    return (settings or config_from_dict({}, "defaults")).with_sections(saved, CHECKPOINT_SECTIONS)
+    _, values = _read(Path(path))
+    return _with_checkpoint_sections(Path(path), values, settings)
 
 
 def model_fingerprint(path: str | Path) -> str:
@@ -126,8 +129,8 @@ def load_checkpoint(path: str | Path, settings: Config | None = None) -> tuple[R
     """Rebuild the model a checkpoint describes and load its weights; the config returned is `settings` (the
     caller's runtime settings) with the checkpoint's model and training sections. Clear errors otherwise."""
     path = Path(path)
-    metadata, _ = _read(path)
-    config = load_checkpoint_config(path, settings)
+    metadata, values = _read(path)
+    config = _with_checkpoint_sections(path, values, settings)
     try:
         state = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
