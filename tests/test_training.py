@@ -342,3 +342,21 @@ def test_training_without_validation_records_no_fold(tiny_config, monkeypatch):
     assert not any(key.startswith("val_") for key in metadata["metrics"])
     state = json.loads(Path(f"{tiny_config.training.output_dir}/last/train_state.json").read_text())
     assert state["best_epoch"] == 2
+
+
+def test_resume_refuses_another_mode_and_a_damaged_state(tiny_config):
+    tiny_config.training.epochs = 1
+    train(tiny_config)
+    last = Path(tiny_config.training.output_dir) / "last"
+    tiny_config.training.epochs = 2
+    tiny_config.training.mode = "partial"
+    with pytest.raises(WsenseError, match="the run was in mode 'frozen', the config says 'partial'"):
+        train(tiny_config, resume=True)
+    tiny_config.training.mode = "frozen"
+    for state in last.glob("*.safetensors"):
+        state.write_bytes(b"\x00" * 16)  # cut short, as by a full disk
+    with pytest.raises(WsenseError, match="cannot resume from this training state"):
+        train(tiny_config, resume=True)
+    (last / "train_state.json").unlink()
+    with pytest.raises(WsenseError, match="nothing to resume"):
+        train(tiny_config, resume=True)
