@@ -77,10 +77,6 @@ class ValidationEvaluator:
     positives: pd.DataFrame  # held-out photos with their own captions: image, query_text
 
     @property
-    def images(self) -> list[str]:
-        return sorted(set(self.pairs["image"]) | set(self.positives["image"]))
-
-    @property
     def texts(self) -> list[str]:
         return sorted(set(self.pairs["query_text"]) | set(self.positives["query_text"]))
 

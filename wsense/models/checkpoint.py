@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -20,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from wsense.config import CHECKPOINT_SECTIONS, MODEL_SECTIONS, Config, config_from_dict
 from wsense.errors import WsenseError
-from wsense.io import file_sha256, replace_dir
+from wsense.io import atomic_dir, file_sha256
 from wsense.models.relevance import RelevanceModel, build_relevance_model
 
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.yaml", "model.safetensors", "metadata.json"
@@ -61,19 +59,13 @@ def _saved_state(model: RelevanceModel, with_towers: bool) -> dict[str, torch.Te
 def save_checkpoint(model: RelevanceModel, config: Config, path: str | Path, metadata: dict) -> Path:
     """Frozen-mode checkpoints leave out the towers: their pretrained weights come from the config."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with_towers = config.training.mode != "frozen"
     values = {name: value for name, value in config.to_dict().items() if name in CHECKPOINT_SECTIONS}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         save_file(_saved_state(model, with_towers), str(tmp / WEIGHTS_FILE))
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
         meta = {"format": FORMAT, "with_towers": with_towers, **metadata}
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        replace_dir(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return path
 
 

@@ -39,10 +39,6 @@ class PhotoEncoder:
 
             self.onnx = OnnxImagePath(backbone, onnx_dir, self.transform.size)
 
-    @property
-    def runtime(self) -> str:
-        return "torch" if self.onnx is None else "onnx"
-
     def pixels(self, path: str | Path) -> torch.Tensor:
         """One photo's normalised views, (views, 3, size, size); a WsenseError names an unreadable file."""
         return self.transform(load_image(Path(path)))

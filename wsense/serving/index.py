@@ -8,8 +8,6 @@ changed photos and drops deleted ones. Unreadable photos are reported and skippe
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +18,7 @@ import torch
 from wsense.config import SearchConfig
 from wsense.data import IMAGE_EXTENSIONS
 from wsense.errors import WsenseError
-from wsense.io import file_sha256, replace_dir
+from wsense.io import atomic_dir, file_sha256
 from wsense.safety.filters import child_images
 from wsense.serving.scoring import RelevanceScorer
 
@@ -71,18 +69,11 @@ class CatalogIndex:
         return [i for i, entry in enumerate(self.entries) if not entry.get("excluded")]
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
+        with atomic_dir(directory) as tmp:
             np.save(tmp / EMBEDDINGS_FILE, self.embeddings.astype(np.float32))
             meta = {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "root": str(self.root.resolve()),
                     "entries": self.entries}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
-            replace_dir(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> "CatalogIndex":
