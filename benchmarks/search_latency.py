@@ -22,6 +22,7 @@ from wsense.data import load_data
 from wsense.models.photos import PhotoEncoder
 from wsense.safety import mentions_child
 from wsense.serving.first_stage import FirstStage
+from wsense.safety.checker import load_or_fit_check
 from wsense.serving.search import SearchEngine, torch_threads
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     config = load_config(args.config)
     data = load_data(config.data_dir)
     engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True,
-                          settings=config)
+                          settings=config, checker=load_or_fit_check(config))
     scorer = engine.scorer
     engine.query_threads = args.query_threads or engine.query_threads
     from wsense.models.text_onnx import OnnxTextPath

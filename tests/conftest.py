@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -106,11 +107,41 @@ def full_data_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("full-cache")
 
 
+# The image check of the tests (written by the session fixture `allowing_check`): fitted numbers that allow the
+# generated photos (they have no faces, and the classifier's score stays far below the threshold).
+TEST_CHECK = Path(tempfile.mkdtemp(prefix="wsense-test-check-"))
+
+
+def make_check(coef=None, intercept: float = -8.0, thresholds=None, features: int = 1280):
+    """A ChildCheck over the default image features with the given numbers (zeros: every photo scores
+    sigmoid(intercept)); `thresholds`: {"photo": t, "uncertain": u} for every policy."""
+    import dataclasses
+
+    from wsense.features import image_fingerprint
+    from wsense.safety.image_check import FACE_FEATURES, UNCERTAIN_POLICIES, ChildCheck
+
+    config = load_config()
+    width = features + len(FACE_FEATURES)
+    coef = np.zeros(width) if coef is None else np.asarray(coef, float)
+    thresholds = thresholds or {"photo": 0.5, "uncertain": 0.3}
+    return ChildCheck(image_fingerprint(config), dataclasses.asdict(config.image_backbone), np.zeros(width),
+                      np.ones(width), coef, intercept, {policy: dict(thresholds) for policy in UNCERTAIN_POLICIES})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def allowing_check():
+    make_check().save(TEST_CHECK)
+    yield TEST_CHECK
+    shutil.rmtree(TEST_CHECK, ignore_errors=True)
+
+
 def settings(**changes) -> Config:
     """The default config with changes written "section__key=value" (search__text_runtime="torch"), as a user's
-    --config would give them. Tests default to the torch text path and no multilingual map unless they ask."""
+    --config would give them. Tests default to the torch text path, no multilingual map and the test image check
+    (TEST_CHECK) unless they ask."""
     config = load_config()
-    values = {"search__multilingual": "none", "search__text_runtime": "torch", **changes}
+    values = {"search__multilingual": "none", "search__text_runtime": "torch", "safety__check": str(TEST_CHECK),
+              **changes}
     for name, value in values.items():
         section, key = name.split("__")
         setattr(getattr(config, section), key, value)
@@ -119,9 +150,11 @@ def settings(**changes) -> Config:
 
 @pytest.fixture
 def config_file(tmp_path) -> Path:
-    """A user's --config for command-line tests: the defaults with the torch text path and no multilingual map."""
+    """A user's --config for command-line tests: the defaults with the torch text path, no multilingual map and the
+    test image check."""
     path = tmp_path / "wsense.yaml"
-    path.write_text("search:\n  multilingual: none\n  text_runtime: torch\n", encoding="utf-8")
+    path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\nsafety:\n  check: {TEST_CHECK}\n",
+                    encoding="utf-8")
     return path
 
 

@@ -18,7 +18,7 @@ from urllib.parse import quote
 import pytest
 import torch
 
-from conftest import settings, write_image
+from conftest import TEST_CHECK, settings, write_image
 from wsense.cli import main
 from wsense.serving.search import SearchEngine
 
@@ -26,8 +26,10 @@ QUERIES = ["a dog", "a man climbing a rock", "snowy mountains under a blue sky",
 
 
 def write_config(path: Path) -> Path:
-    """A user's --config: the English tower for every query (no multilingual map to fit) in torch."""
-    path.write_text("search:\n  multilingual: none\n  text_runtime: torch\n", encoding="utf-8")
+    """A user's --config: the English tower for every query (no multilingual map to fit) in torch, and the test
+    image check."""
+    path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\nsafety:\n  check: {TEST_CHECK}\n",
+                    encoding="utf-8")
     return path
 
 
@@ -227,7 +229,8 @@ def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tmp
               "cache_dir": str(tmp_path / "cache"),
               "training": {"epochs": 1, "batch_size": 8, "contrastive_batch_size": 4, "warmup_steps": 1},
               "search": {"checkpoint": str(tmp_path / "runs" / "final" / "best"), "multilingual": "none",
-                         "text_runtime": "torch"}}
+                         "text_runtime": "torch"},
+              "safety": {"check": str(TEST_CHECK)}}
     path = tmp_path / "wsense.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     command = ["search", "--config", str(path), "--json", "--index-dir", str(tmp_path / "index"), "a dog in a lake"]

@@ -33,6 +33,10 @@ def test_partial_config_keeps_defaults(tmp_path):
     ("data: 3\n", "'data' must be a mapping"),
     ("search:\n  text_runtime: tensorrt\n", "search.text_runtime must be one of onnx, onnx_int8, torch"),
     ("search:\n  query_threads: 0\n", "search.query_threads must be a whole number from 1"),
+    ("safety:\n  uncertain: allow\n", "safety.uncertain must be one of strict, exclude, classifier"),
+    ("safety:\n  child_age: 0\n", "safety.child_age must be a whole number of years from 1 to 80"),
+    ("safety:\n  target_recall: 1.5\n", "safety.target_recall must be in"),
+    ("search:\n  child_threshold: 0.6\n", "unknown key 'search.child_threshold'"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, message):
     path = tmp_path / "c.yaml"

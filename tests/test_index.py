@@ -3,12 +3,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import settings, write_image
+from conftest import make_check, settings, write_image
 from wsense.errors import WsenseError
 from wsense.models.checkpoint import model_fingerprint
+from wsense.safety.checker import PhotoChecker
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, update_index
 from wsense.serving.scoring import RelevanceScorer
@@ -32,6 +32,11 @@ def scorer(checkpoint):
     return scorer, scorer.config
 
 
+@pytest.fixture(scope="module")
+def checker():
+    return PhotoChecker.from_config(settings())
+
+
 @pytest.fixture
 def photos(tmp_path):
     root = tmp_path / "photos"
@@ -42,11 +47,11 @@ def photos(tmp_path):
     return root
 
 
-def test_incremental_index_embeds_only_new_and_changed_photos(photos, tmp_path, scorer, checkpoints):
+def test_incremental_index_embeds_only_new_and_changed_photos(photos, tmp_path, scorer, checkpoints, checker):
     scorer, config = scorer
     fingerprint = model_fingerprint(checkpoints[0])
     directory = tmp_path / "index"
-    index, report = update_index(photos, directory, scorer, fingerprint, config.search)
+    index, report = update_index(photos, directory, scorer, fingerprint, checker)
     assert [e["path"] for e in index.entries] == ["a.jpg", "b.jpeg", "sub/c.png", "sub/d.JPG"]
     assert (report.added, report.changed, report.removed, report.unchanged) == (4, 0, 0, 0)
     assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1, atol=1e-5)
@@ -55,7 +60,7 @@ def test_incremental_index_embeds_only_new_and_changed_photos(photos, tmp_path, 
     write_image(photos / "e.jpg", 10)  # add
     write_image(photos / "b.jpeg", 11)  # change
     (photos / "sub" / "c.png").unlink()  # delete
-    index, report = update_index(photos, directory, scorer, fingerprint, config.search)
+    index, report = update_index(photos, directory, scorer, fingerprint, checker)
     assert (report.added, report.changed, report.removed, report.unchanged) == (1, 1, 1, 2)
     paths = [e["path"] for e in index.entries]
     assert paths == ["a.jpg", "b.jpeg", "e.jpg", "sub/d.JPG"]
@@ -63,23 +68,23 @@ def test_incremental_index_embeds_only_new_and_changed_photos(photos, tmp_path, 
     assert not np.allclose(index.embeddings[1], first[1])  # b.jpeg re-embedded
 
     (photos / "a.jpg").touch()  # new mtime, same bytes: hashed, not re-embedded
-    _, report = update_index(photos, directory, scorer, fingerprint, config.search)
+    _, report = update_index(photos, directory, scorer, fingerprint, checker)
     assert (report.added, report.changed, report.unchanged) == (0, 0, 4)
     assert CatalogIndex.load(directory, fingerprint).entries[1]["path"] == "b.jpeg"
 
 
-def test_corrupt_photos_are_reported_and_skipped(photos, tmp_path, scorer, checkpoints):
+def test_corrupt_photos_are_reported_and_skipped(photos, tmp_path, scorer, checkpoints, checker):
     scorer, config = scorer
     (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
-    index, report = update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), config.search)
+    index, report = update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), checker)
     assert [path for path, _ in report.skipped] == ["broken.jpg"]
     assert "broken.jpg" not in [e["path"] for e in index.entries] and len(index.entries) == 4
     assert "skipped broken.jpg" in str(report)
 
 
-def test_index_of_another_model_is_refused_with_how_to_rebuild(photos, tmp_path, scorer, checkpoints):
+def test_index_of_another_model_is_refused_with_how_to_rebuild(photos, tmp_path, scorer, checkpoints, checker):
     scorer, config = scorer
-    update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), config.search)
+    update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), checker)
     with pytest.raises(WsenseError, match="built by another model.*--rebuild"):
         SearchEngine(checkpoints[1], index_dir=tmp_path / "index", settings=settings())
     engine = SearchEngine(checkpoints[1], photos, index_dir=tmp_path / "index", rebuild=True, settings=settings())
@@ -96,28 +101,63 @@ def test_damaged_index_is_a_clear_error(tmp_path, checkpoints):
         SearchEngine(checkpoints[0], index_dir=tmp_path / "none", settings=settings())
 
 
-def test_described_children_and_image_check_keep_photos_out(photos, tmp_path, scorer, checkpoints):
+def test_described_children_and_image_check_keep_photos_out(photos, tmp_path, scorer, checkpoints, checker):
     import pandas as pd
 
     scorer, config = scorer
+    fingerprint = model_fingerprint(checkpoints[0])
     descriptions = pd.DataFrame({"image": ["b.jpeg"], "text": ["a toddler on a swing"]})
-    index, report = update_index(photos, tmp_path / "i1", scorer, model_fingerprint(checkpoints[0]), config.search,
-                                 descriptions)
-    assert report.excluded_by_description == 1
+    index, report = update_index(photos, tmp_path / "i1", scorer, fingerprint, checker, descriptions)
+    assert report.excluded_by_description == 1 and report.excluded_by_image_check == 0
     assert "b.jpeg" not in [index.entries[i]["path"] for i in index.searchable]
-    search = settings().search
-    prompts = scorer.embed_texts(search.child_prompts)
-    child_score = scorer.relevance(prompts, torch.from_numpy(index.embeddings)).max(dim=0).values.numpy()
-    order = np.argsort(-child_score)
-    # Between the second and third highest child score: exactly two photos resemble the prompts.
-    search.child_threshold = float(child_score[order[1:3]].mean())
-    index, report = update_index(photos, tmp_path / "i2", scorer, model_fingerprint(checkpoints[0]), search)
-    assert report.excluded_by_image_check == 2
-    kept_out = {index.entries[i]["path"] for i in range(4) if index.entries[i]["excluded"]}
-    assert kept_out == {index.entries[i]["path"] for i in order[:2]}
-    search.child_threshold = 0.0  # every photo resembles the prompts at threshold 0
-    index, report = update_index(photos, tmp_path / "i3", scorer, model_fingerprint(checkpoints[0]), search)
-    assert report.excluded_by_image_check == 4 and index.searchable == []
+    assert {e["check"]["version"] for e in index.entries} == {checker.version}
+
+    # A check whose classifier scores exactly two photos over its threshold, by their image features.
+    flagging, order = _check_flagging_two(photos, index, checker)
+    index, report = update_index(photos, tmp_path / "i1", scorer, fingerprint, flagging, descriptions)
+    assert report.checked == 4 and (report.added, report.changed, report.unchanged) == (0, 0, 4)
+    kept_out = {e["path"]: e["excluded"] for e in index.entries if e["excluded"]}
+    flagged = {index.entries[i]["path"] for i in order[:2]}
+    assert flagged | {"b.jpeg"} == set(kept_out)
+    assert all(kept_out[p].startswith("image check: photo classifier: child score") for p in flagged - {"b.jpeg"})
+    assert kept_out["b.jpeg"] == "description mentions a child"  # the description wins where both apply
+    assert [e["path"] for e in index.excluded] == sorted(kept_out)
+
+
+def _check_flagging_two(photos, index, checker):
+    from wsense.safety.checker import PhotoChecker
+
+    features = checker.features.images([photos / e["path"] for e in index.entries])
+    direction = np.random.default_rng(0).standard_normal(features.shape[1])
+    logits = features @ direction
+    order = np.argsort(-logits)
+    middle = float(logits[order[1:3]].mean())
+    check = make_check(coef=np.concatenate([direction, np.zeros(len(checker.check.coef) - len(direction))]),
+                       intercept=-middle, thresholds={"photo": 0.5, "uncertain": 0.5})
+    return PhotoChecker(check, settings()), order
+
+
+def test_a_changed_check_rechecks_photos_without_embedding_them_again(photos, tmp_path, scorer, checkpoints,
+                                                                       checker, monkeypatch, capsys):
+    scorer, config = scorer
+    fingerprint = model_fingerprint(checkpoints[0])
+    index, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, checker)
+    assert report.checked == 4 and index.excluded == []
+    embedded = []
+    original = scorer.embed_photos
+    monkeypatch.setattr(scorer, "embed_photos", lambda paths, **kw: embedded.extend(paths) or original(paths, **kw))
+    flagging, _ = _check_flagging_two(photos, index, checker)
+    index, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, flagging)
+    assert embedded == [] and report.checked == 4 and report.excluded_by_image_check == 2
+    assert flagging.version in str(report)
+    _, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, flagging)
+    assert report.checked == 0 and report.excluded_by_image_check == 2  # verdicts of this version are kept
+    capsys.readouterr()
+    SearchEngine(checkpoints[0], index_dir=tmp_path / "ix", settings=settings())  # opened as it is: a warning
+    assert "checked by another version of the image check" in capsys.readouterr().err
+    config = settings(safety__uncertain="exclude")  # another policy is another version: checked again
+    _, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, PhotoChecker(flagging.check, config))
+    assert report.checked == 4 and embedded == []
 
 
 def test_faiss_first_stage_agrees_with_exact_search():

@@ -17,6 +17,7 @@ FORBIDDEN = {
     "serving": {"training", "evaluation"},
     "models": {"training", "evaluation", "serving", "cli"},
     "training": {"evaluation", "serving", "cli"},
+    "safety": {"training", "evaluation", "serving", "cli"},
 }
 
 
@@ -41,7 +42,7 @@ def _room(module: str) -> str | None:
     parts = module.split(".")
     if len(parts) < 2 or parts[0] != "wsense":
         return None
-    return parts[1] if parts[1] in ("models", "training", "evaluation", "serving", "cli") else None
+    return parts[1] if parts[1] in ("models", "safety", "training", "evaluation", "serving", "cli") else None
 
 
 def _module_name(file: Path) -> str:

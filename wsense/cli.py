@@ -19,6 +19,28 @@ def _check_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_image(args: argparse.Namespace) -> int:
+    from wsense.safety.checker import load_or_fit_check
+
+    checker = load_or_fit_check(_config(args))
+    failed = 0
+    for result in checker.check_photos(args.photos, skip_unreadable=True, progress=len(args.photos) > 20):
+        failed += result.verdict is None
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+    if failed:
+        print(f"wsense: error: {failed} of {len(args.photos)} photo(s) could not be checked (see their \"error\")",
+              file=sys.stderr)
+    return 2 if failed else 0
+
+
+def _fit_check(args: argparse.Namespace) -> int:
+    from wsense.safety.checker import fit_check_from_data
+
+    check, _, _ = fit_check_from_data(_config(args))
+    print(json.dumps({"check": check.version, "thresholds": check.thresholds, "fitted_on": check.fitted_on}))
+    return 0
+
+
 def _config(args: argparse.Namespace):
     from wsense.config import load_config
 
@@ -56,6 +78,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from wsense.evaluation.report import merge_rows, read_report, write_report
 
     config = _config(args)
+    if args.child_check:
+        from wsense.evaluation.child_check import write_child_check_report
+
+        md_path = write_child_check_report(config, Path(args.out or config.reports_dir))
+        print(md_path.read_text(encoding="utf-8"))
+        return 0
     notes, topic = None, "frozen"
     if args.validate_multilingual and not args.checkpoint:
         raise WsenseError("--validate-multilingual needs --checkpoint")
@@ -128,13 +156,24 @@ def _engine(args: argparse.Namespace, config):
         data = load_data(config.data_dir)
         image_dir = data.test_image_dir
         descriptions = data.test_queries.rename(columns={"query_text": "text"})[["image", "text"]]
-    return SearchEngine(_search_checkpoint(args, config), image_dir, descriptions, index_dir=args.index_dir,
-                        rebuild=getattr(args, "rebuild", False), settings=config)
+    checkpoint = _search_checkpoint(args, config)
+    checker = None
+    if image_dir is not None:
+        from wsense.safety.checker import load_or_fit_check
+
+        checker = load_or_fit_check(config)
+    return SearchEngine(checkpoint, image_dir, descriptions, index_dir=args.index_dir,
+                        rebuild=getattr(args, "rebuild", False), settings=config, checker=checker)
 
 
 def _index(args: argparse.Namespace) -> int:
     engine = _engine(args, _config(args))
     print(f"{len(engine.images)} searchable photos in {engine.root}; index: {engine.index_dir}")
+    if args.report:
+        excluded = engine.index.excluded
+        print(f"{len(excluded)} photo(s) kept out of results by the legal filter:")
+        for entry in excluded:
+            print(f"  {entry['path']}\t{entry['excluded']}")
     return 0
 
 
@@ -207,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--config", help="YAML config (default: configs/default.yaml)")
         command.add_argument("--data-dir", help="data directory (overrides the config and WSENSE_DATA_DIR)")
 
+    check_image = commands.add_parser(
+        "check-image", help="legal filter: does a photo show a child? one JSON line per photo (image check)")
+    common(check_image)
+    check_image.add_argument("photos", nargs="+", help="photo files")
+    check_image.set_defaults(run=_check_image)
+
+    fit_check = commands.add_parser("fit-check", help="fit the image check on the training photos (safety.check)")
+    common(fit_check)
+    fit_check.set_defaults(run=_fit_check)
+
     train = commands.add_parser("train", help="train the relevance model (Accelerate; CPU or GPU)")
     common(train)
     train.add_argument("--resume", action="store_true", help="continue the run in training.output_dir")
@@ -230,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--validate-multilingual", action="store_true",
                           help="with --checkpoint: also English vs Russian retrieval of the validation fold's "
                                "held-out training captions (the map fitted without them)")
+    evaluate.add_argument("--child-check", action="store_true",
+                          help="the image check instead: cross-validated and test recall and false positives, ROC "
+                               "curves -> reports/child_check.{md,json,png}")
     evaluate.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is present")
     evaluate.add_argument("--output-dir", help="with --cross-validate: run folder (default: training.output_dir)")
     evaluate.add_argument("--mode", choices=["frozen", "partial", "full"], help="override training.mode")
@@ -247,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     catalog(index)
     index.add_argument("images", nargs="?", help="image folder (default: the data set's test images)")
     index.add_argument("--rebuild", action="store_true", help="embed everything again (after a model change)")
+    index.add_argument("--report", action="store_true",
+                       help="list the photos kept out of results, each with its reason")
     index.set_defaults(run=_index)
 
     search = commands.add_parser("search", help="find the photos that best match a description")

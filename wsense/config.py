@@ -118,11 +118,6 @@ class SearchConfig:
     first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss
     faiss_threshold: int = 50_000
     faiss_nprobe: int = 64
-    # Image-side legal check for photos without descriptions: the model's relevance of each photo to
-    # these prompts; a photo scoring child_threshold or more for any of them is kept out of results.
-    child_prompts: list[str] = field(default_factory=lambda: [
-        "a little child", "a little boy", "a little girl", "a baby", "children playing", "a toddler"])
-    child_threshold: float = 0.6
     # Queries in Cyrillic: use_map = multilingual USE v3 mapped into the trained text space (fitted on the
     # English training captions with the trained text tower as teacher); none = the English tower for all.
     multilingual: str = "use_map"
@@ -133,6 +128,21 @@ class SearchConfig:
     text_runtime: str = "onnx_int8"
     # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch), from 1.
     query_threads: int = 2
+
+
+@dataclass
+class SafetyConfig:
+    # The image-side legal check (wsense.safety.image_check), run on every catalog photo.
+    check: str = "runs/child_check"  # folder of the fitted check; fitted on first use from the data set
+    # Photos with people but no face the age model can read: strict (a lower classifier threshold of their own) |
+    # exclude (all kept out) | classifier (the same threshold as other photos).
+    uncertain: str = "strict"
+    child_age: int = 16  # a readable face estimated younger than this keeps its photo out
+    target_recall: float = 0.93  # (0, 1]: share of the training child photos the fitted threshold keeps out
+    classifier_c: float = 0.003  # > 0: inverse regularisation of the check's logistic regression
+
+
+UNCERTAIN_POLICIES = ("strict", "exclude", "classifier")
 
 
 # What a checkpoint records: the sections that rebuild its model (and so change its embeddings), and the
@@ -154,6 +164,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -222,4 +233,14 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
         raise WsenseError(f"{source}: training.mode must be one of {', '.join(MODES)}, got '{config.training.mode}'")
     if not 0.0 <= float(config.data.expert_weight) <= 1.0:
         raise WsenseError(f"{source}: data.expert_weight must be in [0, 1], got {config.data.expert_weight}")
+    safety = config.safety
+    if safety.uncertain not in UNCERTAIN_POLICIES:
+        raise WsenseError(f"{source}: safety.uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}, got "
+                          f"'{safety.uncertain}'")
+    if not isinstance(safety.child_age, int) or not 1 <= safety.child_age <= 80:
+        raise WsenseError(f"{source}: safety.child_age must be a whole number of years from 1 to 80, got "
+                          f"{safety.child_age!r}")
+    if not 0.0 < float(safety.target_recall) <= 1.0 or not float(safety.classifier_c) > 0:
+        raise WsenseError(f"{source}: safety.target_recall must be in (0, 1] and safety.classifier_c above 0, got "
+                          f"{safety.target_recall} and {safety.classifier_c}")
     return config

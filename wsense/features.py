@@ -57,6 +57,13 @@ class FrozenFeatures:
                                onnx_dir=Path(self.config.cache_dir) / "onnx")
         return embed_images(paths, encoder, cache, self.config.embedding.image_batch_size)
 
+    def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Store pooled features computed elsewhere by the same backbone (keys: the photos' sha256)."""
+        cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
+        if any(key not in cache for key in keys):
+            cache.put(keys, vectors)
+            cache.save()
+
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities from pooled features through the backbone's own classifier."""
         with torch.inference_mode():

@@ -1,9 +1,11 @@
 """The catalog index: every photo under a folder embedded once by the trained image tower.
 
 An index folder holds `embeddings.npy` (one projected, L2-normalised row per photo) and `index.json` (the
-photos' relative paths, sizes, modification times and content hashes, the model's fingerprint, and which
-photos the legal filter keeps out of results). It is written atomically; a second run embeds only new or
-changed photos and drops deleted ones. Unreadable photos are reported and skipped, and tried again next run.
+photos' relative paths, sizes, modification times and content hashes, the model's fingerprint, each photo's
+image-check verdict with the check's version, and which photos the legal filter keeps out of results). It is
+written atomically; a second run embeds only new or changed photos and drops deleted ones, and re-checks (without
+re-embedding) the photos whose verdict came from another version of the image check. Unreadable photos are
+reported and skipped, and tried again next run.
 """
 from __future__ import annotations
 
@@ -15,17 +17,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wsense.config import SearchConfig
 from wsense.data import IMAGE_EXTENSIONS
 from wsense.errors import WsenseError
 from wsense.io import atomic_dir, file_sha256
+from wsense.safety.checker import PhotoChecker
 from wsense.safety.filters import child_images
 from wsense.serving.scoring import RelevanceScorer
 
 INDEX_FORMAT = "wsense-index-1"
 EMBEDDINGS_FILE, META_FILE = "embeddings.npy", "index.json"
 EXCLUDED_BY_DESCRIPTION = "description mentions a child"
-EXCLUDED_BY_IMAGE_CHECK = "image resembles child prompts"
+EXCLUDED_BY_IMAGE_CHECK = "image check"
 
 
 def catalog_files(root: Path) -> list[str]:
@@ -47,12 +49,15 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     excluded_by_description: int = 0
     excluded_by_image_check: int = 0
+    checked: int = 0  # photos the image check looked at in this run (new, changed, or checked by another version)
+    check_version: str = ""
 
     def __str__(self) -> str:
         lines = [f"index: {self.added} added, {self.changed} changed, {self.removed} removed, "
                  f"{self.unchanged} unchanged, {len(self.skipped)} unreadable (skipped)",
                  f"legal filter: {self.excluded_by_description} photos kept out by their descriptions, "
-                 f"{self.excluded_by_image_check} by the image check"]
+                 f"{self.excluded_by_image_check} by the image check ({self.check_version}; {self.checked} "
+                 "checked in this run)"]
         lines += [f"  skipped {path}: {why}" for path, why in self.skipped]
         return "\n".join(lines)
 
@@ -61,12 +66,17 @@ class IndexReport:
 class CatalogIndex:
     root: Path
     fingerprint: str
-    entries: list[dict]  # path, size, mtime_ns, sha256, excluded (None or the reason)
+    entries: list[dict]  # path, size, mtime_ns, sha256, check (the image check's verdict), excluded (None or why)
     embeddings: np.ndarray
 
     @property
     def searchable(self) -> list[int]:
         return [i for i, entry in enumerate(self.entries) if not entry.get("excluded")]
+
+    @property
+    def excluded(self) -> list[dict]:
+        """The entries the legal filter keeps out of results, each with its reason (`excluded`)."""
+        return [entry for entry in self.entries if entry.get("excluded")]
 
     def save(self, directory: str | Path) -> None:
         with atomic_dir(directory) as tmp:
@@ -98,17 +108,17 @@ class CatalogIndex:
 
 
 def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScorer, fingerprint: str,
-                 search: SearchConfig, descriptions: pd.DataFrame | None = None, rebuild: bool = False
+                 checker: PhotoChecker, descriptions: pd.DataFrame | None = None, rebuild: bool = False
                  ) -> tuple[CatalogIndex, IndexReport]:
-    """Bring the index of `root` up to date: embed new and changed photos, drop deleted ones, re-apply the
-    legal filter, and save atomically."""
+    """Bring the index of `root` up to date: embed new and changed photos, drop deleted ones, run the image check
+    where its verdict is missing or stale, re-apply the legal filter, and save atomically."""
     root, directory = Path(root), Path(directory)
     previous = None
     if not rebuild and (directory / META_FILE).exists():
         previous = CatalogIndex.load(directory, fingerprint)
     old = ({entry["path"]: (entry, previous.embeddings[i]) for i, entry in enumerate(previous.entries)}
            if previous else {})
-    report = IndexReport()
+    report = IndexReport(check_version=checker.version)
     files = catalog_files(root)
     keep: dict[str, tuple[dict, np.ndarray]] = {}
     to_embed: list[str] = []
@@ -127,7 +137,12 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     report.removed = len(set(old) - set(files))
     report.unchanged = len(keep)
     catalog_path = {root / path: path for path in to_embed}
-    done, vectors, skipped = scorer.embed_photos(list(catalog_path), skip_unreadable=True, desc="indexing")
+    # A frozen model's pooled features are the check's own: handed over, the backbone runs once per photo.
+    pooled: list[torch.Tensor] | None = [] if checker.shares_features(scorer.config) else None
+    done, vectors, skipped = scorer.embed_photos(list(catalog_path), skip_unreadable=True, desc="indexing",
+                                                 pooled_out=pooled)
+    if pooled:
+        checker.remember_features(done, torch.cat(pooled).numpy())
     report.skipped += [(catalog_path[file], why) for file, why in skipped]
     for file, vector in zip(done, vectors.numpy()):
         path = catalog_path[file]
@@ -140,29 +155,37 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
                       vector)
     paths = sorted(keep)
     entries = [dict(keep[p][0], excluded=None) for p in paths]
+    _run_image_check(root, entries, checker, report)
     dim = scorer.model.text_projection.out_features
     embeddings = np.stack([keep[p][1] for p in paths]).astype(np.float32) if paths else np.zeros((0, dim), np.float32)
-    _apply_legal_filter(entries, embeddings, scorer, search, descriptions, report)
+    _apply_legal_filter(entries, descriptions, report)
     index = CatalogIndex(root, fingerprint, entries, embeddings)
     index.save(directory)
     return index, report
 
 
-def _apply_legal_filter(entries: list[dict], embeddings: np.ndarray, scorer: RelevanceScorer, search: SearchConfig,
-                        descriptions: pd.DataFrame | None, report: IndexReport) -> None:
+def _run_image_check(root: Path, entries: list[dict], checker: PhotoChecker, report: IndexReport) -> None:
+    """Give every entry the current check's verdict: photos checked by another version, or not at all, are
+    checked now (faces and image features come from their caches where the photo was seen before)."""
+    stale = [entry for entry in entries if (entry.get("check") or {}).get("version") != checker.version]
+    results = checker.check_photos([root / entry["path"] for entry in stale], skip_unreadable=True)
+    for entry, result in zip(stale, results):
+        if result.verdict is None:  # embedded, but too small or damaged for the check: never shown
+            entry["check"] = {"version": checker.version, "child": True, "reason": f"cannot be checked: {result.error}"}
+        else:
+            entry["check"] = {"version": checker.version, **result.verdict.to_dict()}
+    report.checked = len(stale)
+
+
+def _apply_legal_filter(entries: list[dict], descriptions: pd.DataFrame | None, report: IndexReport) -> None:
     described = child_images(descriptions) if descriptions is not None and len(descriptions) else set()
-    if len(entries) and search.child_prompts:
-        prompts = scorer.embed_texts(search.child_prompts)
-        child_score = scorer.relevance(prompts, torch.from_numpy(embeddings)).max(dim=0).values.numpy()
-    else:
-        child_score = np.zeros(len(entries))
-    for entry, score in zip(entries, child_score):
+    for entry in entries:
         name = entry["path"]
         if name in described or Path(name).name in described:
             entry["excluded"] = EXCLUDED_BY_DESCRIPTION
             report.excluded_by_description += 1
-        elif score >= search.child_threshold:
-            entry["excluded"] = EXCLUDED_BY_IMAGE_CHECK
+        elif entry["check"]["child"]:
+            entry["excluded"] = f"{EXCLUDED_BY_IMAGE_CHECK}: {entry['check']['reason']}"
             report.excluded_by_image_check += 1
 
 

@@ -92,16 +92,19 @@ class RelevanceScorer:
         return self.model.embed_image(features.to(self.device)).float().cpu()
 
     def embed_photos(self, paths: Sequence[str | Path], *, skip_unreadable: bool = False,
-                     desc: str = "embedding photos", progress: bool = True
+                     desc: str = "embedding photos", progress: bool = True,
+                     pooled_out: list[torch.Tensor] | None = None
                      ) -> tuple[list, torch.Tensor, list[tuple[str | Path, str]]]:
         """(paths embedded, their embeddings, [(unreadable path, why)]); an unreadable photo is an error unless
-        `skip_unreadable`."""
+        `skip_unreadable`. The pooled features of each batch are appended to `pooled_out` when given."""
         done, chunks, skipped = [], [], []
         for good, features, bad in self.photos.batches(paths, skip_unreadable=skip_unreadable, desc=desc,
                                                        progress=progress):
             done += good
             chunks.append(self.embed_features(features))
             skipped += bad
+            if pooled_out is not None:
+                pooled_out.append(features)
         dim = self.model.text_projection.out_features
         return done, torch.cat(chunks) if chunks else torch.zeros(0, dim), skipped
 

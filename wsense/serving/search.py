@@ -19,6 +19,8 @@ from wsense.config import Config
 from wsense.errors import WsenseError
 from wsense.models.checkpoint import model_fingerprint
 from wsense.safety import check_query
+from wsense.safety.checker import PhotoChecker
+from wsense.safety.image_check import CHECK_FILE, ChildCheck
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, update_index
 from wsense.serving.scoring import RelevanceScorer
@@ -80,9 +82,10 @@ class SearchEngine:
     def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
                  descriptions: pd.DataFrame | None = None, candidates: int | None = None,
                  index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu",
-                 settings: Config | None = None):
+                 settings: Config | None = None, checker: PhotoChecker | None = None):
         """`settings`: the user's config, for search and runtime settings (default: the built-in defaults); the
-        model's own sections come from the checkpoint."""
+        model's own sections come from the checkpoint. `checker`: the image check run while indexing (default:
+        the fitted check of safety.check)."""
         self.scorer = RelevanceScorer.from_checkpoint(checkpoint, settings, device)
         config = self.config = self.scorer.config
         fingerprint = model_fingerprint(checkpoint)
@@ -92,11 +95,13 @@ class SearchEngine:
             index_dir = default_index_dir(config, Path(image_dir), fingerprint)
         self.index_dir = Path(index_dir)
         if image_dir is not None:
-            self.index, report = update_index(image_dir, index_dir, self.scorer, fingerprint, config.search,
+            checker = checker or PhotoChecker.from_config(config)
+            self.index, report = update_index(image_dir, index_dir, self.scorer, fingerprint, checker,
                                               descriptions, rebuild=rebuild)
             print(report, file=sys.stderr)
         else:
             self.index = CatalogIndex.load(index_dir, fingerprint)
+            self._warn_if_checked_by_another_check(checker, config)
         self.root = self.index.root
         rows = self.index.searchable
         self.images = [self.index.entries[i]["path"] for i in rows]
@@ -112,6 +117,20 @@ class SearchEngine:
         self.fusion_image_part = (self.scorer.fusion_image_part(self.embeddings)
                                   if self.first_stage.method == "exact" else None)
         self.query_threads = search.query_threads
+
+    def _warn_if_checked_by_another_check(self, checker: PhotoChecker | None, config: Config) -> None:
+        """An index opened as it is keeps its verdicts; say so when the configured check would give others."""
+        if checker is not None:
+            version = checker.version
+        elif (Path(config.safety.check) / CHECK_FILE).is_file():
+            version = ChildCheck.load(config.safety.check, config.safety.uncertain).with_policy(
+                config.safety.uncertain, config.safety.child_age).version
+        else:
+            return
+        if {(entry.get("check") or {}).get("version") for entry in self.index.entries} - {version}:
+            print(f"warning: {self.index_dir}: some photos were checked by another version of the image check than "
+                  f"{version}; `wsense index {self.index.root} --index-dir {self.index_dir}` re-checks them",
+                  file=sys.stderr)
 
     def shortlist(self, v: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The first stage's k best photos for the query embedding v: (catalog rows, their embeddings, their

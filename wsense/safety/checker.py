@@ -1,0 +1,119 @@
+"""The image check on photo files: face analysis and frozen image features (both cached by content hash), then
+the fitted check's verdicts. Also fits the check from the data set (on first use, or `wsense fit-check`)."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from wsense.config import Config, ImageBackboneConfig
+from wsense.errors import WsenseError
+from wsense.features import FrozenFeatures, image_fingerprint
+from wsense.io import file_sha256
+from wsense.safety.faces import FaceAnalyzer, FaceCache, PhotoFaces, analyze_photos
+from wsense.safety.image_check import CHECK_FILE, ChildCheck, Verdict, child_photo_labels, fit_child_check
+
+
+@dataclass
+class PhotoCheck:
+    path: str | Path
+    verdict: Verdict | None  # None when the photo could not be checked
+    faces: PhotoFaces | None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """One line of `wsense check-image`."""
+        if self.verdict is None:
+            return {"image": str(self.path), "child": None, "error": self.error}
+        faces = [{"box": f.box, "age": f.age, "age_confidence": f.age_confidence, "gender": f.gender,
+                  "face_score": f.score} for f in self.faces.faces]
+        return {"image": str(self.path), **self.verdict.to_dict(), "faces": faces,
+                "people": len(self.faces.people)}
+
+
+class PhotoChecker:
+    """A fitted check applied to photo files, with the settings (cache folder, runtimes, policy) of `config`."""
+
+    def __init__(self, check: ChildCheck, config: Config):
+        self.check = check.with_policy(config.safety.uncertain, config.safety.child_age)
+        self.feature_config = copy.deepcopy(config)
+        self.feature_config.image_backbone = ImageBackboneConfig(**check.image_backbone)
+        self.features = FrozenFeatures(self.feature_config)
+        self.face_cache = FaceCache(config.cache_dir)
+        self.analyzer: FaceAnalyzer | None = None  # loaded when a photo is not in the face cache
+
+    @classmethod
+    def from_config(cls, config: Config) -> "PhotoChecker":
+        return cls(ChildCheck.load(config.safety.check, config.safety.uncertain), config)
+
+    @property
+    def version(self) -> str:
+        return self.check.version
+
+    def shares_features(self, model_config: Config) -> bool:
+        """Whether a model's pooled photo features are exactly the check's frozen ones (a frozen-mode model on the
+        same pretrained backbone), so that indexing can hand them over instead of running the backbone twice."""
+        return (model_config.training.mode == "frozen" and model_config.image_backbone.pretrained
+                and image_fingerprint(model_config) == self.check.feature_fingerprint)
+
+    def remember_features(self, paths: Sequence[str | Path], pooled: np.ndarray) -> None:
+        self.features.remember([file_sha256(p) for p in paths], pooled)
+
+    def check_photos(self, paths: Sequence[str | Path], *, skip_unreadable: bool = True, progress: bool = True
+                     ) -> list[PhotoCheck]:
+        """One PhotoCheck per photo, in order; an unreadable or too small photo is an error unless
+        `skip_unreadable`, where its PhotoCheck names why."""
+        analyses = list(analyze_photos(paths, self.face_cache, self.analyzer, skip_unreadable=skip_unreadable,
+                                       desc="image check: faces", progress=progress))
+        readable = [(path, faces) for path, faces, _ in analyses if faces is not None]
+        verdicts = iter([])
+        if readable:
+            features = self.features.images([Path(path) for path, _ in readable])
+            verdicts = iter(self.check.verdicts(features, [faces for _, faces in readable]))
+        return [PhotoCheck(path, next(verdicts), faces) if faces is not None else PhotoCheck(path, None, None, why)
+                for path, faces, why in analyses]
+
+
+def training_photos(config: Config):
+    """The data set, its training photos' files and their child labels (image_check.child_photo_labels)."""
+    from wsense.data import load_data
+
+    try:
+        data = load_data(config.data_dir, check_images=False)
+    except WsenseError as error:
+        raise WsenseError(f"the image check is fitted on the data set's training photos, which are missing: "
+                          f"{error}") from None
+    labels = child_photo_labels(data)
+    return data, [data.train_image_dir / name for name in labels.index], labels.to_numpy()
+
+
+def fit_check_from_data(config: Config) -> tuple[ChildCheck, np.ndarray, np.ndarray]:
+    """Fit the image check on the training photos and save it to safety.check; returns the check, the labels and
+    the out-of-fold scores."""
+    start = time.perf_counter()
+    data, paths, labels = training_photos(config)
+    features = FrozenFeatures(config).images(paths)
+    faces = [faces for _, faces, _ in analyze_photos(paths, FaceCache(config.cache_dir),
+                                                     desc="image check: faces of the training photos")]
+    check, oof = fit_child_check(features, faces, labels, image_fingerprint(config),
+                                 dataclasses.asdict(config.image_backbone), child_age=config.safety.child_age,
+                                 c=config.safety.classifier_c, target_recall=config.safety.target_recall)
+    path = check.save(config.safety.check)
+    print(f"wsense: fitted the image check on {len(labels)} training photos ({int(labels.sum())} with children) in "
+          f"{time.perf_counter() - start:.0f} s: {path}", file=sys.stderr)
+    return check, labels, oof
+
+
+def load_or_fit_check(config: Config) -> PhotoChecker:
+    """The checker of safety.check, fitted here on first use when the folder has none (named, with its cost)."""
+    if not (Path(config.safety.check) / CHECK_FILE).is_file():
+        print(f"wsense: no image check at {config.safety.check}: fitting it now on the training photos (once; "
+              "about 4 minutes on 2 CPU cores, most of it reading faces)", file=sys.stderr)
+        fit_check_from_data(config)
+    return PhotoChecker.from_config(config)

