@@ -137,11 +137,11 @@ def allowing_check():
 
 def settings(**changes) -> Config:
     """The default config with changes written "section__key=value" (search__text_runtime="torch"), as a user's
-    --config would give them. Tests default to the torch text path, no multilingual map and the test image check
-    (TEST_CHECK) unless they ask."""
+    --config would give them. Tests default to the torch text path, no multilingual map, the fusion ranking (no
+    query bank to build) and the test image check (TEST_CHECK) unless they ask."""
     config = load_config()
-    values = {"search__multilingual": "none", "search__text_runtime": "torch", "safety__check": str(TEST_CHECK),
-              **changes}
+    values = {"search__multilingual": "none", "search__text_runtime": "torch", "search__ranking": "fusion",
+              "safety__check": str(TEST_CHECK), **changes}
     for name, value in values.items():
         section, key = name.split("__")
         setattr(getattr(config, section), key, value)
@@ -150,11 +150,11 @@ def settings(**changes) -> Config:
 
 @pytest.fixture
 def config_file(tmp_path) -> Path:
-    """A user's --config for command-line tests: the defaults with the torch text path, no multilingual map and the
-    test image check."""
+    """A user's --config for command-line tests: the defaults with the torch text path, no multilingual map, the
+    fusion ranking and the test image check."""
     path = tmp_path / "wsense.yaml"
-    path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\nsafety:\n  check: {TEST_CHECK}\n",
-                    encoding="utf-8")
+    path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
+                    f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
     return path
 
 

@@ -27,9 +27,9 @@ QUERIES = ["a dog", "a man climbing a rock", "snowy mountains under a blue sky",
 
 def write_config(path: Path) -> Path:
     """A user's --config: the English tower for every query (no multilingual map to fit) in torch, and the test
-    image check."""
-    path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\nsafety:\n  check: {TEST_CHECK}\n",
-                    encoding="utf-8")
+    image check; the fusion ranking (no query bank to build)."""
+    path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
+                    f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
     return path
 
 

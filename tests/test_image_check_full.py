@@ -88,7 +88,7 @@ def test_photos_the_check_keeps_out_are_in_no_result(engine, config, checkpoint,
 
     config_path = tmp_path / "c.yaml"  # the command line, on the same index
     config_path.write_text(f"cache_dir: {config.cache_dir}\nsearch:\n  multilingual: none\n  text_runtime: torch\n"
-                           f"safety:\n  check: {config.safety.check}\n")
+                           f"  ranking: fusion\nsafety:\n  check: {config.safety.check}\n")
     capsys.readouterr()
     assert main(["search", *QUERIES, "--top-k", "100", "--json", "--checkpoint", str(checkpoint), "--config",
                  str(config_path), "--index-dir", str(engine.index_dir), "--images",

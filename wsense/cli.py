@@ -78,10 +78,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from wsense.evaluation.report import merge_rows, read_report, write_report
 
     config = _config(args)
-    if args.child_check:
-        from wsense.evaluation.child_check import write_child_check_report
-
-        md_path = write_child_check_report(config, Path(args.out or config.reports_dir))
+    if args.child_check or args.query_bank:
+        if args.child_check:
+            from wsense.evaluation.child_check import write_child_check_report as write
+        else:
+            from wsense.evaluation.query_bank import validate_query_bank as write
+        md_path = write(config, Path(args.out or config.reports_dir))
         print(md_path.read_text(encoding="utf-8"))
         return 0
     notes, topic = None, "frozen"
@@ -282,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--child-check", action="store_true",
                           help="the image check instead: cross-validated and test recall and false positives, ROC "
                                "curves -> reports/child_check.{md,json,png}")
+    evaluate.add_argument("--query-bank", action="store_true",
+                          help="the query-bank ranking on each --cross-validate fold's validation photos, by beta "
+                               "and weight -> reports/query_bank.{md,json}")
     evaluate.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is present")
     evaluate.add_argument("--output-dir", help="with --cross-validate: run folder (default: training.output_dir)")
     evaluate.add_argument("--mode", choices=["frozen", "partial", "full"], help="override training.mode")

@@ -114,10 +114,16 @@ class TrainingConfig:
 @dataclass
 class SearchConfig:
     checkpoint: str = "runs/final/best"
-    candidates: int = 100  # first-stage shortlist re-ranked by the fusion head
+    candidates: int = 100  # first-stage shortlist re-ranked by the fusion head (ranking: fusion)
     first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss
     faiss_threshold: int = 50_000
     faiss_nprobe: int = 64
+    # How results are ordered: qb_cosine (the projections' cosine minus bank_weight x each photo's query-bank
+    # offset, against hubs) | cosine | fusion (the fusion head re-ranks `candidates`). The score shown is always
+    # the fusion head's relevance.
+    ranking: str = "qb_cosine"
+    bank_beta: float = 20.0  # > 0: inverse temperature of the query-bank offset
+    bank_weight: float = 0.25  # >= 0: how much of the offset is subtracted
     # Queries in Cyrillic: use_map = multilingual USE v3 mapped into the trained text space (fitted on the
     # English training captions with the trained text tower as teacher); none = the English tower for all.
     multilingual: str = "use_map"
@@ -143,6 +149,7 @@ class SafetyConfig:
 
 
 UNCERTAIN_POLICIES = ("strict", "exclude", "classifier")
+RANKINGS = ("qb_cosine", "cosine", "fusion")
 
 
 # What a checkpoint records: the sections that rebuild its model (and so change its embeddings), and the
@@ -233,6 +240,12 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
         raise WsenseError(f"{source}: training.mode must be one of {', '.join(MODES)}, got '{config.training.mode}'")
     if not 0.0 <= float(config.data.expert_weight) <= 1.0:
         raise WsenseError(f"{source}: data.expert_weight must be in [0, 1], got {config.data.expert_weight}")
+    if config.search.ranking not in RANKINGS:
+        raise WsenseError(f"{source}: search.ranking must be one of {', '.join(RANKINGS)}, got "
+                          f"'{config.search.ranking}'")
+    if not float(config.search.bank_beta) > 0 or not float(config.search.bank_weight) >= 0:
+        raise WsenseError(f"{source}: search.bank_beta must be above 0 and search.bank_weight 0 or more, got "
+                          f"{config.search.bank_beta} and {config.search.bank_weight}")
     safety = config.safety
     if safety.uncertain not in UNCERTAIN_POLICIES:
         raise WsenseError(f"{source}: safety.uncertain must be one of {', '.join(UNCERTAIN_POLICIES)}, got "

@@ -55,11 +55,16 @@ class RetrievalEvaluator:
 
 
 @torch.no_grad()
-def catalog_scores(model, v: torch.Tensor, u: torch.Tensor) -> dict[str, np.ndarray]:
-    """(queries x catalog) scores of query embeddings `v` against photo embeddings `u`: the fusion head's relevance
-    (what search ranks by) and the projections' cosine (search's first stage). Every evaluation of queries
-    against a catalog goes through here: the trainer's validation, checkpoint rows and multilingual rows."""
-    return {"fusion": model.relevance_matrix(v, u).float().cpu().numpy(), "cosine": (v @ u.T).float().cpu().numpy()}
+def catalog_scores(model, v: torch.Tensor, u: torch.Tensor, offsets: np.ndarray | None = None
+                   ) -> dict[str, np.ndarray]:
+    """(queries x catalog) scores of query embeddings `v` against photo embeddings `u`: the fusion head's relevance,
+    the projections' cosine and, given the photos' query-bank `offsets`, the cosine minus them (qb_cosine): the
+    rankings of search.ranking. Every evaluation of queries against a catalog goes through here: the trainer's
+    validation, checkpoint rows and multilingual rows."""
+    scores = {"fusion": model.relevance_matrix(v, u).float().cpu().numpy(), "cosine": (v @ u.T).float().cpu().numpy()}
+    if offsets is not None:
+        scores["qb_cosine"] = scores["cosine"] - np.asarray(offsets)[None, :]
+    return scores
 
 
 Embed = Callable[[list[str], list[str]], "tuple[torch.Tensor, torch.Tensor]"]

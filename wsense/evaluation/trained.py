@@ -25,9 +25,11 @@ NOTES = [
     "once per grouped fold, best epoch by validation Spearman); retrieval from `python evaluate.py --checkpoint "
     "runs/final/best`, the search checkpoint (`python train.py --no-validation --output-dir runs/final`, every "
     "allowed photo, last epoch); the [val captions] rows from `runs/default/best` (`python train.py`, fold 0 held "
-    "out). The plain row ranks by the fusion head (what search shows); [cosine] by the projections' cosine "
-    "(search's first stage). A fold's training leaves out its photos and every pair whose text is one of their "
-    "captions, so validation queries are new texts, as test queries are.",
+    "out). The plain row ranks by the fusion head; [cosine] by the projections' cosine; [cosine, query bank] by "
+    "the cosine minus each photo's query-bank offset, what search ranks by (search.ranking: qb_cosine, chosen on "
+    "validation: reports/query_bank.md); the score search shows is the fusion head's. A fold's training leaves "
+    "out its photos and every pair whose text is one of their captions, so validation queries are new texts, as "
+    "test queries are.",
     "How each setting was chosen, and what else was tried: docs/experiments.md.",
 ]
 
@@ -41,6 +43,9 @@ def train_validated(config: Config, *, cpu: bool = False, resume: bool = False, 
     evaluator = (ValidationEvaluator(sets.val_pairs, sets.val_positives)
                  if config.training.val_fold is not None else None)
     return train(config, cpu=cpu, resume=resume, data=data, sets=sets, evaluator=evaluator)
+
+
+RANKING_LABELS = {"fusion": "", "cosine": " [cosine]", "qb_cosine": " [cosine, query bank]"}
 
 
 def cross_validate_training(config: Config, *, cpu: bool = False, resume: bool = False) -> dict:
@@ -86,12 +91,12 @@ def evaluate_checkpoint(path: str | Path, settings: Config | None = None, *, dev
     rows = []
     for language, queries in query_sets.items():
         v = scorer.embed_texts(queries["query_text"].tolist())
-        scores = catalog_scores(scorer.model, v, u)
+        scores = catalog_scores(scorer.model, v, u, scorer.photo_offsets(u) if scorer.bank is not None else None)
         allowed = ~queries["query_text"].map(mentions_child).to_numpy()
         for ranking, matrix in scores.items():
             for label, mask in (("", np.ones(len(queries), bool)), (" [allowed queries]", allowed)):
                 metrics = RetrievalEvaluator(queries[mask], data.test_images)(matrix[mask])
-                name = model_name(config) + language + ("" if ranking == "fusion" else " [cosine]") + label
+                name = model_name(config) + language + RANKING_LABELS[ranking] + label
                 rows.append({"model": name, "features": f"trained, {config.training.mode}",
                              "queries": f"{'allowed' if label else 'all'} queries ({int(mask.sum())})",
                              "checkpoint": str(path), **metrics})

@@ -10,6 +10,7 @@ whatever else needs faces, so that no photo goes through the face models twice.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from dataclasses import asdict, dataclass, field
@@ -69,7 +70,9 @@ class FaceAnalyzer:
         try:
             from facenet_pytorch import MTCNN
             import facenet_pytorch
-        except ImportError:
+        except ImportError as error:
+            if error.name not in (None, "facenet_pytorch"):  # installed, but a module it imports is not
+                raise WsenseError(f"the MTCNN face detector (facenet-pytorch) cannot be imported: {error}") from None
             raise _missing("the MTCNN face detector", "pip install --no-deps facenet-pytorch==2.6.0") from None
         weights = Path(facenet_pytorch.__file__).parent / "data"
         absent = [name for name in ("pnet.pt", "rnet.pt", "onet.pt") if not (weights / name).is_file()]
@@ -129,6 +132,12 @@ class FaceAnalyzer:
         return result
 
 
+@functools.lru_cache(maxsize=1)
+def shared_analyzer() -> FaceAnalyzer:
+    """One analyzer per process: loading its three models takes seconds, and every check reuses them."""
+    return FaceAnalyzer()
+
+
 class FaceCache:
     """Analyses keyed by photo sha256, one JSON file per analyzer version, written atomically."""
 
@@ -172,7 +181,7 @@ def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: Face
                     yield path, cache.get(key), None
                     continue
                 if analyzer is None:
-                    analyzer = FaceAnalyzer()
+                    analyzer = shared_analyzer()
                 try:
                     faces = analyzer.analyze(load_image(Path(path)))
                 except WsenseError as error:

@@ -1,7 +1,9 @@
 """First-stage retrieval: the catalog images nearest to a query by cosine of the projected embeddings.
 
 Small catalogs use an exact matrix product; large ones a FAISS inverted-file index (IVF, inner product),
-which looks at `nprobe` of its clusters instead of every image.
+which looks at `nprobe` of its clusters instead of every image. With per-photo `offsets` the score is
+cosine - offset (query-bank normalisation): FAISS gets it as an inner product by giving each photo one more
+dimension, -offset, and each query a 1 there.
 """
 from __future__ import annotations
 
@@ -14,7 +16,10 @@ from wsense.errors import WsenseError
 
 class FirstStage:
     def __init__(self, embeddings: np.ndarray, method: str = "auto", faiss_threshold: int = 50_000,
-                 nprobe: int = 32, seed: int = 0):
+                 nprobe: int = 32, seed: int = 0, offsets: np.ndarray | None = None):
+        self.with_offsets = offsets is not None
+        if self.with_offsets:
+            embeddings = np.hstack([embeddings, -np.asarray(offsets, np.float32).reshape(-1, 1)])
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if method == "auto":
             method = "faiss" if len(self.embeddings) >= faiss_threshold else "exact"
@@ -43,7 +48,10 @@ class FirstStage:
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices), each (queries x k'), k' = min(k, catalog size), best first."""
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        queries = np.atleast_2d(queries)
+        if self.with_offsets:
+            queries = np.hstack([queries, np.ones((len(queries), 1), queries.dtype)])
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self.embeddings))
         if k == 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 from typing import Collection, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -14,6 +15,7 @@ from wsense.models.checkpoint import load_checkpoint
 from wsense.models.multilingual import TextMap, is_cyrillic
 from wsense.models.photos import PhotoEncoder
 from wsense.models.relevance import RelevanceModel
+from wsense.serving.query_bank import BANK_FILE, bank_offsets, bank_texts, load_bank, save_bank
 
 
 TEXT_MAP_FILE = "text_map.npz"
@@ -36,6 +38,7 @@ class RelevanceScorer:
         self.photos = PhotoEncoder(model.image_backbone, config.image_backbone, runtime=image_runtime,
                                    onnx_dir=export_dir, device=device, batch_size=config.embedding.image_batch_size)
         self.text_map = text_map
+        self.bank = None  # (captions, dim) text embeddings of the query bank (search.ranking: qb_cosine)
         self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
         if on_cpu and export_dir is not None:
             self.use_text_runtime(config.search.text_runtime, export_dir)
@@ -64,6 +67,12 @@ class RelevanceScorer:
         beside the checkpoint's weights."""
         model, config, _ = load_checkpoint(checkpoint, settings)
         scorer = cls(model, config, device, export_dir=checkpoint)
+        if config.search.ranking == "qb_cosine":
+            bank_path = Path(checkpoint) / BANK_FILE
+            scorer.bank = load_bank(bank_path, model.text_projection.out_features) if bank_path.is_file() else None
+            if scorer.bank is None:
+                scorer.bank = build_query_bank(scorer, config)
+                save_bank(bank_path, scorer.bank)
         if config.search.multilingual == "use_map":
             path = Path(checkpoint) / TEXT_MAP_FILE
             search = config.search
@@ -149,10 +158,32 @@ class RelevanceScorer:
             image_part = image_part.to(self.device)
         return self.model.relevance_matrix(v.to(self.device), u.to(self.device), image_part).cpu()
 
+    def photo_offsets(self, u: torch.Tensor | np.ndarray) -> np.ndarray:
+        """Each photo's query-bank offset times search.bank_weight: what search.ranking qb_cosine subtracts from
+        the cosine (wsense.serving.query_bank)."""
+        if self.bank is None:
+            raise WsenseError("search.ranking qb_cosine needs the query bank; load the scorer with from_checkpoint")
+        search = self.config.search
+        photos = u.numpy() if isinstance(u, torch.Tensor) else u
+        return search.bank_weight * bank_offsets(self.bank, photos, search.bank_beta)
+
     @torch.inference_mode()
     def fusion_image_part(self, u: torch.Tensor) -> torch.Tensor:
         """The fusion head's per-image terms, computed once for a catalog (see FusionHead.image_part)."""
         return self.model.fusion.image_part(u.to(self.device)).float().cpu()
+
+
+def build_query_bank(scorer: RelevanceScorer, config, exclude_images: Collection[str] = ()) -> np.ndarray:
+    """The query bank's embeddings: the allowed training captions through the model's own text tower (torch, as in
+    training), none of those of `exclude_images` (validation)."""
+    from wsense.data import load_data
+
+    try:
+        captions = load_data(config.data_dir, check_images=False).captions
+    except WsenseError as error:
+        raise WsenseError(f"the query bank is built once from the training captions, which are missing: {error}; "
+                          "or set search.ranking: cosine or fusion") from None
+    return scorer.embed_english(bank_texts(captions, exclude_images), torch_tower=True).numpy()
 
 
 def fit_text_map(scorer: RelevanceScorer, config, exclude_images: Collection[str] = ()) -> TextMap:

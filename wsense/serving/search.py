@@ -1,8 +1,10 @@
 """Search: a query is checked by the legal filter, then ranked over an indexed catalog by the trained model.
 
-First stage: cosine between the query's and the photos' projected embeddings (exact, or FAISS for large
-catalogs) shortlists `candidates` photos; the fusion head re-ranks them, and its relevance in [0, 1] is the
-score shown. Photos the legal filter keeps out of the catalog never enter the first stage.
+The first stage scores photos by the cosine between the query's and the photos' projected embeddings (exact, or
+FAISS for large catalogs), minus each photo's query-bank offset under `search.ranking: qb_cosine` (the default);
+its order is the ranking, and the fusion head's relevance in [0, 1] is the score shown. Under `ranking: fusion`
+the first stage shortlists `candidates` photos and the fusion head re-ranks them. Photos the legal filter keeps
+out of the catalog never enter the first stage.
 """
 from __future__ import annotations
 
@@ -109,8 +111,10 @@ class SearchEngine:
             raise WsenseError(f"{self.root}: no photos to search (jpg, jpeg, png, webp)")
         self.embeddings = torch.from_numpy(self.index.embeddings[rows])
         search = config.search
+        self.ranking = search.ranking
+        offsets = self.scorer.photo_offsets(self.index.embeddings[rows]) if self.ranking == "qb_cosine" else None
         self.first_stage = FirstStage(self.index.embeddings[rows], search.first_stage, search.faiss_threshold,
-                                      search.faiss_nprobe)
+                                      search.faiss_nprobe, offsets=offsets)
         self.candidates = candidates or search.candidates
         # The fusion head's per-image terms, kept for an exactly searched catalog (a FAISS-sized one would need
         # two thirds of its embeddings' memory again; there they are computed for the shortlist per query).
@@ -147,8 +151,15 @@ class SearchEngine:
             return SearchResult(query, True, verdict.reason)
         with torch_threads(self.query_threads):
             v = self.scorer.embed_texts([query])
-            shortlist, embeddings, image_part = self.shortlist(v, max(self.candidates, top_k))
-            relevance = self.scorer.relevance(v, embeddings, image_part)[0]
-        order = torch.argsort(relevance, descending=True)[:top_k]
+            if self.ranking == "fusion":
+                shortlist, embeddings, image_part = self.shortlist(v, max(self.candidates, top_k))
+                relevance = self.scorer.relevance(v, embeddings, image_part)[0]
+                order = torch.argsort(relevance, descending=True)[:top_k]
+            else:  # the first stage's order is the ranking; the fusion relevance is the score shown
+                _, rows = self.first_stage.search(v.numpy(), top_k)
+                shortlist = torch.from_numpy(rows[0][rows[0] >= 0])
+                image_part = None if self.fusion_image_part is None else self.fusion_image_part[shortlist]
+                relevance = self.scorer.relevance(v, self.embeddings[shortlist], image_part)[0]
+                order = torch.arange(len(shortlist))
         results = [{"image": self.images[int(shortlist[i])], "score": round(float(relevance[i]), 4)} for i in order]
         return SearchResult(query, False, None, results)

@@ -1,0 +1,83 @@
+"""Query-bank normalisation: the offsets, the first stage that subtracts them (exact and FAISS), and search ranked
+by them with the fusion relevance shown."""
+import numpy as np
+import pytest
+import torch
+
+from conftest import TEST_IMAGES, settings
+from wsense.serving.first_stage import FirstStage
+from wsense.serving.query_bank import BANK_FILE, bank_offsets, bank_texts
+from wsense.serving.search import SearchEngine
+
+
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_offsets_are_the_inverted_softmax_log_partition_and_mark_hubs():
+    rng = np.random.default_rng(0)
+    bank = unit(rng.standard_normal((300, 16)) + 2.0 * np.eye(16)[0])  # captions leaning one way
+    photos = unit(rng.standard_normal((5, 16)))
+    photos[0] = np.eye(16)[0]  # a hub: close to most captions
+    offsets = bank_offsets(bank, photos, beta=20, chunk=2)
+    naive = np.log(np.exp(20 * photos @ bank.T).sum(axis=1)) / 20
+    assert np.allclose(offsets, naive, atol=1e-4)
+    assert offsets.argmax() == 0
+
+
+def test_bank_texts_leave_out_child_captions_and_held_out_photos():
+    import pandas as pd
+
+    captions = pd.DataFrame({"query_text": ["A dog runs .", "Two boys play .", "A man climbs .", "A dog runs ."],
+                             "image": ["a.jpg", "b.jpg", "c.jpg", "d.jpg"]})
+    assert bank_texts(captions) == ["A dog runs .", "A man climbs ."]
+    assert bank_texts(captions, exclude_images=["c.jpg"]) == ["A dog runs ."]
+
+
+@pytest.mark.parametrize("method", ["exact", "faiss"])
+def test_first_stage_ranks_by_cosine_minus_offsets(method):
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((40, 24))
+    vectors = unit(centers[rng.integers(0, 40, 4000)] + 0.3 * rng.standard_normal((4000, 24))).astype(np.float32)
+    offsets = rng.uniform(0, 0.3, 4000).astype(np.float32)
+    queries = unit(vectors[:20] + 0.05 * rng.standard_normal((20, 24))).astype(np.float32)
+    stage = FirstStage(vectors, method, nprobe=16, offsets=offsets)
+    scores, rows = stage.search(queries, 10)
+    truth = np.argsort(-(queries @ vectors.T - offsets), axis=1)[:, :10]
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(rows, truth)])
+    assert overlap == 1.0 if method == "exact" else overlap > 0.9
+    if method == "exact":
+        assert np.allclose(scores, np.take_along_axis(queries @ vectors.T - offsets, rows, axis=1), atol=1e-5)
+
+
+def test_search_ranks_by_the_query_bank_and_shows_the_fusion_relevance(checkpoint_copy, shared_data, tmp_path,
+                                                                       monkeypatch):
+    monkeypatch.setenv("WSENSE_DATA_DIR", str(shared_data))  # the bank's captions: the checkpoint's data set
+    config = settings(search__ranking="qb_cosine")
+    engine = SearchEngine(checkpoint_copy, shared_data / "test_images", None, index_dir=tmp_path / "index",
+                          settings=config)
+    assert (checkpoint_copy / BANK_FILE).is_file()  # built on first use from the training captions (child ones out)
+    assert len(np.load(checkpoint_copy / BANK_FILE)) == 5
+    scorer = engine.scorer
+    result = engine.search("a dog swimming in a lake", top_k=3)
+    v = scorer.embed_texts(["a dog swimming in a lake"])
+    corrected = (v @ engine.embeddings.T)[0].numpy() - scorer.photo_offsets(engine.embeddings)
+    assert [r["image"] for r in result.results] == [engine.images[i] for i in np.argsort(-corrected)]
+    relevance = scorer.relevance(v, engine.embeddings)[0]
+    shown = {engine.images[i]: round(float(relevance[i]), 4) for i in range(len(engine.images))}
+    assert all(r["score"] == shown[r["image"]] for r in result.results)
+    assert {r["image"] for r in result.results} == set(TEST_IMAGES)
+    mtime = (checkpoint_copy / BANK_FILE).stat().st_mtime_ns
+    SearchEngine(checkpoint_copy, index_dir=tmp_path / "index", settings=config)  # the stored bank is reused
+    assert (checkpoint_copy / BANK_FILE).stat().st_mtime_ns == mtime
+
+
+def test_a_zero_bank_weight_is_the_plain_cosine(checkpoint_copy, shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WSENSE_DATA_DIR", str(shared_data))
+    plain = SearchEngine(checkpoint_copy, shared_data / "test_images", None, index_dir=tmp_path / "index",
+                         settings=settings(search__ranking="cosine"))
+    weightless = SearchEngine(checkpoint_copy, index_dir=tmp_path / "index",
+                              settings=settings(search__ranking="qb_cosine", search__bank_weight=0.0))
+    for query in ("a dog", "a man on a mountain", "snow"):
+        assert plain.search(query, 3).results == weightless.search(query, 3).results
+    assert torch.equal(plain.embeddings, weightless.embeddings)
