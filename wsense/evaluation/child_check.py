@@ -118,7 +118,9 @@ def write_child_check_report(config: Config, out: Path) -> Path:
         f"{check.fitted_on['target_recall']}; the {test['photos']} test photos ({test['child_photos']} show a child "
         "by their own captions) were not used for any choice. Written by `wsense evaluate --child-check`.",
         "",
-        "Recall = child photos kept out; FP = adult photos kept out with them.",
+        "Recall = child photos kept out; FP = adult photos kept out with them. On the training photos each seed's "
+        "thresholds are chosen on its own out-of-fold scores, so the recall there is the target by construction and "
+        "the FP is what reaching it costs; the test columns are the honest estimate.",
         "",
         "| safety.uncertain | training recall | training FP | test recall | test FP |",
         "|---|---|---|---|---|",
@@ -141,7 +143,7 @@ def write_child_check_report(config: Config, out: Path) -> Path:
         "|---|---|",
         *[f"| {point['recall']:.3f} | {point['fpr']:.3f} |" for point in train["curve"]],
         "",
-        "Test child photos the default policy lets through (their captions are in data/test_queries.csv): "
+        "Test child photos the default policy lets through (their captions: `test_queries.csv` of the data set): "
         f"{', '.join(test['policies']['strict']['missed']) or 'none'}.",
         "",
         "![ROC, training photos](child_check_roc_train.png) ![ROC, test photos](child_check_roc_test.png)",
