@@ -36,7 +36,7 @@ def _check_image(args: argparse.Namespace) -> int:
 def _fit_check(args: argparse.Namespace) -> int:
     from wsense.safety.checker import fit_check_from_data
 
-    check, _, _ = fit_check_from_data(_config(args))
+    check = fit_check_from_data(_config(args)).check
     print(json.dumps({"check": check.version, "thresholds": check.thresholds, "fitted_on": check.fitted_on}))
     return 0
 

@@ -78,11 +78,12 @@ def _embed_cached(
     return cache.get(keys) if keys else np.zeros((0, 0), np.float32)
 
 
-def embed_images(paths: Sequence[Path], encoder: PhotoEncoder, cache: EmbeddingCache, batch_size: int = 32
-                 ) -> np.ndarray:
-    """Pooled backbone features for each image file (rows in the order of `paths`)."""
+def embed_images(paths: Sequence[Path], encoder: PhotoEncoder, cache: EmbeddingCache, batch_size: int = 32,
+                 keys: Sequence[str] | None = None) -> np.ndarray:
+    """Pooled backbone features for each image file (rows in the order of `paths`); `keys`: the files' sha256
+    where the caller has them already."""
     paths = [Path(p) for p in paths]
-    keys = [file_sha256(p) for p in paths]
+    keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
     return _embed_cached(keys, paths, encoder.encode, cache, batch_size, "images")
 
 

@@ -47,15 +47,17 @@ class FrozenFeatures:
     def text_encoder(self):
         return create_text_encoder(self.config.text_model)
 
-    def images(self, paths: Sequence[Path]) -> np.ndarray:
+    def images(self, paths: Sequence[Path], keys: Sequence[str] | None = None) -> np.ndarray:
+        """Pooled features of photo files; `keys`: their sha256 where the caller has them already."""
         cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
+        keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
         # Exporting the backbone to ONNX takes a few seconds: only when some photo is not cached yet.
         runtime = self.config.embedding.image_runtime
-        if all(file_sha256(p) in cache for p in paths):
+        if all(key in cache for key in keys):
             runtime = "torch"
         encoder = PhotoEncoder(self.image_backbone, self.config.image_backbone, runtime=runtime,
                                onnx_dir=Path(self.config.cache_dir) / "onnx")
-        return embed_images(paths, encoder, cache, self.config.embedding.image_batch_size)
+        return embed_images(paths, encoder, cache, self.config.embedding.image_batch_size, keys)
 
     def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store pooled features computed elsewhere by the same backbone (keys: the photos' sha256)."""

@@ -15,8 +15,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from wsense.config import UNCERTAIN_POLICIES, Config
 from wsense.data import load_data
-from wsense.safety.checker import PhotoChecker, fit_check_from_data, training_photos
-from wsense.safety.faces import FaceCache, analyze_photos
+from wsense.safety.checker import PhotoChecker, fit_check_from_data
 from wsense.safety.image_check import (has_young_face, is_uncertain, own_caption_labels, policy_exclusions,
                                        policy_thresholds, rates)
 
@@ -55,9 +54,7 @@ def _roc_png(path: Path, title: str, curves: list[tuple[str, np.ndarray, np.ndar
 def write_child_check_report(config: Config, out: Path) -> Path:
     """Fit the check (saved to safety.check), measure it, write child_check.{md,json} and ROC PNGs to `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    check, labels, oof = fit_check_from_data(config)
-    _, paths, _ = training_photos(config)
-    faces = [f for _, f, _ in analyze_photos(paths, FaceCache(config.cache_dir), progress=False)]
+    check, labels, oof, faces = fit_check_from_data(config)
     young = np.array([has_young_face(p, check.child_age) for p in faces])
     uncertain = np.array([is_uncertain(p) for p in faces])
 
@@ -82,20 +79,18 @@ def write_child_check_report(config: Config, out: Path) -> Path:
     test_paths = [data.test_image_dir / name for name in test_labels.index]
     test = {"photos": len(test_labels), "child_photos": int(test_labels.sum()), "policies": {}}
     start = time.perf_counter()
-    for policy in UNCERTAIN_POLICIES:
-        config.safety.uncertain = policy
-        results = PhotoChecker.from_config(config).check_photos(test_paths, progress=False)
-        excluded = np.array([r.verdict.child for r in results])
-        test_scores = np.array([r.verdict.score for r in results])
+    results = PhotoChecker(check, config).check_photos(test_paths, progress=False)
+    print(f"wsense: checked the {len(test_paths)} test photos in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    test_scores = np.array([r.verdict.score for r in results])
+    for policy in UNCERTAIN_POLICIES:  # the score does not depend on the policy: only the decision is repeated
+        decide = check.with_policy(policy).decide
+        excluded = np.array([decide(r.faces, r.verdict.score).child for r in results])
         test["policies"][policy] = rates(excluded, test_labels.to_numpy())
-        test["policies"][policy]["missed"] = [r.path.name for r, child in zip(results, test_labels) if child and
-                                              not r.verdict.child]
+        test["policies"][policy]["missed"] = [r.path.name for r, child, out in zip(results, test_labels, excluded)
+                                              if child and not out]
     test["auc"] = float(roc_auc_score(test_labels, test_scores))
-    test_young = np.array([r.verdict.reason is not None and r.verdict.reason.startswith("face") for r in results])
+    test_young = np.array([has_young_face(r.faces, check.child_age) for r in results])
     test["rules"] = {"young face only": rates(test_young, test_labels.to_numpy())}
-    config.safety.uncertain = "strict"
-    print(f"wsense: checked the {len(test_paths)} test photos 3 times in {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)
 
     strict = train["policies"]["strict"]
     _roc_png(out / "child_check_roc_train.png", "Image check, training photos (out of fold)",

@@ -8,7 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -16,8 +16,21 @@ from wsense.config import Config, ImageBackboneConfig
 from wsense.errors import WsenseError
 from wsense.features import FrozenFeatures, image_fingerprint
 from wsense.io import file_sha256
-from wsense.safety.faces import FaceAnalyzer, FaceCache, PhotoFaces, analyze_photos
+from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos
 from wsense.safety.image_check import CHECK_FILE, ChildCheck, Verdict, child_photo_labels, fit_child_check
+
+
+def configured_check(config: Config) -> ChildCheck:
+    """The fitted check of safety.check with the policy and age limit of `config` (what decides, and its version)."""
+    return ChildCheck.load(config.safety.check, config.safety.uncertain).with_policy(config.safety.uncertain,
+                                                                                   config.safety.child_age)
+
+
+class FittedCheck(NamedTuple):
+    check: ChildCheck
+    labels: np.ndarray  # training photos: 1 shows a child
+    scores: np.ndarray  # (seeds, photos) out-of-fold classifier scores
+    faces: list[PhotoFaces]  # the training photos' face analyses
 
 
 @dataclass
@@ -46,11 +59,10 @@ class PhotoChecker:
         self.feature_config.image_backbone = ImageBackboneConfig(**check.image_backbone)
         self.features = FrozenFeatures(self.feature_config)
         self.face_cache = FaceCache(config.cache_dir)
-        self.analyzer: FaceAnalyzer | None = None  # loaded when a photo is not in the face cache
 
     @classmethod
     def from_config(cls, config: Config) -> "PhotoChecker":
-        return cls(ChildCheck.load(config.safety.check, config.safety.uncertain), config)
+        return cls(configured_check(config), config)
 
     @property
     def version(self) -> str:
@@ -62,20 +74,22 @@ class PhotoChecker:
         return (model_config.training.mode == "frozen" and model_config.image_backbone.pretrained
                 and image_fingerprint(model_config) == self.check.feature_fingerprint)
 
-    def remember_features(self, paths: Sequence[str | Path], pooled: np.ndarray) -> None:
-        self.features.remember([file_sha256(p) for p in paths], pooled)
+    def remember_features(self, hashes: Sequence[str], pooled: np.ndarray) -> None:
+        """Hand over pooled features of photos (by sha256) that a model with shared features computed."""
+        self.features.remember(hashes, pooled)
 
-    def check_photos(self, paths: Sequence[str | Path], *, skip_unreadable: bool = True, progress: bool = True
-                     ) -> list[PhotoCheck]:
-        """One PhotoCheck per photo, in order; an unreadable or too small photo is an error unless
-        `skip_unreadable`, where its PhotoCheck names why."""
-        analyses = list(analyze_photos(paths, self.face_cache, self.analyzer, skip_unreadable=skip_unreadable,
+    def check_photos(self, paths: Sequence[str | Path], *, hashes: Sequence[str] | None = None,
+                     skip_unreadable: bool = True, progress: bool = True) -> list[PhotoCheck]:
+        """One PhotoCheck per photo, in order; `hashes`: the files' sha256 where the caller has them already. An
+        unreadable or too small photo is an error unless `skip_unreadable`, where its PhotoCheck names why."""
+        hashes = list(hashes) if hashes is not None else [file_sha256(p) for p in paths]
+        analyses = list(analyze_photos(paths, self.face_cache, hashes=hashes, skip_unreadable=skip_unreadable,
                                        desc="image check: faces", progress=progress))
-        readable = [(path, faces) for path, faces, _ in analyses if faces is not None]
+        readable = [(path, key, faces) for (path, faces, _), key in zip(analyses, hashes) if faces is not None]
         verdicts = iter([])
         if readable:
-            features = self.features.images([Path(path) for path, _ in readable])
-            verdicts = iter(self.check.verdicts(features, [faces for _, faces in readable]))
+            features = self.features.images([Path(path) for path, _, _ in readable], [key for _, key, _ in readable])
+            verdicts = iter(self.check.verdicts(features, [faces for _, _, faces in readable]))
         return [PhotoCheck(path, next(verdicts), faces) if faces is not None else PhotoCheck(path, None, None, why)
                 for path, faces, why in analyses]
 
@@ -93,11 +107,10 @@ def training_photos(config: Config):
     return data, [data.train_image_dir / name for name in labels.index], labels.to_numpy()
 
 
-def fit_check_from_data(config: Config) -> tuple[ChildCheck, np.ndarray, np.ndarray]:
-    """Fit the image check on the training photos and save it to safety.check; returns the check, the labels and
-    the out-of-fold scores."""
+def fit_check_from_data(config: Config) -> FittedCheck:
+    """Fit the image check on the training photos and save it to safety.check."""
     start = time.perf_counter()
-    data, paths, labels = training_photos(config)
+    _, paths, labels = training_photos(config)
     features = FrozenFeatures(config).images(paths)
     faces = [faces for _, faces, _ in analyze_photos(paths, FaceCache(config.cache_dir),
                                                      desc="image check: faces of the training photos")]
@@ -107,7 +120,7 @@ def fit_check_from_data(config: Config) -> tuple[ChildCheck, np.ndarray, np.ndar
     path = check.save(config.safety.check)
     print(f"wsense: fitted the image check on {len(labels)} training photos ({int(labels.sum())} with children) in "
           f"{time.perf_counter() - start:.0f} s: {path}", file=sys.stderr)
-    return check, labels, oof
+    return FittedCheck(check, labels, oof, faces)
 
 
 def load_or_fit_check(config: Config) -> PhotoChecker:

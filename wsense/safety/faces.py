@@ -166,12 +166,13 @@ class FaceCache:
 
 
 def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: FaceAnalyzer | None = None, *,
-                   skip_unreadable: bool = False, desc: str = "faces",
+                   hashes: Sequence[str] | None = None, skip_unreadable: bool = False, desc: str = "faces",
                    progress: bool = True) -> Iterator[tuple[str | Path, PhotoFaces | None, str | None]]:
-    """(path, analysis or None, why not) per photo, in order; cached photos are not analysed again, and the
-    analyzer (a few seconds to load) is made only when some photo is not cached. The cache is saved every
-    200 new photos and at the end, so an interrupted run keeps its work."""
-    hashes = [file_sha256(p) for p in paths]
+    """(path, analysis or None, why not) per photo, in order; `hashes`: the files' sha256 where the caller has
+    them already. Cached photos are not analysed again, and the analyzer (a few seconds to load) is made only
+    when some photo is not cached. The cache is saved every 200 new photos and at the end, so an interrupted run
+    keeps its work."""
+    hashes = list(hashes) if hashes is not None else [file_sha256(p) for p in paths]
     todo = sum(h not in cache for h in hashes)
     fresh = 0
     with tqdm(total=todo, desc=desc, unit="photo", file=sys.stderr, disable=not progress or not todo) as bar:

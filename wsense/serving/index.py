@@ -142,7 +142,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     done, vectors, skipped = scorer.embed_photos(list(catalog_path), skip_unreadable=True, desc="indexing",
                                                  pooled_out=pooled)
     if pooled:
-        checker.remember_features(done, torch.cat(pooled).numpy())
+        checker.remember_features([hashes[catalog_path[file]] for file in done], torch.cat(pooled).numpy())
     report.skipped += [(catalog_path[file], why) for file, why in skipped]
     for file, vector in zip(done, vectors.numpy()):
         path = catalog_path[file]
@@ -168,7 +168,8 @@ def _run_image_check(root: Path, entries: list[dict], checker: PhotoChecker, rep
     """Give every entry the current check's verdict: photos checked by another version, or not at all, are
     checked now (faces and image features come from their caches where the photo was seen before)."""
     stale = [entry for entry in entries if (entry.get("check") or {}).get("version") != checker.version]
-    results = checker.check_photos([root / entry["path"] for entry in stale], skip_unreadable=True)
+    results = checker.check_photos([root / entry["path"] for entry in stale], hashes=[e["sha256"] for e in stale],
+                                   skip_unreadable=True)
     for entry, result in zip(stale, results):
         if result.verdict is None:  # embedded, but too small or damaged for the check: never shown
             entry["check"] = {"version": checker.version, "child": True, "reason": f"cannot be checked: {result.error}"}

@@ -5,7 +5,6 @@ photos that are close to every caption. The offsets are computed at index time, 
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Collection
 
@@ -34,12 +33,6 @@ def bank_offsets(bank: np.ndarray, photos: np.ndarray, beta: float, chunk: int =
         top = logits.max(axis=1, keepdims=True)
         out[start:start + chunk] = (top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))) / beta
     return out
-
-
-def bank_hash(bank: np.ndarray, beta: float) -> str:
-    digest = hashlib.sha256(np.ascontiguousarray(bank, np.float32).tobytes())
-    digest.update(repr(float(beta)).encode())
-    return digest.hexdigest()[:16]
 
 
 def save_bank(path: str | Path, bank: np.ndarray) -> None:

@@ -21,8 +21,8 @@ from wsense.config import Config
 from wsense.errors import WsenseError
 from wsense.models.checkpoint import model_fingerprint
 from wsense.safety import check_query
-from wsense.safety.checker import PhotoChecker
-from wsense.safety.image_check import CHECK_FILE, ChildCheck
+from wsense.safety.checker import PhotoChecker, configured_check
+from wsense.safety.image_check import CHECK_FILE
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, update_index
 from wsense.serving.scoring import RelevanceScorer
@@ -127,8 +127,7 @@ class SearchEngine:
         if checker is not None:
             version = checker.version
         elif (Path(config.safety.check) / CHECK_FILE).is_file():
-            version = ChildCheck.load(config.safety.check, config.safety.uncertain).with_policy(
-                config.safety.uncertain, config.safety.child_age).version
+            version = configured_check(config).version
         else:
             return
         if {(entry.get("check") or {}).get("version") for entry in self.index.entries} - {version}:
