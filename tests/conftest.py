@@ -39,6 +39,14 @@ TEST_CAPTIONS = {
 }
 
 
+def artefact(name: str) -> Path:
+    """Where a test keeps what a person may want to look at afterwards (screenshots): test-artefacts/ in the
+    repository, or $WSENSE_TEST_ARTEFACTS."""
+    folder = Path(os.environ.get("WSENSE_TEST_ARTEFACTS") or REPO / "test-artefacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
 def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> None:
     rng = np.random.default_rng(seed)
     pixels = (rng.random((size[1], size[0], 3)) * 255).astype(np.uint8)

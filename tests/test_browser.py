@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 from fastapi.responses import HTMLResponse
 
-from conftest import require
+from conftest import TEST_IMAGES, artefact, require
 from wsense.serving.search import disclaimer
 from wsense.serving.web import create_app
 
@@ -124,3 +124,34 @@ def test_raw_traversal_paths_are_refused_by_the_live_server(base_url, path):
     connection.request("GET", path)
     assert connection.getresponse().status == 404
     connection.close()
+
+
+def page_body(tmp_path, url: str) -> str:
+    return chromium(tmp_path, url, "--dump-dom")
+
+
+@pytest.mark.usefixtures("needs_chromium")
+def test_more_like_this_from_a_result_and_the_next_page(tmp_path, base_url, engine):
+    dom = page_body(tmp_path, f"{base_url}/?q=a+dog&k=1")
+    assert "Results for “a dog”: 1–1 of 2" in dom and len(thumbnails(dom)) == 1
+    following = unescape(re.search(r'rel="next" href="([^"]*)"', dom).group(1))
+    second = page_body(tmp_path, base_url + following)
+    assert "2–2 of 2" in second and 'class="grid" data-loaded="true"' in second and 'rel="prev"' in second
+    like = unescape(re.search(r'class="like" href="([^"]*)"', dom).group(1))
+    png = artefact("more_like_this.png")
+    chromium(tmp_path, base_url + like, f"--screenshot={png}", "--window-size=1200,900")
+    similar = page_body(tmp_path, base_url + like)
+    example = re.search(r"like=([^&]*)", like).group(1)
+    assert f"photos like {example}" in similar and len(thumbnails(similar)) == 1
+    assert f'src="/images/{example}"' not in similar  # the example itself is not among its results
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.usefixtures("needs_chromium")
+def test_a_child_example_photo_and_a_stranger_show_no_photos(tmp_path, base_url):
+    kept_out = page_body(tmp_path, f"{base_url}/?like={quote(TEST_IMAGES[1])}")
+    chromium(tmp_path, f"{base_url}/?like={quote(TEST_IMAGES[1])}", f"--screenshot={artefact('child_example.png')}",
+             "--window-size=1200,900")
+    assert "legal filter" in kept_out and "<img" not in kept_out
+    stranger = page_body(tmp_path, f"{base_url}/?like=nowhere.jpg")
+    assert "not a photo of this catalog" in stranger and "<img" not in stranger

@@ -184,7 +184,8 @@ def test_faiss_first_stage_finds_what_the_exact_one_finds(faiss_engine, exact_en
     assert faiss_engine.images == exact_engine.images
     calls = []
     search = faiss_engine.first_stage.search
-    monkeypatch.setattr(faiss_engine.first_stage, "search", lambda queries, k: calls.append(k) or search(queries, k))
+    monkeypatch.setattr(faiss_engine.first_stage, "search",
+                        lambda queries, k, **options: calls.append(k) or search(queries, k, **options))
     for query in QUERIES:
         faiss = faiss_engine.search(query, top_k=5).results
         exact = exact_engine.search(query, top_k=5).results

@@ -196,15 +196,18 @@ def _search(args: argparse.Namespace) -> int:
 
         sample = load_data(config.data_dir).test_queries.sample(10, random_state=args.seed)
         queries, expected = sample["query_text"].tolist(), sample["image"].tolist()
-    if not queries:
-        raise WsenseError("no query: give one as an argument, or use --batch FILE or --demo")
+    if not queries and args.like is None:
+        raise WsenseError("no query: give one as an argument, or use --like PHOTO, --batch FILE or --demo")
     engine = _engine(args, config)
-    results = [engine.search(query, args.top_k) for query in queries]
+    like = _example(engine, args.like) if args.like is not None else None
+    options = {"offset": args.offset, "min_score": args.min_score, "like": like, "negatives": args.negatives,
+               "like_weight": args.like_weight, "negative_weight": args.not_weight}
+    results = [engine.search(query, args.top_k, **options) for query in queries or [""]]
     for i, result in enumerate(results):
         if args.json or args.batch:
             print(json.dumps(result.to_dict(), ensure_ascii=False))
         elif result.refused:
-            print(f"{result.query!r}: {disclaimer(result.query)} ({result.reason})")
+            print(f"{result.query or result.like!r}: {disclaimer(result.query)} ({result.reason})")
         else:
             for item in result.results:
                 print(f"{item['score']:.3f}  {engine.root / item['image']}" + (f"  ({result.query})" if
@@ -222,6 +225,18 @@ def _search(args: argparse.Namespace) -> int:
         shown = [truth if truth in engine.images else None for truth in expected] if expected else None
         print(f"wrote {write_contact_sheet(args.html, engine.root, results, shown)}", file=sys.stderr)
     return 0
+
+
+def _example(engine, photo: str):
+    """--like: a photo of the catalog (by its path, or its name inside the catalog), or a photo file from elsewhere,
+    which the image check looks at first."""
+    path = Path(photo)
+    if path.is_file():
+        resolved, root = path.resolve(), Path(engine.root).resolve()
+        if resolved.is_relative_to(root):
+            return engine.example(resolved.relative_to(root).as_posix())
+        return engine.uploaded_example(path, name=str(path))
+    return engine.example(photo)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -313,6 +328,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("queries", nargs="*", help="scene descriptions")
     search.add_argument("--images", help="catalog folder (default: the data set's test images)")
     search.add_argument("--top-k", type=int, default=1, help="how many photos (default: 1)")
+    search.add_argument("--like", metavar="PHOTO", help="more like this photo (of the catalog, or a file from "
+                        "elsewhere, which the image check looks at first); with queries, both count")
+    search.add_argument("--like-weight", type=float, default=1.0,
+                        help="weight of --like beside a query (default: %(default)s)")
+    search.add_argument("--not", dest="negatives", action="append", default=[], metavar="TEXT",
+                        help="away from this description (repeatable)")
+    search.add_argument("--not-weight", type=float, default=0.5, help="weight of each --not (default: %(default)s)")
+    search.add_argument("--min-score", type=float, help="leave out photos scoring below this (0 to 1)")
+    search.add_argument("--offset", type=int, default=0, help="skip this many photos of the ranking (paging)")
     search.add_argument("--json", action="store_true", help="one JSON line per query")
     search.add_argument("--batch", help="file with one query per line; one JSON line per query, in order")
     search.add_argument("--html", help="also write a contact sheet with thumbnails and scores to this file")

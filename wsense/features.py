@@ -52,12 +52,21 @@ class FrozenFeatures:
         cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
         keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
         # Exporting the backbone to ONNX takes a few seconds: only when some photo is not cached yet.
-        runtime = self.config.embedding.image_runtime
-        if all(key in cache for key in keys):
-            runtime = "torch"
-        encoder = PhotoEncoder(self.image_backbone, self.config.image_backbone, runtime=runtime,
-                               onnx_dir=Path(self.config.cache_dir) / "onnx")
+        encoder = self.encoder if any(key not in cache for key in keys) else self._encoder("torch")
         return embed_images(paths, encoder, cache, self.config.embedding.image_batch_size, keys)
+
+    def encode(self, paths: Sequence[Path]) -> np.ndarray:
+        """Pooled features of photo files, computed now and kept nowhere (uploads)."""
+        with torch.inference_mode():
+            return self.encoder.encode(paths).float().numpy()
+
+    @cached_property
+    def encoder(self) -> PhotoEncoder:
+        return self._encoder(self.config.embedding.image_runtime)
+
+    def _encoder(self, runtime: str) -> PhotoEncoder:
+        return PhotoEncoder(self.image_backbone, self.config.image_backbone, runtime=runtime,
+                            onnx_dir=Path(self.config.cache_dir) / "onnx")
 
     def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store pooled features computed elsewhere by the same backbone (keys: the photos' sha256)."""

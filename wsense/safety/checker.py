@@ -16,7 +16,8 @@ from wsense.config import Config, ImageBackboneConfig
 from wsense.errors import WsenseError
 from wsense.features import FrozenFeatures, image_fingerprint
 from wsense.io import file_sha256
-from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos
+from wsense.data import load_image
+from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos, shared_analyzer
 from wsense.safety.image_check import CHECK_FILE, ChildCheck, Verdict, child_photo_labels, fit_child_check
 
 
@@ -92,6 +93,13 @@ class PhotoChecker:
             verdicts = iter(self.check.verdicts(features, [faces for _, _, faces in readable]))
         return [PhotoCheck(path, next(verdicts), faces) if faces is not None else PhotoCheck(path, None, None, why)
                 for path, faces, why in analyses]
+
+    def check_transient(self, path: str | Path) -> PhotoCheck:
+        """One photo checked without keeping anything of it (an upload): no face or feature cache entry is written.
+        An unreadable or too small photo is an error."""
+        faces = shared_analyzer().analyze(load_image(Path(path)))
+        features = self.features.encode([Path(path)])
+        return PhotoCheck(path, self.check.verdicts(features, [faces])[0], faces)
 
 
 def training_photos(config: Config):

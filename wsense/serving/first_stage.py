@@ -46,11 +46,12 @@ class FirstStage:
         index.nprobe = min(nprobe, nlist)
         return index
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, indices), each (queries x k'), k' = min(k, catalog size), best first."""
+    def search(self, queries: np.ndarray, k: int, offset_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, indices), each (queries x k'), k' = min(k, catalog size), best first; the photos' offsets count
+        `offset_weight` times (0: the plain cosine)."""
         queries = np.atleast_2d(queries)
         if self.with_offsets:
-            queries = np.hstack([queries, np.ones((len(queries), 1), queries.dtype)])
+            queries = np.hstack([queries, np.full((len(queries), 1), offset_weight, queries.dtype)])
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self.embeddings))
         if k == 0:

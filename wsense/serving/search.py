@@ -9,10 +9,12 @@ out of the catalog never enter the first stage.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple, Sequence
 
 import pandas as pd
 import torch
@@ -34,6 +36,10 @@ DISCLAIMER_RU = ("По закону изображения и описания �
                  "по этому запросу нет результатов.")
 
 
+class UnknownPhoto(WsenseError):
+    """A photo name that is no photo of the catalog (a 404 for the API)."""
+
+
 def disclaimer(query: str) -> str:
     """The refusal notice in the query's own language (Russian for a query in Cyrillic)."""
     return DISCLAIMER_RU if check_query(query).language == "ru" else DISCLAIMER
@@ -45,9 +51,45 @@ class SearchResult:
     refused: bool
     reason: str | None
     results: list[dict] = field(default_factory=list)  # {"image": path relative to the catalog, "score": float}
+    total: int = 0  # photos that qualify (all, or those from min_score up) among the `searched` ones
+    total_exact: bool = True  # False where only the first stage's best photos were scored against min_score
+    offset: int = 0
+    like: str | None = None  # the example photo
+    negatives: list[str] = field(default_factory=list)
+    score: str = "relevance"  # what a result's score is: the fusion head's relevance to the query text, or, for an
+    # example photo alone, its cosine similarity to the example
 
     def to_dict(self) -> dict:
-        return {"query": self.query, "refused": self.refused, "reason": self.reason, "results": self.results}
+        return {"query": self.query, "refused": self.refused, "reason": self.reason, "results": self.results,
+                "total": self.total, "total_exact": self.total_exact, "offset": self.offset, "like": self.like,
+                "negatives": self.negatives, "score": self.score}
+
+
+@dataclass
+class SearchRequest:
+    """What to search for: a query text, an example photo (`like`: a catalog photo's name, or an Example), or both,
+    away from the `negatives` texts; results offset..offset+top_k of the ranking, those scoring below `min_score`
+    left out. The legal filter checks every text; an example it keeps out is refused like a child query."""
+    query: str = ""
+    top_k: int = 1
+    offset: int = 0
+    min_score: float | None = None
+    like: "str | Example | None" = None
+    negatives: Sequence[str] = ()
+    like_weight: float = 1.0
+    negative_weight: float = 0.5
+
+    @property
+    def texts(self) -> list[str]:
+        return ([self.query] if self.query else []) + list(self.negatives)
+
+
+class Example(NamedTuple):
+    """The photo a "more like this" search starts from: its embedding and, for a catalog photo, its row (left out
+    of the results)."""
+    name: str
+    vector: torch.Tensor
+    row: int | None = None
 
 
 def validate_query(query: str) -> str:
@@ -107,6 +149,9 @@ class SearchEngine:
         self.root = self.index.root
         rows = self.index.searchable
         self.images = [self.index.entries[i]["path"] for i in rows]
+        self._row_of = {name: row for row, name in enumerate(self.images)}
+        self._excluded = {entry["path"] for entry in self.index.excluded}
+        self.checker = checker
         if not self.images:
             raise WsenseError(f"{self.root}: no photos to search (jpg, jpeg, png, webp)")
         self.embeddings = torch.from_numpy(self.index.embeddings[rows])
@@ -135,30 +180,138 @@ class SearchEngine:
                   f"{version}; `wsense index {self.index.root} --index-dir {self.index_dir}` re-checks them",
                   file=sys.stderr)
 
-    def shortlist(self, v: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The first stage's k best photos for the query embedding v: (catalog rows, their embeddings, their
-        fusion image terms or None)."""
-        if k >= len(self.images):  # every photo gets re-ranked: the first stage's order would not matter
-            return torch.arange(len(self.images)), self.embeddings, self.fusion_image_part
-        _, rows = self.first_stage.search(v.numpy(), k)
-        rows = torch.from_numpy(rows[0][rows[0] >= 0])
-        return rows, self.embeddings[rows], None if self.fusion_image_part is None else self.fusion_image_part[rows]
+    # -- what a search starts from ------------------------------------------------------------------
+    def example(self, name: str) -> Example | str:
+        """The catalog photo `name` as the example of a "more like this" search, or why it may not be one (the
+        legal filter keeps it out); a name that is no photo of this catalog is an error."""
+        key = posixpath.normpath(str(name).replace("\\", "/")) if name else ""
+        row = self._row_of.get(key)
+        if row is not None:
+            return Example(key, self.embeddings[row], row)
+        if key in self._excluded:
+            return "the example photo is kept out by the legal filter"
+        raise UnknownPhoto(f"{name}: not a photo of this catalog")
 
-    def search(self, query: str, top_k: int = 1) -> SearchResult:
-        verdict = check_query(validate_query(query))
-        if verdict.refused:
-            return SearchResult(query, True, verdict.reason)
+    def uploaded_example(self, path: str | Path, name: str = "upload") -> Example | str:
+        """A photo from outside the catalog (an upload) as an example: the image check looks at it first, and a photo
+        it keeps out is refused like a child query. Nothing of it is kept (no cache entry, no index row)."""
+        if self.checker is None:
+            self.checker = PhotoChecker.from_config(self.config)
+        check = self.checker.check_transient(path)
+        if check.verdict.child:
+            return f"image check: {check.verdict.reason}"
+        _, u, _ = self.scorer.embed_photos([path], progress=False)
+        return Example(name, u[0])
+
+    # -- search -------------------------------------------------------------------------------------
+    def search(self, query: str = "", top_k: int = 1, **options) -> SearchResult:
+        """The photos of the catalog for a query text, an example photo, or both (see SearchRequest for the
+        options); a bad request is a WsenseError."""
+        result = self.search_many([SearchRequest(query, top_k, **options)])[0]
+        if isinstance(result, WsenseError):
+            raise result
+        return result
+
+    def search_many(self, requests: Sequence["SearchRequest"]) -> list[SearchResult | WsenseError]:
+        """One result per request, in order, or the WsenseError that names what is wrong with it. The query texts
+        of all requests go through the text tower together, in one batch: what a server does with the queries that
+        arrive at the same moment."""
+        prepared: list[tuple[SearchRequest, SearchResult, Example | None] | None] = []
+        results: list[SearchResult | WsenseError | None] = []
+        for request in requests:
+            try:
+                result, example = self._prepare(request)
+            except WsenseError as error:
+                results.append(error)
+                prepared.append(None)
+                continue
+            results.append(result)
+            prepared.append(None if result.refused else (request, result, example))
+        texts = [text for item in prepared if item for text in item[0].texts]
         with torch_threads(self.query_threads):
-            v = self.scorer.embed_texts([query])
-            if self.ranking == "fusion":
-                shortlist, embeddings, image_part = self.shortlist(v, max(self.candidates, top_k))
-                relevance = self.scorer.relevance(v, embeddings, image_part)[0]
-                order = torch.argsort(relevance, descending=True)[:top_k]
-            else:  # the first stage's order is the ranking; the fusion relevance is the score shown
-                _, rows = self.first_stage.search(v.numpy(), top_k)
-                shortlist = torch.from_numpy(rows[0][rows[0] >= 0])
-                image_part = None if self.fusion_image_part is None else self.fusion_image_part[shortlist]
-                relevance = self.scorer.relevance(v, self.embeddings[shortlist], image_part)[0]
-                order = torch.arange(len(shortlist))
-        results = [{"image": self.images[int(shortlist[i])], "score": round(float(relevance[i]), 4)} for i in order]
-        return SearchResult(query, False, None, results)
+            vectors = iter(self.scorer.embed_texts(texts)) if texts else iter(())
+            for item in prepared:
+                if item is not None:
+                    request, result, example = item
+                    self._rank(request, result, example, [next(vectors) for _ in request.texts])
+        return results
+
+    def _prepare(self, request: "SearchRequest") -> tuple[SearchResult, Example | None]:
+        """Check a request: its result, refused by the legal filter where a text or the example is, and its example."""
+        query, like = request.query, request.like
+        negatives = [validate_query(text) for text in request.negatives]
+        if like is None or query:
+            validate_query(query)
+        check_paging(request.top_k, request.offset, request.min_score)
+        result = SearchResult(query, False, None, offset=request.offset,
+                              like=like.name if isinstance(like, Example) else like, negatives=negatives,
+                              score="relevance" if query else "similarity")
+        for text in request.texts:
+            verdict = check_query(text)
+            if verdict.refused:
+                result.refused, result.reason = True, verdict.reason
+                return result, None
+        example = self.example(like) if isinstance(like, str) else like
+        if isinstance(example, str):
+            result.refused, result.reason = True, example
+            return result, None
+        return result, example
+
+    def _rank(self, request: "SearchRequest", result: SearchResult, example: Example | None,
+              vectors: list[torch.Tensor]) -> None:
+        """Fill `result` from the embeddings of the request's texts (the query's first, where it has one)."""
+        v = vectors[0][None] if request.query else None
+        negatives = vectors[1:] if request.query else vectors
+        direction = v[0] if v is not None else torch.zeros(self.embeddings.shape[1])
+        if example is not None:
+            direction = direction + request.like_weight * example.vector
+        for negative in negatives:
+            direction = direction - request.negative_weight * negative
+        direction = torch.nn.functional.normalize(direction, dim=0)[None]
+        rerank = self.ranking == "fusion" and example is None and not negatives
+        exclude = example.row if example is not None else None
+        offset, top_k, min_score = request.offset, request.top_k, request.min_score
+        rows, scores, searched = self._ranked(direction, v, offset + top_k, min_score, rerank, exclude)
+        result.total = len(rows) if min_score is not None else len(self.images) - (exclude is not None)
+        result.total_exact = min_score is None or searched >= len(self.images)
+        result.results = [{"image": self.images[int(row)], "score": round(score, 4)}
+                          for row, score in zip(rows[offset:offset + top_k], scores[offset:offset + top_k])]
+
+    def _ranked(self, direction: torch.Tensor, v: torch.Tensor | None, needed: int, min_score: float | None,
+                rerank: bool, exclude: int | None) -> tuple[list[int], list[float], int]:
+        """(rows, scores, photos searched): the ranking's first photos, at least `needed` of those that reach
+        `min_score` where there are so many, each with the score shown; the search widens until it has them.
+        A query text's photos are scored by the fusion head's relevance to it, an example photo's alone by cosine.
+        With `rerank` (search.ranking: fusion, a plain text query) the fusion head orders the first stage's
+        `candidates` best photos (the order stays the same from page to page while offset + k <= candidates)."""
+        window = max(needed, self.candidates if (min_score is not None or rerank) else needed)
+        window += exclude is not None
+        while True:
+            window = min(window, len(self.images))
+            # The query-bank offsets correct a text's hubs; an example photo alone is compared as it is.
+            _, found = self.first_stage.search(direction.numpy(), window, offset_weight=float(v is not None))
+            rows = torch.from_numpy(found[0][found[0] >= 0])
+            if exclude is not None:
+                rows = rows[rows != exclude]
+            if v is None:
+                scores = (self.embeddings[rows] @ direction[0]).float()
+            else:
+                image_part = None if self.fusion_image_part is None else self.fusion_image_part[rows]
+                scores = self.scorer.relevance(v, self.embeddings[rows], image_part)[0]
+                if rerank:
+                    order = torch.argsort(scores, descending=True, stable=True)
+                    rows, scores = rows[order], scores[order]
+            scores = torch.round(scores, decimals=4)  # the cut-off compares the scores as they are shown
+            keep = scores >= min_score if min_score is not None else torch.ones(len(rows), dtype=torch.bool)
+            if int(keep.sum()) >= needed or window >= len(self.images):
+                return rows[keep].tolist(), scores[keep].tolist(), window
+            window *= 2
+
+
+def check_paging(top_k: int, offset: int, min_score: float | None) -> None:
+    if top_k < 1:
+        raise WsenseError(f"k must be at least 1, not {top_k}")
+    if offset < 0:
+        raise WsenseError(f"offset must be 0 or more, not {offset}")
+    if min_score is not None and not 0 <= min_score <= 1:
+        raise WsenseError(f"min_score must be from 0 to 1, not {min_score}")

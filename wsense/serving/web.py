@@ -6,22 +6,29 @@ the catalog folder, so no path from a request is ever opened as such.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import posixpath
 import threading
 from html import escape
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-from fastapi import FastAPI, HTTPException
+import tempfile
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse
 
 from wsense.errors import WsenseError
-from wsense.serving.search import MAX_QUERY_CHARS, disclaimer
+from wsense.serving.batching import QueryBatcher
+from wsense.serving.search import MAX_QUERY_CHARS, SearchRequest, SearchResult, UnknownPhoto, disclaimer
 
 PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
+UPLOAD_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5rem;color:#222;background:#fafafa}
@@ -34,6 +41,9 @@ figure{margin:0;background:#fff;border:1px solid #ddd;border-radius:6px;overflow
 figure img{display:block;width:100%;height:160px;object-fit:cover;background:#eee}
 figcaption{padding:.4rem .6rem;font-size:.85rem;display:flex;justify-content:space-between;gap:.5rem}
 figcaption span{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+figure a.like{display:block;padding:0 .6rem .4rem;font-size:.8rem}
+.pages{display:flex;gap:1.5rem;margin:1.2rem 0;font-size:1.05rem}
+input[name=min_score]{width:6.5rem;font-size:1.1rem;padding:.5rem}
 .notice{padding:.2rem 1rem;border-radius:6px;background:#fff4e5;border:1px solid #f0c36d}
 .error{padding:1rem;border-radius:6px;background:#fdecea;border:1px solid #e57373}
 """
@@ -72,8 +82,46 @@ def _parse_k(raw: str | None, default: int, max_k: int) -> int:
     return k
 
 
-def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status: int = 200) -> HTMLResponse:
-    title = f"{q} — wsense" if q else "wsense photo search"
+def _parse_offset(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 0
+    try:
+        offset = int(raw)
+    except ValueError:
+        raise WsenseError(f"offset must be a whole number from 0, not {raw!r}") from None
+    if offset < 0:
+        raise WsenseError(f"offset must be 0 or more, not {offset}")
+    return offset
+
+
+def _parse_score(raw: str | None, name: str = "min_score") -> float | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise WsenseError(f"{name} must be a number from 0 to 1, not {raw!r}") from None
+    if not 0 <= value <= 1:
+        raise WsenseError(f"{name} must be from 0 to 1, not {value}")
+    return value
+
+
+def _parse_weight(raw: str | None, name: str, default: float) -> float:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise WsenseError(f"{name} must be a number from 0 to 10, not {raw!r}") from None
+    if not 0 <= value <= 10:
+        raise WsenseError(f"{name} must be from 0 to 10, not {value}")
+    return value
+
+
+def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status: int = 200, min_score: str = "",
+          like: str | None = None) -> HTMLResponse:
+    title = f"{q or like} — wsense" if q or like else "wsense photo search"
+    keep_like = f'<input type="hidden" name="like" value="{escape(like)}">' if like else ""
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>
@@ -82,56 +130,140 @@ def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status:
 <input name="q" value="{escape(q)}" maxlength="{MAX_QUERY_CHARS}" aria-label="query" autofocus
   placeholder="Describe the scene, e.g. a dog swimming in a lake">
 <input name="k" type="number" min="1" max="{max_k}" value="{k}" aria-label="number of photos">
+<input name="min_score" type="number" min="0" max="1" step="0.05" value="{escape(min_score)}"
+  aria-label="lowest score" placeholder="min score">{keep_like}
 <button type="submit">Search</button></form>
 {body}</body></html>"""
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 
-def _results_html(result: dict) -> str:
-    query = escape(result["query"])
+def _link(**params) -> str:
+    return "/?" + urlencode({name: value for name, value in params.items() if value not in (None, "")})
+
+
+def _results_html(result: dict, k: int, min_score: float | None) -> str:
+    query, like = escape(result["query"]), result["like"]
     if result["refused"]:
         return (f'<div class="notice" role="alert"><p>{escape(disclaimer(result["query"]))}</p>'
                 f'<p>Reason: {escape(result["reason"] or "")}</p></div>')
+    what = " and ".join(part for part in (f"“{query}”" if query else "", f"photos like {escape(like)}" if like else "")
+                        if part)
+    cut = f" scoring from {min_score:g}" if min_score is not None else ""
     if not result["results"]:
-        return f"<p>No photos found for “{query}”.</p>"
+        return f"<p>No photos found for {what}{cut}.</p>"
+    first, offset, total = result["offset"] + 1, result["offset"], result["total"]
+    count = f"{total}" if result["total_exact"] else f"at least {total}"
     figures = "".join(
         f'<figure><a href="/images/{quote(item["image"])}"><img src="/images/{quote(item["image"])}" '
         f'alt="{escape(item["image"])}" loading="eager"></a><figcaption><span>{escape(item["image"])}</span>'
-        f'<b>{item["score"]:.3f}</b></figcaption></figure>'
+        f'<b>{item["score"]:.3f}</b></figcaption>'
+        f'<a class="like" href="{escape(_link(like=item["image"], k=k))}">More like this</a></figure>'
         for item in result["results"])
-    return f'<p>Results for “{query}”:</p><div class="grid">{figures}</div>'
+    state = {"q": result["query"], "k": k, "min_score": min_score, "like": like}
+    links = []
+    if offset > 0:
+        links.append(f'<a rel="prev" href="{escape(_link(**state, offset=max(0, offset - k)))}">← Previous</a>')
+    if offset + len(result["results"]) < total:
+        links.append(f'<a rel="next" href="{escape(_link(**state, offset=offset + k))}">Next {k} →</a>')
+    nav = f'<nav class="pages">{" ".join(links)}</nav>' if links else ""
+    return (f'<p>Results for {what}{cut}: {first}–{offset + len(result["results"])} of {count}</p>'
+            f'<div class="grid">{figures}</div>{nav}')
 
 
-def create_app(engine, max_k: int = 50) -> FastAPI:
+def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
+    """The page and the API over `engine`; `max_batch`: most queries put through the text tower together (1: each
+    alone)."""
     app = FastAPI(title="wsense", docs_url=None, redoc_url=None, openapi_url=None)
     root = Path(engine.root).resolve()
     servable = frozenset(engine.images)
-    # The tokenizer and model are not known to be thread-safe, and FastAPI runs these handlers in a thread pool;
-    # searches are CPU-bound anyway, so serialising them costs little.
-    lock = threading.Lock()
+    # Text searches run on the batcher's one worker thread (the tokenizer is not known to be thread-safe, and
+    # queries arriving together share one text-tower batch); uploads run the image check and the photo path one at
+    # a time in FastAPI's thread pool.
+    batcher = app.state.batcher = QueryBatcher(engine, max_batch)
+    photo_lock = threading.Lock()
     page_k = min(PAGE_K, max_k)  # the box's default must pass its own max, or the browser won't submit the form
 
-    def search(q: str, k: int) -> dict:
-        with lock:
-            return engine.search(q, k).to_dict()
+    async def search(q: str, k: int, **options) -> dict:
+        return (await asyncio.wrap_future(batcher.submit(SearchRequest(q, k, **options)))).to_dict()
+
+    def api_options(k: str | None, offset: str | None, min_score: str | None) -> dict:
+        return {"top_k": _parse_k(k, 1, max_k), "offset": _parse_offset(offset), "min_score": _parse_score(min_score)}
 
     @app.get("/", response_class=HTMLResponse)
-    def page(q: str | None = None, k: str | None = None):
-        if q is None:  # the start page: just the box
+    async def page(q: str | None = None, k: str | None = None, offset: str | None = None,
+                   min_score: str | None = None, like: str | None = None):
+        if q is None and not like:  # the start page: just the box
             return _page(k=page_k, max_k=max_k)
-        top_k = page_k
+        q, top_k = q or "", page_k
+        shown = {"min_score": min_score or "", "like": like or None}
         try:
             top_k = _parse_k(k, page_k, max_k)
-            return _page(q, top_k, max_k, _results_html(search(q, top_k)))
+            cut = _parse_score(min_score)
+            result = await search(q, top_k, offset=_parse_offset(offset), min_score=cut, like=like or None)
+            return _page(q, top_k, max_k, _results_html(result, top_k, cut), **shown)
         except WsenseError as e:
-            return _page(q, top_k, max_k, f'<p class="error" role="alert">{escape(str(e))}</p>', status=400)
+            return _page(q, top_k, max_k, f'<p class="error" role="alert">{escape(str(e))}</p>',
+                         status=404 if isinstance(e, UnknownPhoto) else 400, **shown)
 
     @app.get("/api/search")
-    def api_search(q: str = "", k: str | None = None) -> dict:
+    async def api_search(q: str = "", k: str | None = None, offset: str | None = None, min_score: str | None = None,
+                   like: str | None = None, like_weight: str | None = None,
+                   negatives: list[str] = Query(default=[], alias="not"), not_weight: str | None = None) -> dict:
         try:
-            return search(q, _parse_k(k, 1, max_k))
+            options = api_options(k, offset, min_score)
+            return await search(q, options.pop("top_k"), **options, like=like, negatives=negatives,
+                          like_weight=_parse_weight(like_weight, "like_weight", 1.0),
+                          negative_weight=_parse_weight(not_weight, "not_weight", 0.5))
+        except UnknownPhoto as e:
+            raise HTTPException(404, str(e)) from None
         except WsenseError as e:
             raise HTTPException(400, str(e)) from None
+
+    @app.get("/api/similar")
+    async def api_similar(image: str = "", k: str | None = None, offset: str | None = None,
+                    min_score: str | None = None) -> dict:
+        """More like a photo of the catalog."""
+        if not image:
+            raise HTTPException(400, "image: name a photo of the catalog (as in the results' `image`)")
+        return await api_search("", k, offset, min_score, like=image, negatives=[])
+
+    @app.post("/api/similar")
+    async def api_similar_upload(request: Request, k: str | None = None, offset: str | None = None,
+                                 min_score: str | None = None, q: str = "") -> dict:
+        """More like an uploaded photo (the request body, Content-Type image/jpeg, image/png or image/webp), which
+        the image check looks at first; nothing of it is kept."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in UPLOAD_TYPES:
+            raise HTTPException(415, f"upload a photo as the request body with Content-Type "
+                                     f"{', '.join(UPLOAD_TYPES)}, not {kind or 'none'!r}")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+            raise HTTPException(413, f"photo too large: {int(declared)} bytes (at most {MAX_UPLOAD_BYTES})")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_UPLOAD_BYTES:
+                raise HTTPException(413, f"photo too large (at most {MAX_UPLOAD_BYTES} bytes)")
+        if not body:
+            raise HTTPException(400, "empty upload: send the photo's bytes as the request body")
+        try:
+            options = api_options(k, offset, min_score)
+            example = await run_in_threadpool(uploaded_example, bytes(body), UPLOAD_TYPES[kind])
+            if isinstance(example, str):  # the image check keeps it out: refused like a child query
+                return SearchResult(q, True, example, like="upload").to_dict()
+            return await search(q, options.pop("top_k"), like=example, **options)
+        except WsenseError as e:
+            raise HTTPException(400, str(e)) from None
+
+    def uploaded_example(data: bytes, suffix: str):
+        with tempfile.TemporaryDirectory(prefix="wsense-upload-") as folder:
+            path = Path(folder) / f"upload{suffix}"
+            path.write_bytes(data)
+            try:
+                with photo_lock:
+                    return engine.uploaded_example(path, "upload")
+            except WsenseError as e:
+                raise WsenseError(str(e).replace(str(path), "the uploaded photo")) from None
 
     @app.get("/images/{path:path}")
     def image(path: str) -> FileResponse:
