@@ -78,9 +78,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from wsense.evaluation.report import merge_rows, read_report, write_report
 
     config = _config(args)
-    if args.child_check or args.query_bank:
+    if args.child_check or args.query_bank or args.reliability:
         if args.child_check:
             from wsense.evaluation.child_check import write_child_check_report as write
+        elif args.reliability:
+            from wsense.evaluation.reliability import write_reliability_report as write
         else:
             from wsense.evaluation.query_bank import validate_query_bank as write
         md_path = write(config, Path(args.out or config.reports_dir))
@@ -302,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--query-bank", action="store_true",
                           help="the query-bank ranking on each --cross-validate fold's validation photos, by beta "
                                "and weight -> reports/query_bank.{md,json}")
+    evaluate.add_argument("--reliability", action="store_true",
+                          help="what a relevance score has meant: each --cross-validate fold's scores of its held-out "
+                               "expert pairs against the experts -> reports/reliability.{md,json,png}")
     evaluate.add_argument("--cpu", action="store_true", help="train on the CPU even where a GPU is present")
     evaluate.add_argument("--output-dir", help="with --cross-validate: run folder (default: training.output_dir)")
     evaluate.add_argument("--mode", choices=["frozen", "partial", "full"], help="override training.mode")
