@@ -57,6 +57,7 @@ frame.addEventListener("load", () => {
 def base_url(engine):
     app = create_app(engine, max_k=5)
     app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
+    app.add_api_route("/_test/lightbox", lambda: HTMLResponse(LIGHTBOX))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held from here on so nobody can take it first
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -86,7 +87,7 @@ def submit(tmp_path, base_url: str, query: str) -> tuple[str, str]:
 
 
 def thumbnails(dom: str) -> list[str]:
-    return re.findall(r'<img[^>]*src="/images/[^"]*"', dom)
+    return re.findall(r'<img[^>]*src="/thumbnails/[^"]*"', dom)
 
 
 @pytest.mark.usefixtures("needs_chromium")
@@ -143,7 +144,7 @@ def test_more_like_this_from_a_result_and_the_next_page(tmp_path, base_url, engi
     similar = page_body(tmp_path, base_url + like)
     example = re.search(r"like=([^&]*)", like).group(1)
     assert f"photos like {example}" in similar and len(thumbnails(similar)) == 1
-    assert f'src="/images/{example}"' not in similar  # the example itself is not among its results
+    assert f'src="/thumbnails/{example}"' not in similar  # the example itself is not among its results
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -155,3 +156,36 @@ def test_a_child_example_photo_and_a_stranger_show_no_photos(tmp_path, base_url)
     assert "legal filter" in kept_out and "<img" not in kept_out
     stranger = page_body(tmp_path, f"{base_url}/?like=nowhere.jpg")
     assert "not a photo of this catalog" in stranger and "<img" not in stranger
+
+
+# Test-only page: opens a result page in a frame, clicks the first thumbnail, presses the right arrow, and copies
+# what the lightbox showed each time into its own DOM.
+LIGHTBOX = """<!doctype html><meta charset="utf-8">
+<iframe width="1100" height="700"></iframe><div id="out"></div>
+<script>
+const frame = document.querySelector("iframe"), out = document.getElementById("out");
+frame.addEventListener("load", () => {
+  const doc = frame.contentDocument, box = () => doc.querySelector(".lightbox");
+  doc.querySelector(".grid figure > a").click();
+  out.dataset.first = box().querySelector("p").textContent;
+  out.dataset.firstSrc = box().querySelector("img").getAttribute("src");
+  out.dataset.url = doc.location.href;
+  doc.dispatchEvent(new KeyboardEvent("keydown", {key: "ArrowRight"}));
+  out.dataset.second = box().querySelector("p").textContent;
+  doc.dispatchEvent(new KeyboardEvent("keydown", {key: "Escape"}));
+  out.dataset.closed = box().hidden;
+});
+frame.src = decodeURIComponent(location.hash.slice(1));
+</script>"""
+
+
+@pytest.mark.usefixtures("needs_chromium")
+def test_a_thumbnail_opens_the_photo_in_a_lightbox_with_arrow_keys(tmp_path, base_url, engine):
+    dom = chromium(tmp_path, f"{base_url}/_test/lightbox#{quote('/?q=a+dog&k=2')}", "--dump-dom")
+    out = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r'<div id="out"([^>]*)>', dom).group(1)))
+    result = engine.search("a dog", 2).results
+    first, second = (unescape(out["first"]), unescape(out["second"]))
+    assert first.startswith(f"{result[0]['image']} · score {result[0]['score']:.3f} · 1 of 2")
+    assert second.startswith(f"{result[1]['image']} · score") and second.endswith("2 of 2")
+    assert out["first-src"] == f"/images/{quote(result[0]['image'])}"  # the full photo, not the thumbnail
+    assert unescape(out["url"]).endswith("/?q=a+dog&k=2") and out["closed"] == "true"  # no navigation happened

@@ -20,7 +20,7 @@ def client(engine):
 
 
 def catalog_imgs(html: str) -> list[str]:
-    return re.findall(r'<img[^>]*src="/images/[^"]*"', html)
+    return re.findall(r'<img[^>]*src="/(?:images|thumbnails)/[^"]*"', html)
 
 
 def test_api_returns_the_engines_results(client, engine):
@@ -66,7 +66,8 @@ def test_page_shows_thumbnails_scores_and_names(client, engine):
     result = engine.search("a man on a mountain", 5)
     assert len(catalog_imgs(page.text)) == len(result.results) == 2
     for item in result.results:
-        assert f'src="/images/{item["image"]}"' in page.text and f'{item["score"]:.3f}' in page.text
+        assert f'src="/thumbnails/{item["image"]}"' in page.text and f'href="/images/{item["image"]}"' in page.text
+        assert f'{item["score"]:.3f}' in page.text
 
 
 @pytest.mark.parametrize("q", REFUSED)

@@ -23,6 +23,7 @@ from wsense.io import atomic_dir, file_sha256
 from wsense.safety.checker import PhotoChecker
 from wsense.safety.filters import child_images
 from wsense.serving.scoring import RelevanceScorer
+from wsense.serving.thumbnails import ensure_thumbnails
 
 INDEX_FORMAT = "wsense-index-1"
 EMBEDDINGS_FILE, META_FILE = "embeddings.npy", "index.json"
@@ -51,10 +52,12 @@ class IndexReport:
     excluded_by_image_check: int = 0
     checked: int = 0  # photos the image check looked at in this run (new, changed, or checked by another version)
     check_version: str = ""
+    thumbnails: int = 0  # thumbnails made in this run
 
     def __str__(self) -> str:
         lines = [f"index: {self.added} added, {self.changed} changed, {self.removed} removed, "
-                 f"{self.unchanged} unchanged, {len(self.skipped)} unreadable (skipped)",
+                 f"{self.unchanged} unchanged, {len(self.skipped)} unreadable (skipped); "
+                 f"{self.thumbnails} thumbnails made",
                  f"legal filter: {self.excluded_by_description} photos kept out by their descriptions, "
                  f"{self.excluded_by_image_check} by the image check ({self.check_version}; {self.checked} "
                  "checked in this run)"]
@@ -159,6 +162,8 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     dim = scorer.model.text_projection.out_features
     embeddings = np.stack([keep[p][1] for p in paths]).astype(np.float32) if paths else np.zeros((0, dim), np.float32)
     _apply_legal_filter(entries, descriptions, report)
+    report.thumbnails = ensure_thumbnails(root, [entry for entry in entries if not entry["excluded"]],
+                                          scorer.config.cache_dir)
     index = CatalogIndex(root, fingerprint, entries, embeddings)
     index.save(directory)
     return index, report

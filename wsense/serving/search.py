@@ -150,6 +150,7 @@ class SearchEngine:
         rows = self.index.searchable
         self.images = [self.index.entries[i]["path"] for i in rows]
         self._row_of = {name: row for row, name in enumerate(self.images)}
+        self.sha256 = {self.index.entries[i]["path"]: self.index.entries[i]["sha256"] for i in rows}
         self._excluded = {entry["path"] for entry in self.index.excluded}
         self.checker = checker
         if not self.images:

@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from wsense.errors import WsenseError
 from wsense.serving.batching import QueryBatcher
+from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
 from wsense.serving.search import MAX_QUERY_CHARS, SearchRequest, SearchResult, UnknownPhoto, disclaimer
 
 PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
@@ -43,15 +44,59 @@ figcaption{padding:.4rem .6rem;font-size:.85rem;display:flex;justify-content:spa
 figcaption span{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 figure a.like{display:block;padding:0 .6rem .4rem;font-size:.8rem}
 .pages{display:flex;gap:1.5rem;margin:1.2rem 0;font-size:1.05rem}
+.lightbox{position:fixed;inset:0;background:rgba(0,0,0,.88);display:flex;flex-direction:column;align-items:center;
+justify-content:center;z-index:10}.lightbox[hidden]{display:none}
+.lightbox img{max-width:94vw;max-height:86vh;object-fit:contain}.lightbox p{color:#eee;margin:.6rem}
 input[name=min_score]{width:6.5rem;font-size:1.1rem;padding:.5rem}
 .notice{padding:.2rem 1rem;border-radius:6px;background:#fff4e5;border:1px solid #f0c36d}
 .error{padding:1rem;border-radius:6px;background:#fdecea;border:1px solid #e57373}
 """
-# Marks the grid once every thumbnail has really loaded (or not): the browser tests read it from the DOM.
+# Marks the grid once every thumbnail has really loaded (or not): the browser tests read it from the DOM. A click on a
+# thumbnail opens the photo in a lightbox (arrow keys: previous and next result; Escape or a click: close); without
+# JavaScript the thumbnail is a plain link to the photo.
 SCRIPT = """
 addEventListener("load", () => {
   const grid = document.querySelector(".grid");
   if (grid) grid.dataset.loaded = [...grid.querySelectorAll("img")].every(i => i.complete && i.naturalWidth > 0);
+});
+let shown = -1;
+const photoLinks = () => [...document.querySelectorAll(".grid figure > a:first-child")];
+function openPhoto(i) {
+  const links = photoLinks();
+  if (i < 0 || i >= links.length) return;
+  shown = i;
+  let box = document.querySelector(".lightbox");
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "lightbox";
+    box.setAttribute("role", "dialog");
+    box.append(document.createElement("img"), document.createElement("p"));
+    box.addEventListener("click", closePhoto);
+    document.body.append(box);
+  }
+  const figure = links[i].closest("figure");
+  box.querySelector("img").src = links[i].getAttribute("href");
+  box.querySelector("img").alt = figure.querySelector("figcaption span").textContent;
+  box.querySelector("p").textContent = `${figure.querySelector("figcaption span").textContent} · score ` +
+    `${figure.querySelector("figcaption b").textContent} · ${i + 1} of ${links.length}`;
+  box.hidden = false;
+}
+function closePhoto() {
+  const box = document.querySelector(".lightbox");
+  if (box) box.hidden = true;
+  shown = -1;
+}
+document.addEventListener("click", event => {
+  const link = event.target.closest && event.target.closest(".grid figure > a:first-child");
+  if (!link) return;
+  event.preventDefault();
+  openPhoto(photoLinks().indexOf(link));
+});
+document.addEventListener("keydown", event => {
+  if (shown < 0) return;
+  if (event.key === "Escape") closePhoto();
+  else if (event.key === "ArrowRight") openPhoto(shown + 1);
+  else if (event.key === "ArrowLeft") openPhoto(shown - 1);
 });
 """
 
@@ -154,7 +199,7 @@ def _results_html(result: dict, k: int, min_score: float | None) -> str:
     first, offset, total = result["offset"] + 1, result["offset"], result["total"]
     count = f"{total}" if result["total_exact"] else f"at least {total}"
     figures = "".join(
-        f'<figure><a href="/images/{quote(item["image"])}"><img src="/images/{quote(item["image"])}" '
+        f'<figure><a href="/images/{quote(item["image"])}"><img src="/thumbnails/{quote(item["image"])}" '
         f'alt="{escape(item["image"])}" loading="eager"></a><figcaption><span>{escape(item["image"])}</span>'
         f'<b>{item["score"]:.3f}</b></figcaption>'
         f'<a class="like" href="{escape(_link(like=item["image"], k=k))}">More like this</a></figure>'
@@ -265,8 +310,7 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
             except WsenseError as e:
                 raise WsenseError(str(e).replace(str(path), "the uploaded photo")) from None
 
-    @app.get("/images/{path:path}")
-    def image(path: str) -> FileResponse:
+    def catalog_file(path: str) -> tuple[str, Path]:
         # The request only selects an entry of the catalog; the file opened is built from that entry, and must
         # resolve inside the catalog folder (a symlink in it may point anywhere).
         name = posixpath.normpath(path)
@@ -275,8 +319,26 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
         file = (root / name).resolve()
         if not file.is_relative_to(root) or not file.is_file():
             raise HTTPException(404, "not found")
+        return name, file
+
+    @app.get("/images/{path:path}")
+    def image(path: str) -> FileResponse:
+        _, file = catalog_file(path)
         return FileResponse(file, media_type=MEDIA_TYPES.get(file.suffix.lower(), "application/octet-stream"),
                             headers={"X-Content-Type-Options": "nosniff"})
+
+    @app.get("/thumbnails/{path:path}")
+    def thumbnail(path: str) -> FileResponse:
+        """The photo's thumbnail, made now where the index has none yet (an index from before thumbnails)."""
+        name, file = catalog_file(path)
+        target = thumbnail_path(engine.config.cache_dir, engine.sha256[name])
+        if not target.is_file():
+            try:
+                make_thumbnail(file, target)
+            except WsenseError:
+                return image(path)
+        return FileResponse(target, media_type="image/jpeg",
+                            headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "max-age=3600"})
 
     return app
 

@@ -1,0 +1,73 @@
+"""What a result page costs the browser, and the API's latency in process.
+
+Over the 100 test photos (the index, its thumbnails and the image check as `wsense serve` has them): the bytes of a
+24-result page (the HTML and every image it shows: thumbnails, against the originals the grid used to load), then
+p50 / p95 of `/api/search` (k=24) and `/api/similar` (k=24) through FastAPI's test client, one request at a time.
+
+    python benchmarks/page_weight.py [--checkpoint runs/final/best] [--queries 50]
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from urllib.parse import unquote
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from wsense.config import load_config
+from wsense.data import load_data
+from wsense.safety import mentions_child
+from wsense.safety.checker import load_or_fit_check
+from wsense.serving.search import SearchEngine
+from wsense.serving.web import create_app
+
+
+def percentiles(times: list[float]) -> str:
+    ms = np.array(times) * 1000
+    return f"p50 {np.percentile(ms, 50):6.2f} ms, p95 {np.percentile(ms, 95):6.2f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", default="runs/final/best")
+    parser.add_argument("--config", help="search and runtime settings (default: configs/default.yaml)")
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    data = load_data(config.data_dir)
+    engine = SearchEngine(args.checkpoint, data.test_image_dir, settings=config, checker=load_or_fit_check(config))
+    client = TestClient(create_app(engine, max_k=50))
+    queries = [q for q in data.test_queries["query_text"].drop_duplicates() if not mentions_child(q)][:args.queries]
+
+    page_bytes, thumb_bytes, original_bytes, shown = [], [], [], []
+    for query in queries[:10]:
+        html = client.get("/", params={"q": query, "k": 24}).content
+        names = [unquote(n) for n in re.findall(r'<img src="/thumbnails/([^"]*)"', html.decode())]
+        page_bytes.append(len(html))
+        thumb_bytes.append(sum(len(client.get(f"/thumbnails/{name}").content) for name in names))
+        original_bytes.append(sum((engine.root / name).stat().st_size for name in names))
+        shown.append(len(names))
+    print(f"24-result page ({np.mean(shown):.0f} photos shown of {len(engine.images)} searchable, mean of "
+          f"{len(page_bytes)} queries): HTML {np.mean(page_bytes) / 1024:.1f} KiB + thumbnails "
+          f"{np.mean(thumb_bytes) / 1024:.0f} KiB = {(np.mean(page_bytes) + np.mean(thumb_bytes)) / 1024:.0f} KiB, "
+          f"against {np.mean(original_bytes) / 1024 / 1024:.2f} MiB with the originals "
+          f"({np.mean(thumb_bytes) / np.mean(original_bytes):.3f} of it)")
+
+    for name, request in (("/api/search", lambda q: client.get("/api/search", params={"q": q, "k": 24})),
+                          ("/api/similar", lambda q: client.get("/api/similar", params={
+                              "image": engine.images[hash(q) % len(engine.images)], "k": 24}))):
+        for query in queries[:5]:
+            request(query)  # warm-up
+        times = []
+        for query in queries:
+            began = time.perf_counter()
+            response = request(query)
+            times.append(time.perf_counter() - began)
+            assert response.status_code == 200, response.text
+        print(f"{name} (k=24, {len(engine.images)} photos, {len(times)} requests): {percentiles(times)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Thumbnails of catalog photos, about 320 px on the longer side, for the result grid.
+
+They are kept in `cache_dir/thumbnails/`, one JPEG per photo content (named by its sha256), so a photo shared by
+several catalogs or indexes is reduced once, a changed photo gets a new one, and an index rebuild keeps them. Each
+is written atomically. Only photos the legal filter allows get one.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from PIL import Image, ImageOps
+from tqdm.auto import tqdm
+
+from wsense.data import load_image
+from wsense.errors import WsenseError
+from wsense.io import atomic_path
+
+THUMBNAIL_SIDE = 320
+QUALITY = 82
+
+
+def thumbnail_path(cache_dir: str | Path, sha256: str) -> Path:
+    return Path(cache_dir) / "thumbnails" / sha256[:2] / f"{sha256}-{THUMBNAIL_SIDE}.jpg"
+
+
+def make_thumbnail(source: str | Path, target: str | Path) -> Path:
+    """Write the thumbnail of photo `source` to `target` (upright by its EXIF orientation); a WsenseError names an
+    unreadable photo."""
+    try:
+        with Image.open(source) as image:
+            image.draft("RGB", (2 * THUMBNAIL_SIDE, 2 * THUMBNAIL_SIDE))  # JPEG: decode at a reduced scale
+            image = ImageOps.exif_transpose(image).convert("RGB")
+    except (OSError, SyntaxError, ValueError):
+        image = load_image(Path(source))  # raises the one-line error naming the file
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.LANCZOS)
+    with atomic_path(target) as tmp:
+        image.save(tmp, format="JPEG", quality=QUALITY, optimize=True, progressive=True)
+    return Path(target)
+
+
+def ensure_thumbnails(root: Path, entries: Iterable[dict], cache_dir: str | Path, progress: bool = True) -> int:
+    """Make the missing thumbnails of index entries (path, sha256) under `root`; returns how many were made. A photo
+    that cannot be reduced is reported and left without one (the page then shows its original)."""
+    missing = [entry for entry in entries if not thumbnail_path(cache_dir, entry["sha256"]).is_file()]
+    for entry in tqdm(missing, desc="thumbnails", unit="photo", file=sys.stderr, disable=not progress or not missing):
+        try:
+            make_thumbnail(root / entry["path"], thumbnail_path(cache_dir, entry["sha256"]))
+        except WsenseError as error:
+            print(f"warning: no thumbnail: {error}", file=sys.stderr)
+    return len(missing)
