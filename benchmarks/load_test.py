@@ -3,10 +3,11 @@
 The server (uvicorn, one process, the real checkpoint and the 100 test photos, `search.*` from the config) runs in
 a subprocess; the clients are asyncio keep-alive HTTP/1.1 connections in this process, each sending the 500 test
 queries in turn (k=5) and waiting for each answer before the next. Printed per run: requests/s, p50 / p99 latency,
-errors, and the server's mean text-tower batch. Runs: the queries batched (what `wsense serve` does) and one at a
-time (`max_batch` 1), each with 1 client and with `--clients` clients, for `--seconds` each.
+errors, and the server's mean batch. Runs, `--seconds` each: what `wsense serve` does (queries batched, the query
+cache on: after the first round every query is a repeat), the same without the cache (every request runs the text
+tower), and one request at a time without the cache (as before batching); with 1 client and `--clients` clients.
 
-    python benchmarks/load_test.py [--checkpoint runs/final/best] [--clients 32] [--seconds 12]
+    python benchmarks/load_test.py [--checkpoint runs/final/best] [--clients 32] [--seconds 10]
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def serve(args) -> None:
     from wsense.serving.web import create_app
 
     config = load_config(args.config)
+    config.search.query_cache = args.query_cache
     data = load_data(config.data_dir)
     engine = SearchEngine(args.checkpoint, data.test_image_dir, settings=config, checker=load_or_fit_check(config))
     app = create_app(engine, max_batch=args.max_batch)
@@ -91,10 +93,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run(args, max_batch: int, paths: list[str]) -> None:
+def run(args, max_batch: int, query_cache: int, paths: list[str], clients_runs: tuple[int, ...]) -> None:
     port = free_port()
     command = [sys.executable, __file__, "--serve", "--port", str(port), "--max-batch", str(max_batch),
-               "--checkpoint", args.checkpoint] + (["--config", args.config] if args.config else [])
+               "--query-cache", str(query_cache), "--checkpoint", args.checkpoint] + (
+        ["--config", args.config] if args.config else [])
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300
@@ -106,14 +109,14 @@ def run(args, max_batch: int, paths: list[str]) -> None:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the server did not start:\n{server.stderr.read()[-2000:]}")
                 time.sleep(0.5)
-        label = "batched" if max_batch > 1 else "one at a time"
-        for clients in (1, args.clients):
+        label = ("batched" if max_batch > 1 else "one at a time") + (", cache" if query_cache else ", no cache")
+        for clients in clients_runs:
             before = get_json(port, "/_batches")
             latencies, errors, elapsed = asyncio.run(load(port, paths, clients, args.seconds))
             after = get_json(port, "/_batches")
             ms = np.array(latencies) * 1000
             batch = (after["requests"] - before["requests"]) / max(1, after["batches"] - before["batches"])
-            print(f"{label:>13}, {clients:2d} client(s): {len(latencies) / elapsed:6.1f} requests/s, "
+            print(f"{label:>24}, {clients:2d} client(s): {len(latencies) / elapsed:6.1f} requests/s, "
                   f"p50 {np.percentile(ms, 50):6.1f} ms, p99 {np.percentile(ms, 99):6.1f} ms, "
                   f"{len(errors)} errors, mean batch {batch:.1f} ({len(latencies)} requests in {elapsed:.1f} s)",
                   flush=True)
@@ -129,10 +132,11 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="runs/final/best")
     parser.add_argument("--config", help="search and runtime settings (default: configs/default.yaml)")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--seconds", type=float, default=12.0, help="measured seconds per run (after 1 s warm-up)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run (after 1 s warm-up)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--max-batch", type=int, default=64, help=argparse.SUPPRESS)
+    parser.add_argument("--query-cache", type=int, default=4096, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args)
@@ -144,8 +148,9 @@ def main() -> None:
     paths = ["/api/search?" + urlencode({"q": query, "k": 5}) for query in queries]
     if not Path(args.checkpoint).is_dir():
         raise SystemExit(f"{args.checkpoint}: no checkpoint (wsense search trains it on first use)")
-    for max_batch in (64, 1):
-        run(args, max_batch, paths)
+    run(args, 64, 4096, paths, (1, args.clients))
+    run(args, 64, 0, paths, (1, args.clients))
+    run(args, 1, 0, paths, (args.clients,))
 
 
 if __name__ == "__main__":

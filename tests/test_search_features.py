@@ -338,3 +338,22 @@ def test_a_thumbnail_is_upright_and_an_unreadable_photo_gets_none(tmp_path):
     with pytest.raises(WsenseError, match="bad.jpg"):
         make_thumbnail(tmp_path / "bad.jpg", tmp_path / "t2.jpg")
     assert not (tmp_path / "t2.jpg").exists()
+
+
+def test_repeated_queries_skip_the_text_tower_and_the_cache_stays_bounded(checkpoint, monkeypatch):
+    from wsense.serving.scoring import RelevanceScorer
+
+    scorer = RelevanceScorer.from_checkpoint(checkpoint, settings(search__query_cache=3))
+    fresh = scorer.embed_english(["a dog", "a cat", "a red car", "snow"])
+    calls = []
+    embed = scorer._embed_texts
+    monkeypatch.setattr(scorer, "_embed_texts", lambda texts, size: calls.append(list(texts)) or embed(texts, size))
+    first = scorer.embed_texts(["a dog", "a cat", "a dog"])
+    assert calls == [["a dog", "a cat"]] and torch.allclose(first, fresh[[0, 1, 0]], atol=1e-6)
+    again = scorer.embed_texts(["a cat", "a red car"])
+    assert calls[-1] == ["a red car"] and torch.allclose(again, fresh[[1, 2]], atol=1e-6)
+    scorer.embed_texts(["snow"])  # four texts seen, three kept: the least recently used ("a dog") goes
+    assert list(scorer.query_cache) == ["a cat", "a red car", "snow"]
+    off = RelevanceScorer.from_checkpoint(checkpoint, settings(search__query_cache=0))
+    off.embed_texts(["a dog"])
+    assert not off.query_cache

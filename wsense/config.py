@@ -134,6 +134,7 @@ class SearchConfig:
     text_runtime: str = "onnx_int8"
     # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch), from 1.
     query_threads: int = 2
+    query_cache: int = 4096  # query texts whose embeddings are kept (0: none)
 
 
 @dataclass
@@ -233,6 +234,9 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if config.embedding.image_runtime not in IMAGE_RUNTIMES:
         raise WsenseError(f"{source}: embedding.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
                           f"'{config.embedding.image_runtime}'")
+    if not isinstance(config.search.query_cache, int) or config.search.query_cache < 0:
+        raise WsenseError(f"{source}: search.query_cache must be a whole number from 0, got "
+                          f"{config.search.query_cache!r}")
     if not isinstance(config.search.query_threads, int) or config.search.query_threads < 1:
         raise WsenseError(f"{source}: search.query_threads must be a whole number from 1, got "
                           f"{config.search.query_threads!r}")

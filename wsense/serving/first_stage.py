@@ -46,12 +46,14 @@ class FirstStage:
         index.nprobe = min(nprobe, nlist)
         return index
 
-    def search(self, queries: np.ndarray, k: int, offset_weight: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, offset_weight: float | np.ndarray = 1.0
+               ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices), each (queries x k'), k' = min(k, catalog size), best first; the photos' offsets count
-        `offset_weight` times (0: the plain cosine)."""
+        `offset_weight` times (0: the plain cosine), one weight for all queries or one each."""
         queries = np.atleast_2d(queries)
         if self.with_offsets:
-            queries = np.hstack([queries, np.full((len(queries), 1), offset_weight, queries.dtype)])
+            weights = np.broadcast_to(np.asarray(offset_weight, queries.dtype).reshape(-1, 1), (len(queries), 1))
+            queries = np.hstack([queries, weights])
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, len(self.embeddings))
         if k == 0:

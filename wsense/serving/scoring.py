@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Collection, Sequence
 
@@ -19,6 +20,7 @@ from wsense.serving.query_bank import BANK_FILE, bank_offsets, bank_texts, load_
 
 
 TEXT_MAP_FILE = "text_map.npz"
+ONNX_TEXT_BATCH = 8  # texts per ONNX Runtime call of the fp32 query tower
 
 
 class RelevanceScorer:
@@ -40,12 +42,15 @@ class RelevanceScorer:
         self.text_map = text_map
         self.bank = None  # (captions, dim) text embeddings of the query bank (search.ranking: qb_cosine)
         self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
+        self.query_cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # text -> embedding, most recent last
+        self.query_cache_size = config.search.query_cache
         if on_cpu and export_dir is not None:
             self.use_text_runtime(config.search.text_runtime, export_dir)
 
     def use_text_runtime(self, runtime: str, directory: str | Path | None = None) -> None:
         """Run the query text path in `runtime` (torch | onnx | onnx_int8); onnx exports it into `directory` the
         first time (the benchmark switches runtimes on one scorer)."""
+        self.query_cache.clear()
         if runtime == "torch":
             self.onnx_text = None
         elif runtime in ("onnx", "onnx_int8"):
@@ -122,8 +127,23 @@ class RelevanceScorer:
         return self.embed_photos(paths, progress=progress)[1]
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Text embeddings; Cyrillic texts go through the multilingual map where the scorer has one."""
+        """Text embeddings; Cyrillic texts go through the multilingual map where the scorer has one. The last
+        search.query_cache texts are kept, so a repeated query costs no text tower."""
         texts = list(texts)
+        if not self.query_cache_size:
+            return self._embed_texts(texts, batch_size)
+        cache = self.query_cache
+        missing = [text for text in dict.fromkeys(texts) if text not in cache]
+        if missing:
+            cache.update(zip(missing, [row.clone() for row in self._embed_texts(missing, batch_size)]))
+        for text in texts:
+            cache.move_to_end(text)
+        found = torch.stack([cache[text] for text in texts]) if texts else self._embed_texts([], batch_size)
+        while len(cache) > self.query_cache_size:
+            cache.popitem(last=False)
+        return found
+
+    def _embed_texts(self, texts: list[str], batch_size: int) -> torch.Tensor:
         if self.text_map is None or not any(is_cyrillic(t) for t in texts):
             return self.embed_english(texts, batch_size)
         russian = [i for i, t in enumerate(texts) if is_cyrillic(t)]
@@ -141,11 +161,20 @@ class RelevanceScorer:
         `torch_tower`, in torch as in training (the multilingual map's teacher)."""
         encoder = self.model.text_encoder
         chunks = []
+        if self.onnx_text is not None and not torch_tower and texts:
+            # Texts of similar length together, in small batches: the fp32 tower's cost grows with the padded length,
+            # and on a CPU a batch saves little else (int8 runs each text alone anyway: OnnxTextPath.run).
+            ids, mask = encoder.token_arrays(list(texts))
+            lengths = mask.sum(1)
+            order = np.argsort(lengths, kind="stable")
+            out = np.zeros((len(texts), self.model.text_projection.out_features), np.float32)
+            for start in range(0, len(texts), ONNX_TEXT_BATCH):
+                rows = order[start:start + ONNX_TEXT_BATCH]
+                width = int(lengths[rows].max())
+                out[rows] = self.onnx_text(ids[rows, :width], mask[rows, :width])
+            return torch.from_numpy(out)
         for start in range(0, len(texts), batch_size):
             ids, mask = encoder.token_arrays(list(texts[start:start + batch_size]))
-            if self.onnx_text is not None and not torch_tower:
-                chunks.append(torch.from_numpy(self.onnx_text(ids, mask)))
-                continue
             batch = {"input_ids": torch.from_numpy(ids).to(self.device),
                      "attention_mask": torch.from_numpy(mask).to(self.device)}
             chunks.append(self.model.encode_texts(batch).float().cpu())

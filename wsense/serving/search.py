@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -231,10 +232,15 @@ class SearchEngine:
         texts = [text for item in prepared if item for text in item[0].texts]
         with torch_threads(self.query_threads):
             vectors = iter(self.scorer.embed_texts(texts)) if texts else iter(())
-            for item in prepared:
-                if item is not None:
-                    request, result, example = item
-                    self._rank(request, result, example, [next(vectors) for _ in request.texts])
+            ranked = [(item, self._plan(*item, [next(vectors) for _ in item[0].texts])) for item in prepared if item]
+            for ((request, result, _), plan), (rows, scores, searched) in zip(
+                    ranked, self._ranked([plan for _, plan in ranked])):
+                offset, top_k = request.offset, request.top_k
+                everything = len(self.images) - (plan.exclude is not None)
+                result.total = len(rows) if plan.min_score is not None else everything
+                result.total_exact = plan.min_score is None or searched >= len(self.images)
+                result.results = [{"image": self.images[int(row)], "score": round(score, 4)}
+                                  for row, score in zip(rows[offset:offset + top_k], scores[offset:offset + top_k])]
         return results
 
     def _prepare(self, request: "SearchRequest") -> tuple[SearchResult, Example | None]:
@@ -258,9 +264,9 @@ class SearchEngine:
             return result, None
         return result, example
 
-    def _rank(self, request: "SearchRequest", result: SearchResult, example: Example | None,
-              vectors: list[torch.Tensor]) -> None:
-        """Fill `result` from the embeddings of the request's texts (the query's first, where it has one)."""
+    def _plan(self, request: "SearchRequest", result: SearchResult, example: Example | None,
+              vectors: list[torch.Tensor]) -> "_Plan":
+        """How to rank for a request, from the embeddings of its texts (the query's first, where it has one)."""
         v = vectors[0][None] if request.query else None
         negatives = vectors[1:] if request.query else vectors
         direction = v[0] if v is not None else torch.zeros(self.embeddings.shape[1])
@@ -268,45 +274,81 @@ class SearchEngine:
             direction = direction + request.like_weight * example.vector
         for negative in negatives:
             direction = direction - request.negative_weight * negative
-        direction = torch.nn.functional.normalize(direction, dim=0)[None]
         rerank = self.ranking == "fusion" and example is None and not negatives
         exclude = example.row if example is not None else None
-        offset, top_k, min_score = request.offset, request.top_k, request.min_score
-        rows, scores, searched = self._ranked(direction, v, offset + top_k, min_score, rerank, exclude)
-        result.total = len(rows) if min_score is not None else len(self.images) - (exclude is not None)
-        result.total_exact = min_score is None or searched >= len(self.images)
-        result.results = [{"image": self.images[int(row)], "score": round(score, 4)}
-                          for row, score in zip(rows[offset:offset + top_k], scores[offset:offset + top_k])]
+        needed, min_score = request.offset + request.top_k, request.min_score
+        window = max(needed, self.candidates if (min_score is not None or rerank) else needed) + (exclude is not None)
+        return _Plan(torch.nn.functional.normalize(direction, dim=0), v, needed, min_score, rerank, exclude,
+                     min(window, len(self.images)))
 
-    def _ranked(self, direction: torch.Tensor, v: torch.Tensor | None, needed: int, min_score: float | None,
-                rerank: bool, exclude: int | None) -> tuple[list[int], list[float], int]:
-        """(rows, scores, photos searched): the ranking's first photos, at least `needed` of those that reach
-        `min_score` where there are so many, each with the score shown; the search widens until it has them.
+    def _ranked(self, plans: list["_Plan"]) -> list[tuple[list[int], list[float], int]]:
+        """Per plan (rows, scores, photos searched): the ranking's first photos, at least `needed` of those that reach
+        `min_score` where there are so many, each with the score shown; a plan's search widens until it has them.
         A query text's photos are scored by the fusion head's relevance to it, an example photo's alone by cosine.
         With `rerank` (search.ranking: fusion, a plain text query) the fusion head orders the first stage's
-        `candidates` best photos (the order stays the same from page to page while offset + k <= candidates)."""
-        window = max(needed, self.candidates if (min_score is not None or rerank) else needed)
-        window += exclude is not None
-        while True:
-            window = min(window, len(self.images))
+        `candidates` best photos (the order stays the same from page to page while offset + k <= candidates).
+        The plans share one first-stage search and, on a small shortlist, one fusion call."""
+        out: list = [None] * len(plans)
+        todo = list(range(len(plans)))
+        while todo:
             # The query-bank offsets correct a text's hubs; an example photo alone is compared as it is.
-            _, found = self.first_stage.search(direction.numpy(), window, offset_weight=float(v is not None))
-            rows = torch.from_numpy(found[0][found[0] >= 0])
-            if exclude is not None:
-                rows = rows[rows != exclude]
-            if v is None:
-                scores = (self.embeddings[rows] @ direction[0]).float()
-            else:
-                image_part = None if self.fusion_image_part is None else self.fusion_image_part[rows]
-                scores = self.scorer.relevance(v, self.embeddings[rows], image_part)[0]
-                if rerank:
-                    order = torch.argsort(scores, descending=True, stable=True)
-                    rows, scores = rows[order], scores[order]
-            scores = torch.round(scores, decimals=4)  # the cut-off compares the scores as they are shown
-            keep = scores >= min_score if min_score is not None else torch.ones(len(rows), dtype=torch.bool)
-            if int(keep.sum()) >= needed or window >= len(self.images):
-                return rows[keep].tolist(), scores[keep].tolist(), window
-            window *= 2
+            _, found = self.first_stage.search(
+                np.stack([plans[i].direction.numpy() for i in todo]), max(plans[i].window for i in todo),
+                offset_weight=np.array([float(plans[i].v is not None) for i in todo], np.float32))
+            rows = {}
+            for j, i in enumerate(todo):
+                picked = found[j][:plans[i].window]
+                picked = picked[picked >= 0]
+                rows[i] = torch.from_numpy(picked[picked != plans[i].exclude] if plans[i].exclude is not None
+                                           else picked)
+            scores = self._scores(plans, rows)
+            widen = []
+            for i in todo:
+                plan, row, score = plans[i], rows[i], scores[i]
+                if plan.rerank:
+                    order = torch.argsort(score, descending=True, stable=True)
+                    row, score = row[order], score[order]
+                score = torch.round(score, decimals=4)  # the cut-off compares the scores as they are shown
+                keep = score >= plan.min_score if plan.min_score is not None else torch.ones(len(row), dtype=torch.bool)
+                if int(keep.sum()) >= plan.needed or plan.window >= len(self.images):
+                    out[i] = (row[keep].tolist(), score[keep].tolist(), plan.window)
+                else:
+                    plan.window = min(2 * plan.window, len(self.images))
+                    widen.append(i)
+            todo = widen
+        return out
+
+    def _scores(self, plans: list["_Plan"], rows: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """The score shown of each plan's rows: the fusion relevance to its query text, or the cosine to its
+        direction (an example photo alone)."""
+        scores = {i: (self.embeddings[r] @ plans[i].direction).float() for i, r in rows.items() if plans[i].v is None}
+        texts = [i for i in rows if plans[i].v is not None]
+        if not texts:
+            return scores
+        union = torch.unique(torch.cat([rows[i] for i in texts]))
+        if len(texts) * len(union) > 50_000:  # shortlists too far apart to score as one matrix: one by one
+            for i in texts:
+                part = None if self.fusion_image_part is None else self.fusion_image_part[rows[i]]
+                scores[i] = self.scorer.relevance(plans[i].v, self.embeddings[rows[i]], part)[0]
+            return scores
+        part = None if self.fusion_image_part is None else self.fusion_image_part[union]
+        matrix = self.scorer.relevance(torch.cat([plans[i].v for i in texts]), self.embeddings[union], part)
+        position = torch.full((len(self.images),), -1, dtype=torch.long)
+        position[union] = torch.arange(len(union))
+        for j, i in enumerate(texts):
+            scores[i] = matrix[j, position[rows[i]]]
+        return scores
+
+
+@dataclass
+class _Plan:
+    direction: torch.Tensor  # (dim,), unit length: what the first stage searches with
+    v: torch.Tensor | None  # (1, dim): the query text's embedding, whose fusion relevance is the score shown
+    needed: int  # offset + k
+    min_score: float | None
+    rerank: bool
+    exclude: int | None  # the example photo's row
+    window: int  # photos the first stage gives
 
 
 def check_paging(top_k: int, offset: int, min_score: float | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import posixpath
 import threading
 from html import escape
@@ -17,9 +18,9 @@ from urllib.parse import quote, urlencode
 
 import tempfile
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from wsense.errors import WsenseError
 from wsense.serving.batching import QueryBatcher
@@ -250,27 +251,35 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
             return _page(q, top_k, max_k, f'<p class="error" role="alert">{escape(str(e))}</p>',
                          status=404 if isinstance(e, UnknownPhoto) else 400, **shown)
 
-    @app.get("/api/search")
-    async def api_search(q: str = "", k: str | None = None, offset: str | None = None, min_score: str | None = None,
-                   like: str | None = None, like_weight: str | None = None,
-                   negatives: list[str] = Query(default=[], alias="not"), not_weight: str | None = None) -> dict:
+    async def api_answer(params, **fixed) -> Response:
+        """The JSON answer to the query parameters of /api/search (`fixed`: those a route sets itself). The
+        parameters are read from the request as they are: this is the hot path of a busy server."""
+        get = params.get
         try:
-            options = api_options(k, offset, min_score)
-            return await search(q, options.pop("top_k"), **options, like=like, negatives=negatives,
-                          like_weight=_parse_weight(like_weight, "like_weight", 1.0),
-                          negative_weight=_parse_weight(not_weight, "not_weight", 0.5))
+            options = api_options(get("k"), get("offset"), get("min_score"))
+            result = await search(fixed.get("q", get("q", "")), options.pop("top_k"), **options,
+                                  like=fixed.get("like", get("like")),
+                                  negatives=fixed.get("negatives", params.getlist("not")),
+                                  like_weight=_parse_weight(get("like_weight"), "like_weight", 1.0),
+                                  negative_weight=_parse_weight(get("not_weight"), "not_weight", 0.5))
         except UnknownPhoto as e:
             raise HTTPException(404, str(e)) from None
         except WsenseError as e:
             raise HTTPException(400, str(e)) from None
+        return Response(json.dumps(result, ensure_ascii=False), media_type="application/json")
+
+    @app.get("/api/search")
+    async def api_search(request: Request) -> Response:
+        """Parameters: q, k, offset, min_score, like, like_weight, not (repeatable), not_weight (docs/web.md)."""
+        return await api_answer(request.query_params)
 
     @app.get("/api/similar")
-    async def api_similar(image: str = "", k: str | None = None, offset: str | None = None,
-                    min_score: str | None = None) -> dict:
-        """More like a photo of the catalog."""
+    async def api_similar(request: Request) -> Response:
+        """More like a photo of the catalog: image, k, offset, min_score."""
+        image = request.query_params.get("image", "")
         if not image:
             raise HTTPException(400, "image: name a photo of the catalog (as in the results' `image`)")
-        return await api_search("", k, offset, min_score, like=image, negatives=[])
+        return await api_answer(request.query_params, q="", like=image, negatives=[])
 
     @app.post("/api/similar")
     async def api_similar_upload(request: Request, k: str | None = None, offset: str | None = None,
