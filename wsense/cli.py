@@ -202,8 +202,11 @@ def _search(args: argparse.Namespace) -> int:
         raise WsenseError("no query: give one as an argument, or use --like PHOTO, --batch FILE or --demo")
     engine = _engine(args, config)
     like = _example(engine, args.like) if args.like is not None else None
+    from wsense.serving.metadata import PhotoFilter
+
+    filters = PhotoFilter.parse(args.folder, args.orientation, args.camera, args.lens, args.taken_from, args.taken_to)
     options = {"offset": args.offset, "min_score": args.min_score, "like": like, "negatives": args.negatives,
-               "like_weight": args.like_weight, "negative_weight": args.not_weight}
+               "like_weight": args.like_weight, "negative_weight": args.not_weight, "filters": filters or None}
     results = [engine.search(query, args.top_k, **options) for query in queries or [""]]
     for i, result in enumerate(results):
         if args.json or args.batch:
@@ -342,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--not-weight", type=float, default=0.5, help="weight of each --not (default: %(default)s)")
     search.add_argument("--min-score", type=float, help="leave out photos scoring below this (0 to 1)")
     search.add_argument("--offset", type=int, default=0, help="skip this many photos of the ranking (paging)")
+    search.add_argument("--folder", help="only photos under this subfolder of the catalog")
+    search.add_argument("--orientation", choices=["landscape", "portrait", "square"], help="only photos shown so")
+    search.add_argument("--camera", help="only photos whose EXIF camera contains this text (any case)")
+    search.add_argument("--lens", help="only photos whose EXIF lens contains this text (any case)")
+    search.add_argument("--taken-from", metavar="YYYY-MM-DD", help="only photos taken on or after this day (EXIF)")
+    search.add_argument("--taken-to", metavar="YYYY-MM-DD", help="only photos taken on or before this day (EXIF)")
     search.add_argument("--json", action="store_true", help="one JSON line per query")
     search.add_argument("--batch", help="file with one query per line; one JSON line per query, in order")
     search.add_argument("--html", help="also write a contact sheet with thumbnails and scores to this file")

@@ -28,6 +28,7 @@ from wsense.safety.checker import PhotoChecker, configured_check
 from wsense.safety.image_check import CHECK_FILE
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, update_index
+from wsense.serving.metadata import PhotoFilter
 from wsense.serving.scoring import RelevanceScorer
 
 MAX_QUERY_CHARS = 500
@@ -52,18 +53,19 @@ class SearchResult:
     refused: bool
     reason: str | None
     results: list[dict] = field(default_factory=list)  # {"image": path relative to the catalog, "score": float}
-    total: int = 0  # photos that qualify (all, or those from min_score up) among the `searched` ones
+    total: int = 0  # photos that qualify: all those the filters allow, or those scoring from min_score up
     total_exact: bool = True  # False where only the first stage's best photos were scored against min_score
     offset: int = 0
     like: str | None = None  # the example photo
     negatives: list[str] = field(default_factory=list)
+    filters: dict = field(default_factory=dict)  # the PhotoFilter applied, as given
     score: str = "relevance"  # what a result's score is: the fusion head's relevance to the query text, or, for an
     # example photo alone, its cosine similarity to the example
 
     def to_dict(self) -> dict:
         return {"query": self.query, "refused": self.refused, "reason": self.reason, "results": self.results,
                 "total": self.total, "total_exact": self.total_exact, "offset": self.offset, "like": self.like,
-                "negatives": self.negatives, "score": self.score}
+                "negatives": self.negatives, "filters": self.filters, "score": self.score}
 
 
 @dataclass
@@ -79,6 +81,7 @@ class SearchRequest:
     negatives: Sequence[str] = ()
     like_weight: float = 1.0
     negative_weight: float = 0.5
+    filters: PhotoFilter | None = None  # subfolder, orientation, camera, lens, dates taken
 
     @property
     def texts(self) -> list[str]:
@@ -151,6 +154,9 @@ class SearchEngine:
         rows = self.index.searchable
         self.images = [self.index.entries[i]["path"] for i in rows]
         self._row_of = {name: row for row, name in enumerate(self.images)}
+        self.metadata = [self.index.entries[i].get("meta") or {"folder": posixpath.dirname(self.images[n])}
+                         for n, i in enumerate(rows)]
+        self._filter_masks: dict[PhotoFilter, torch.Tensor] = {}
         self.sha256 = {self.index.entries[i]["path"]: self.index.entries[i]["sha256"] for i in rows}
         self._excluded = {entry["path"] for entry in self.index.excluded}
         self.checker = checker
@@ -236,7 +242,9 @@ class SearchEngine:
             for ((request, result, _), plan), (rows, scores, searched) in zip(
                     ranked, self._ranked([plan for _, plan in ranked])):
                 offset, top_k = request.offset, request.top_k
-                everything = len(self.images) - (plan.exclude is not None)
+                # Without a cut-off every photo the filters allow qualifies; with one, those scored count.
+                everything = len(self.images) if plan.allowed is None else int(plan.allowed.sum())
+                everything -= plan.exclude is not None and (plan.allowed is None or bool(plan.allowed[plan.exclude]))
                 result.total = len(rows) if plan.min_score is not None else everything
                 result.total_exact = plan.min_score is None or searched >= len(self.images)
                 result.results = [{"image": self.images[int(row)], "score": round(score, 4)}
@@ -252,6 +260,7 @@ class SearchEngine:
         check_paging(request.top_k, request.offset, request.min_score)
         result = SearchResult(query, False, None, offset=request.offset,
                               like=like.name if isinstance(like, Example) else like, negatives=negatives,
+                              filters=request.filters.to_dict() if request.filters else {},
                               score="relevance" if query else "similarity")
         for text in request.texts:
             verdict = check_query(text)
@@ -277,9 +286,20 @@ class SearchEngine:
         rerank = self.ranking == "fusion" and example is None and not negatives
         exclude = example.row if example is not None else None
         needed, min_score = request.offset + request.top_k, request.min_score
-        window = max(needed, self.candidates if (min_score is not None or rerank) else needed) + (exclude is not None)
+        allowed = self._allowed(request.filters) if request.filters else None
+        narrowed = min_score is not None or allowed is not None
+        window = max(needed, self.candidates if (narrowed or rerank) else needed) + (exclude is not None)
         return _Plan(torch.nn.functional.normalize(direction, dim=0), v, needed, min_score, rerank, exclude,
-                     min(window, len(self.images)))
+                     min(window, len(self.images)), allowed)
+
+    def _allowed(self, filters: PhotoFilter) -> torch.Tensor:
+        """Which photos of the catalog the filters allow (kept for the last 64 filters)."""
+        if filters not in self._filter_masks:
+            if len(self._filter_masks) >= 64:
+                self._filter_masks.pop(next(iter(self._filter_masks)))
+            self._filter_masks[filters] = torch.tensor([filters.allows(meta) for meta in self.metadata],
+                                                       dtype=torch.bool)
+        return self._filter_masks[filters]
 
     def _ranked(self, plans: list["_Plan"]) -> list[tuple[list[int], list[float], int]]:
         """Per plan (rows, scores, photos searched): the ranking's first photos, at least `needed` of those that reach
@@ -310,6 +330,8 @@ class SearchEngine:
                     row, score = row[order], score[order]
                 score = torch.round(score, decimals=4)  # the cut-off compares the scores as they are shown
                 keep = score >= plan.min_score if plan.min_score is not None else torch.ones(len(row), dtype=torch.bool)
+                if plan.allowed is not None:
+                    keep &= plan.allowed[row]
                 if int(keep.sum()) >= plan.needed or plan.window >= len(self.images):
                     out[i] = (row[keep].tolist(), score[keep].tolist(), plan.window)
                 else:
@@ -349,6 +371,7 @@ class _Plan:
     rerank: bool
     exclude: int | None  # the example photo's row
     window: int  # photos the first stage gives
+    allowed: torch.Tensor | None = None  # (catalog,) bool: the photos the request's filters allow
 
 
 def check_paging(top_k: int, offset: int, min_score: float | None) -> None:

@@ -24,6 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from wsense.errors import WsenseError
 from wsense.serving.batching import QueryBatcher
+from wsense.serving.metadata import FILTER_NAMES, ORIENTATIONS, PhotoFilter
 from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
 from wsense.serving.search import MAX_QUERY_CHARS, SearchRequest, SearchResult, UnknownPhoto, disclaimer
 
@@ -35,7 +36,8 @@ MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5rem;color:#222;background:#fafafa}
 h1{font-size:1.4rem;margin:0 0 1rem}h1 a{color:inherit;text-decoration:none}
-form{display:flex;gap:.5rem;margin-bottom:1.2rem}
+form{display:flex;flex-wrap:wrap;gap:.5rem;margin-bottom:1.2rem}
+details.filters{flex-basis:100%;font-size:.95rem}details.filters label{margin-right:1rem;white-space:nowrap}
 input[name=q]{flex:1;font-size:1.1rem;padding:.5rem}input[name=k]{width:4.5rem;font-size:1.1rem;padding:.5rem}
 button{font-size:1.1rem;padding:.5rem 1.2rem}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:1rem}
@@ -164,8 +166,22 @@ def _parse_weight(raw: str | None, name: str, default: float) -> float:
     return value
 
 
+def _filter_panel(given: dict) -> str:
+    """The filter panel of the search form, open when a filter is set."""
+    value = {name: escape(given.get(name) or "") for name in FILTER_NAMES}
+    options = "".join(f'<option value="{o}"{" selected" if given.get("orientation") == o else ""}>{o}</option>'
+                      for o in ("", *ORIENTATIONS))
+    return (f'<details class="filters"{" open" if any(given.values()) else ""}><summary>Filters</summary>'
+            f'<label>folder <input name="folder" value="{value["folder"]}"></label>'
+            f'<label>orientation <select name="orientation">{options}</select></label>'
+            f'<label>camera <input name="camera" value="{value["camera"]}"></label>'
+            f'<label>lens <input name="lens" value="{value["lens"]}"></label>'
+            f'<label>taken from <input name="taken_from" type="date" value="{value["taken_from"]}"></label>'
+            f'<label>to <input name="taken_to" type="date" value="{value["taken_to"]}"></label></details>')
+
+
 def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status: int = 200, min_score: str = "",
-          like: str | None = None) -> HTMLResponse:
+          like: str | None = None, filters: dict | None = None) -> HTMLResponse:
     title = f"{q or like} — wsense" if q or like else "wsense photo search"
     keep_like = f'<input type="hidden" name="like" value="{escape(like)}">' if like else ""
     html = f"""<!doctype html>
@@ -178,7 +194,7 @@ def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status:
 <input name="k" type="number" min="1" max="{max_k}" value="{k}" aria-label="number of photos">
 <input name="min_score" type="number" min="0" max="1" step="0.05" value="{escape(min_score)}"
   aria-label="lowest score" placeholder="min score">{keep_like}
-<button type="submit">Search</button></form>
+<button type="submit">Search</button>{_filter_panel(filters or {})}</form>
 {body}</body></html>"""
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
@@ -187,7 +203,7 @@ def _link(**params) -> str:
     return "/?" + urlencode({name: value for name, value in params.items() if value not in (None, "")})
 
 
-def _results_html(result: dict, k: int, min_score: float | None) -> str:
+def _results_html(result: dict, k: int, min_score: float | None, filters: dict | None = None) -> str:
     query, like = escape(result["query"]), result["like"]
     if result["refused"]:
         return (f'<div class="notice" role="alert"><p>{escape(disclaimer(result["query"]))}</p>'
@@ -195,6 +211,9 @@ def _results_html(result: dict, k: int, min_score: float | None) -> str:
     what = " and ".join(part for part in (f"“{query}”" if query else "", f"photos like {escape(like)}" if like else "")
                         if part)
     cut = f" scoring from {min_score:g}" if min_score is not None else ""
+    if result["filters"]:
+        cut += " (" + ", ".join(f"{escape(name.replace('_', ' '))} {escape(str(value))}"
+                                for name, value in result["filters"].items()) + ")"
     if not result["results"]:
         return f"<p>No photos found for {what}{cut}.</p>"
     first, offset, total = result["offset"] + 1, result["offset"], result["total"]
@@ -205,7 +224,7 @@ def _results_html(result: dict, k: int, min_score: float | None) -> str:
         f'<b>{item["score"]:.3f}</b></figcaption>'
         f'<a class="like" href="{escape(_link(like=item["image"], k=k))}">More like this</a></figure>'
         for item in result["results"])
-    state = {"q": result["query"], "k": k, "min_score": min_score, "like": like}
+    state = {"q": result["query"], "k": k, "min_score": min_score, "like": like, **(filters or {})}
     links = []
     if offset > 0:
         links.append(f'<a rel="prev" href="{escape(_link(**state, offset=max(0, offset - k)))}">← Previous</a>')
@@ -236,17 +255,21 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
         return {"top_k": _parse_k(k, 1, max_k), "offset": _parse_offset(offset), "min_score": _parse_score(min_score)}
 
     @app.get("/", response_class=HTMLResponse)
-    async def page(q: str | None = None, k: str | None = None, offset: str | None = None,
-                   min_score: str | None = None, like: str | None = None):
+    async def page(request: Request):
+        params = request.query_params
+        q, like = params.get("q"), params.get("like") or None
+        given = {name: params.get(name, "") for name in FILTER_NAMES}
         if q is None and not like:  # the start page: just the box
             return _page(k=page_k, max_k=max_k)
         q, top_k = q or "", page_k
-        shown = {"min_score": min_score or "", "like": like or None}
+        shown = {"min_score": params.get("min_score") or "", "like": like, "filters": given}
         try:
-            top_k = _parse_k(k, page_k, max_k)
-            cut = _parse_score(min_score)
-            result = await search(q, top_k, offset=_parse_offset(offset), min_score=cut, like=like or None)
-            return _page(q, top_k, max_k, _results_html(result, top_k, cut), **shown)
+            top_k = _parse_k(params.get("k"), page_k, max_k)
+            cut = _parse_score(params.get("min_score"))
+            filters = PhotoFilter.parse(*(given[name] or None for name in FILTER_NAMES))
+            result = await search(q, top_k, offset=_parse_offset(params.get("offset")), min_score=cut, like=like,
+                                  filters=filters or None)
+            return _page(q, top_k, max_k, _results_html(result, top_k, cut, given), **shown)
         except WsenseError as e:
             return _page(q, top_k, max_k, f'<p class="error" role="alert">{escape(str(e))}</p>',
                          status=404 if isinstance(e, UnknownPhoto) else 400, **shown)
@@ -257,7 +280,9 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
         get = params.get
         try:
             options = api_options(get("k"), get("offset"), get("min_score"))
+            filters = PhotoFilter.parse(*(get(name) for name in FILTER_NAMES))
             result = await search(fixed.get("q", get("q", "")), options.pop("top_k"), **options,
+                                  filters=filters or None,
                                   like=fixed.get("like", get("like")),
                                   negatives=fixed.get("negatives", params.getlist("not")),
                                   like_weight=_parse_weight(get("like_weight"), "like_weight", 1.0),
