@@ -149,6 +149,7 @@ def settings(**changes) -> Config:
     query bank to build) and the test image check (TEST_CHECK) unless they ask."""
     config = load_config()
     values = {"search__multilingual": "none", "search__text_runtime": "torch", "search__ranking": "fusion",
+              "search__duplicate_threshold": None,
               "safety__check": str(TEST_CHECK), **changes}
     for name, value in values.items():
         section, key = name.split("__")
@@ -162,6 +163,7 @@ def config_file(tmp_path) -> Path:
     fusion ranking and the test image check."""
     path = tmp_path / "wsense.yaml"
     path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
+                    f"  duplicate_threshold: null\n"
                     f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
     return path
 

@@ -29,6 +29,7 @@ def write_config(path: Path) -> Path:
     """A user's --config: the English tower for every query (no multilingual map to fit) in torch, and the test
     image check; the fusion ranking (no query bank to build)."""
     path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
+                    f"  duplicate_threshold: null\n"
                     f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
     return path
 

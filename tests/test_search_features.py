@@ -229,7 +229,7 @@ def test_page_links_more_like_this_and_the_next_page(client, engine):
 
 def test_cli_like_not_min_score_and_offset(engine, photos, checkpoint, tmp_path, capsys):
     config = tmp_path / "wsense.yaml"
-    config.write_text("search:\n  multilingual: none\n  text_runtime: torch\n  ranking: cosine\n"
+    config.write_text("search:\n  multilingual: none\n  text_runtime: torch\n  ranking: cosine\n  duplicate_threshold: null\n"
                       f"  candidates: 4\nsafety:\n  check: {settings().safety.check}\n", encoding="utf-8")
     common = ["--checkpoint", str(checkpoint), "--index-dir", str(engine.index_dir), "--config", str(config), "--json"]
     assert main(["search", "--like", str(photos / "sub" / "photo3.jpg"), "--top-k", "3", "--offset", "1", *common]) == 0
@@ -357,3 +357,41 @@ def test_repeated_queries_skip_the_text_tower_and_the_cache_stays_bounded(checkp
     off = RelevanceScorer.from_checkpoint(checkpoint, settings(search__query_cache=0))
     off.embed_texts(["a dog"])
     assert not off.query_cache
+
+
+def test_near_duplicates_fold_into_the_best_ranked_one(engine, monkeypatch):
+    plain = engine.search(QUERY, 8)
+    vectors = engine.embeddings
+    names_in_order = [item["image"] for item in plain.results]
+    rows = [engine.images.index(name) for name in names_in_order]
+    similarity = vectors[rows] @ vectors[rows].T
+    # a threshold between the pairs: some photos fold, others stay
+    threshold = float(torch.quantile(similarity[torch.triu(torch.ones(8, 8, dtype=torch.bool), 1)], 0.9))
+    monkeypatch.setattr(engine, "duplicate_threshold", threshold)
+    folded = engine.search(QUERY, 8)
+    shown = [item["image"] for item in folded.results]
+    hidden = [s["image"] for item in folded.results for s in item.get("similar", [])]
+    assert hidden and sorted(shown + hidden) == sorted(names_in_order) and folded.total == len(shown)
+    assert shown == [name for name in names_in_order if name not in hidden]  # the ranking of what stays is kept
+    for item in folded.results:
+        lead = engine.images.index(item["image"])
+        for other in item.get("similar", []):
+            row = engine.images.index(other["image"])
+            assert float(vectors[lead] @ vectors[row]) >= threshold - 1e-6
+            assert names_in_order.index(other["image"]) > names_in_order.index(item["image"])
+    # no photo that stays is that similar to one above it
+    for a in range(len(shown)):
+        for b in range(a):
+            assert float(vectors[engine.images.index(shown[a])] @ vectors[engine.images.index(shown[b])]) < threshold
+    # pages keep the order of what stays (a page lists the duplicates among the photos its search looked at)
+    pages = [engine.search(QUERY, 2, offset=offset).results for offset in range(0, len(shown), 2)]
+    assert [item["image"] for item in sum(pages, [])] == shown
+
+
+def test_the_page_marks_folded_duplicates_and_expands_them(engine, client, monkeypatch):
+    monkeypatch.setattr(engine, "duplicate_threshold", 0.0)  # every photo folds into the first
+    result = engine.search(QUERY, 3)
+    assert len(result.results) == 1 and len(result.results[0]["similar"]) == 7 and result.total == 1
+    page = client.get("/", params={"q": QUERY, "k": 3}).text
+    assert '<details class="similar"><summary>7 similar</summary>' in page
+    assert len(re.findall(r'<img src="/thumbnails/', page)) == 8 and "1–1 of 1" in page

@@ -135,6 +135,7 @@ class SearchConfig:
     # torch threads while a query runs (the fusion re-rank; the text tower under text_runtime: torch), from 1.
     query_threads: int = 2
     query_cache: int = 4096  # query texts whose embeddings are kept (0: none)
+    duplicate_threshold: float | None = 0.9  # (0, 1]: photo cosine from which results fold together; None: off
 
 
 @dataclass
@@ -234,6 +235,10 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if config.embedding.image_runtime not in IMAGE_RUNTIMES:
         raise WsenseError(f"{source}: embedding.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
                           f"'{config.embedding.image_runtime}'")
+    threshold = config.search.duplicate_threshold
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0 < threshold <= 1):
+        raise WsenseError(f"{source}: search.duplicate_threshold must be a number in (0, 1] or null, got {threshold!r}")
     if not isinstance(config.search.query_cache, int) or config.search.query_cache < 0:
         raise WsenseError(f"{source}: search.query_cache must be a whole number from 0, got "
                           f"{config.search.query_cache!r}")

@@ -174,6 +174,7 @@ class SearchEngine:
         self.fusion_image_part = (self.scorer.fusion_image_part(self.embeddings)
                                   if self.first_stage.method == "exact" else None)
         self.query_threads = search.query_threads
+        self.duplicate_threshold = search.duplicate_threshold
 
     def _warn_if_checked_by_another_check(self, checker: PhotoChecker | None, config: Config) -> None:
         """An index opened as it is keeps its verdicts; say so when the configured check would give others."""
@@ -239,16 +240,17 @@ class SearchEngine:
         with torch_threads(self.query_threads):
             vectors = iter(self.scorer.embed_texts(texts)) if texts else iter(())
             ranked = [(item, self._plan(*item, [next(vectors) for _ in item[0].texts])) for item in prepared if item]
-            for ((request, result, _), plan), (rows, scores, searched) in zip(
+            for ((request, result, _), plan), (rows, scores, searched, folded) in zip(
                     ranked, self._ranked([plan for _, plan in ranked])):
                 offset, top_k = request.offset, request.top_k
                 # Without a cut-off every photo the filters allow qualifies; with one, those scored count.
                 everything = len(self.images) if plan.allowed is None else int(plan.allowed.sum())
                 everything -= plan.exclude is not None and (plan.allowed is None or bool(plan.allowed[plan.exclude]))
-                result.total = len(rows) if plan.min_score is not None else everything
-                result.total_exact = plan.min_score is None or searched >= len(self.images)
-                result.results = [{"image": self.images[int(row)], "score": round(score, 4)}
-                                  for row, score in zip(rows[offset:offset + top_k], scores[offset:offset + top_k])]
+                folds = self.duplicate_threshold is not None
+                result.total = len(rows) if plan.min_score is not None or folds else everything
+                result.total_exact = (plan.min_score is None and not folds) or searched >= len(self.images)
+                result.results = [self._item(row, score, similar) for row, score, similar in zip(
+                    rows[offset:offset + top_k], scores[offset:offset + top_k], folded[offset:offset + top_k])]
         return results
 
     def _prepare(self, request: "SearchRequest") -> tuple[SearchResult, Example | None]:
@@ -287,7 +289,8 @@ class SearchEngine:
         exclude = example.row if example is not None else None
         needed, min_score = request.offset + request.top_k, request.min_score
         allowed = self._allowed(request.filters) if request.filters else None
-        narrowed = min_score is not None or allowed is not None
+        # A cut-off, filters or folded duplicates make the page's photos fewer than the first stage's: start wider.
+        narrowed = min_score is not None or allowed is not None or self.duplicate_threshold is not None
         window = max(needed, self.candidates if (narrowed or rerank) else needed) + (exclude is not None)
         return _Plan(torch.nn.functional.normalize(direction, dim=0), v, needed, min_score, rerank, exclude,
                      min(window, len(self.images)), allowed)
@@ -301,9 +304,36 @@ class SearchEngine:
                                                        dtype=torch.bool)
         return self._filter_masks[filters]
 
-    def _ranked(self, plans: list["_Plan"]) -> list[tuple[list[int], list[float], int]]:
-        """Per plan (rows, scores, photos searched): the ranking's first photos, at least `needed` of those that reach
-        `min_score` where there are so many, each with the score shown; a plan's search widens until it has them.
+    def _item(self, row: int, score: float, similar: list[tuple[int, float]]) -> dict:
+        item = {"image": self.images[row], "score": round(score, 4)}
+        if similar:
+            item["similar"] = [{"image": self.images[r], "score": round(s, 4)} for r, s in similar]
+        return item
+
+    def _fold_duplicates(self, rows: torch.Tensor) -> dict[int, list[int]]:
+        """Positions of ranked `rows` that stay, in order, each with the later positions folded into it: those whose
+        photo has at least search.duplicate_threshold cosine with it (the first such photo above them)."""
+        if self.duplicate_threshold is None or len(rows) < 2:
+            return {j: [] for j in range(len(rows))}
+        vectors = self.embeddings[rows]
+        similar = (vectors @ vectors.T >= self.duplicate_threshold).numpy()
+        after_a_similar = np.tril(similar, -1).any(axis=1)  # most photos have none above them: they stay
+        folded: dict[int, list[int]] = {}
+        for j in range(len(rows)):
+            if not after_a_similar[j]:
+                folded[j] = []
+                continue
+            leader = next((lead for lead in folded if similar[j, lead]), None)
+            if leader is None:
+                folded[j] = []
+            else:
+                folded[leader].append(j)
+        return folded
+
+    def _ranked(self, plans: list["_Plan"]) -> list[tuple[list[int], list[float], int, list]]:
+        """Per plan (rows, scores, photos searched, folded): the ranking's first photos, at least `needed` of those
+        that reach `min_score` where there are so many, each with the score shown and the (row, score) of the near
+        duplicates folded into it; a plan's search widens until it has them.
         A query text's photos are scored by the fusion head's relevance to it, an example photo's alone by cosine.
         With `rerank` (search.ranking: fusion, a plain text query) the fusion head orders the first stage's
         `candidates` best photos (the order stays the same from page to page while offset + k <= candidates).
@@ -332,8 +362,11 @@ class SearchEngine:
                 keep = score >= plan.min_score if plan.min_score is not None else torch.ones(len(row), dtype=torch.bool)
                 if plan.allowed is not None:
                     keep &= plan.allowed[row]
-                if int(keep.sum()) >= plan.needed or plan.window >= len(self.images):
-                    out[i] = (row[keep].tolist(), score[keep].tolist(), plan.window)
+                row, score = row[keep], score[keep]
+                folded = self._fold_duplicates(row)
+                if len(folded) >= plan.needed or plan.window >= len(self.images):
+                    out[i] = ([int(row[j]) for j in folded], [float(score[j]) for j in folded], plan.window,
+                              [[(int(row[d]), float(score[d])) for d in folded[j]] for j in folded])
                 else:
                     plan.window = min(2 * plan.window, len(self.images))
                     widen.append(i)

@@ -46,6 +46,8 @@ figure img{display:block;width:100%;height:160px;object-fit:cover;background:#ee
 figcaption{padding:.4rem .6rem;font-size:.85rem;display:flex;justify-content:space-between;gap:.5rem}
 figcaption span{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 figure a.like{display:block;padding:0 .6rem .4rem;font-size:.8rem}
+details.similar{padding:0 .6rem .5rem;font-size:.8rem}details.similar img{width:30%;height:60px;display:inline-block;
+margin:.2rem .2rem 0 0;object-fit:cover}
 .pages{display:flex;gap:1.5rem;margin:1.2rem 0;font-size:1.05rem}
 .lightbox{position:fixed;inset:0;background:rgba(0,0,0,.88);display:flex;flex-direction:column;align-items:center;
 justify-content:center;z-index:10}.lightbox[hidden]{display:none}
@@ -203,6 +205,17 @@ def _link(**params) -> str:
     return "/?" + urlencode({name: value for name, value in params.items() if value not in (None, "")})
 
 
+def _similar_html(item: dict) -> str:
+    """The near duplicates folded into a result: a marker that expands to their thumbnails."""
+    similar = item.get("similar") or []
+    if not similar:
+        return ""
+    links = "".join(f'<a href="/images/{quote(other["image"])}" title="{escape(other["image"])} '
+                    f'({other["score"]:.3f})"><img src="/thumbnails/{quote(other["image"])}" '
+                    f'alt="{escape(other["image"])}" loading="lazy"></a>' for other in similar)
+    return f'<details class="similar"><summary>{len(similar)} similar</summary>{links}</details>'
+
+
 def _results_html(result: dict, k: int, min_score: float | None, filters: dict | None = None) -> str:
     query, like = escape(result["query"]), result["like"]
     if result["refused"]:
@@ -222,7 +235,8 @@ def _results_html(result: dict, k: int, min_score: float | None, filters: dict |
         f'<figure><a href="/images/{quote(item["image"])}"><img src="/thumbnails/{quote(item["image"])}" '
         f'alt="{escape(item["image"])}" loading="eager"></a><figcaption><span>{escape(item["image"])}</span>'
         f'<b>{item["score"]:.3f}</b></figcaption>'
-        f'<a class="like" href="{escape(_link(like=item["image"], k=k))}">More like this</a></figure>'
+        f'<a class="like" href="{escape(_link(like=item["image"], k=k))}">More like this</a>{_similar_html(item)}'
+        '</figure>'
         for item in result["results"])
     state = {"q": result["query"], "k": k, "min_score": min_score, "like": like, **(filters or {})}
     links = []
