@@ -105,7 +105,8 @@ def test_bad_filters_are_clear_errors(filters, message):
 
 def test_filters_through_the_cli_the_api_and_the_page(engine, checkpoint, tmp_path, capsys):
     config = tmp_path / "wsense.yaml"
-    config.write_text("search:\n  multilingual: none\n  text_runtime: torch\n  ranking: cosine\n  duplicate_threshold: null\n  candidates: 2\n"
+    config.write_text("search:\n  multilingual: none\n  text_runtime: torch\n  ranking: cosine\n"
+                      "  duplicate_threshold: null\n  candidates: 2\n"
                       f"safety:\n  check: {settings().safety.check}\n", encoding="utf-8")
     assert main(["search", QUERY, "--top-k", "5", "--camera", "canon", "--taken-to", "2024-07-05", "--json",
                  "--checkpoint", str(checkpoint), "--index-dir", str(engine.index_dir), "--config", str(config)]) == 0

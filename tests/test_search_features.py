@@ -229,7 +229,8 @@ def test_page_links_more_like_this_and_the_next_page(client, engine):
 
 def test_cli_like_not_min_score_and_offset(engine, photos, checkpoint, tmp_path, capsys):
     config = tmp_path / "wsense.yaml"
-    config.write_text("search:\n  multilingual: none\n  text_runtime: torch\n  ranking: cosine\n  duplicate_threshold: null\n"
+    config.write_text("search:\n  multilingual: none\n  text_runtime: torch\n  ranking: cosine\n"
+                      "  duplicate_threshold: null\n"
                       f"  candidates: 4\nsafety:\n  check: {settings().safety.check}\n", encoding="utf-8")
     common = ["--checkpoint", str(checkpoint), "--index-dir", str(engine.index_dir), "--config", str(config), "--json"]
     assert main(["search", "--like", str(photos / "sub" / "photo3.jpg"), "--top-k", "3", "--offset", "1", *common]) == 0
