@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import socket
 import subprocess
@@ -41,6 +42,7 @@ def serve(args) -> None:
     app = create_app(engine, max_batch=args.max_batch)
     app.add_api_route("/_batches", lambda: {"batches": app.state.batcher.batches,
                                             "requests": app.state.batcher.requests})
+    gc.freeze()  # as wsense.serving.web.serve does
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

@@ -246,9 +246,14 @@ class SearchEngine:
                 # Without a cut-off every photo the filters allow qualifies; with one, those scored count.
                 everything = len(self.images) if plan.allowed is None else int(plan.allowed.sum())
                 everything -= plan.exclude is not None and (plan.allowed is None or bool(plan.allowed[plan.exclude]))
-                folds = self.duplicate_threshold is not None
-                result.total = len(rows) if plan.min_score is not None or folds else everything
-                result.total_exact = (plan.min_score is None and not folds) or searched >= len(self.images)
+                if plan.min_score is not None:  # those scored from the cut-off up
+                    result.total = len(rows)
+                elif self.duplicate_threshold is not None:  # the photos not searched may fold too: an estimate
+                    result.total = len(rows) + everything - min(searched, everything)
+                else:
+                    result.total = everything
+                result.total_exact = searched >= len(self.images) or (
+                    plan.min_score is None and self.duplicate_threshold is None)
                 result.results = [self._item(row, score, similar) for row, score, similar in zip(
                     rows[offset:offset + top_k], scores[offset:offset + top_k], folded[offset:offset + top_k])]
         return results
@@ -289,9 +294,12 @@ class SearchEngine:
         exclude = example.row if example is not None else None
         needed, min_score = request.offset + request.top_k, request.min_score
         allowed = self._allowed(request.filters) if request.filters else None
-        # A cut-off, filters or folded duplicates make the page's photos fewer than the first stage's: start wider.
-        narrowed = min_score is not None or allowed is not None or self.duplicate_threshold is not None
+        # A cut-off or filters make the page's photos fewer than the first stage's: start wider. Folded duplicates
+        # are rare: twice the page, widened where it falls short.
+        narrowed = min_score is not None or allowed is not None
         window = max(needed, self.candidates if (narrowed or rerank) else needed) + (exclude is not None)
+        if self.duplicate_threshold is not None:
+            window = max(window, 2 * needed)
         return _Plan(torch.nn.functional.normalize(direction, dim=0), v, needed, min_score, rerank, exclude,
                      min(window, len(self.images)), allowed)
 

@@ -7,6 +7,7 @@ the catalog folder, so no path from a request is ever opened as such.
 from __future__ import annotations
 
 import asyncio
+import gc
 import base64
 import hashlib
 import json
@@ -394,5 +395,9 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
 def serve(engine, host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(engine), host=host, port=port)
+    app = create_app(engine)
+    # The model and the catalog are long-lived: kept out of the garbage collector's full passes, which otherwise
+    # stop every request in flight now and then.
+    gc.freeze()
+    uvicorn.run(app, host=host, port=port)
 
