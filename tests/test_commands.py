@@ -143,11 +143,13 @@ def test_photo_names_are_escaped_in_the_page_and_percent_encoded_in_image_urls(c
     assert escape(ODD_NAMES[1]) in html  # quotes too: the name also sits in an alt="..." attribute
     for name in ODD_NAMES:
         url = f"/images/{quote(name)}"
-        assert f'src="{url}"' in html, url
+        assert f'href="{url}"' in html and f'src="/thumbnails/{quote(name)}"' in html, url
         image = client.get(url)
         assert image.status_code == 200, url
         assert image.headers["content-type"] == "image/jpeg" and image.content[:2] == b"\xff\xd8"
         assert image.content == (photos / name).read_bytes()
+        thumbnail = client.get(f"/thumbnails/{quote(name)}")
+        assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8", name
 
 
 @pytest.fixture(scope="module")
