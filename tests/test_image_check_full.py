@@ -85,6 +85,14 @@ def test_photos_the_check_keeps_out_are_in_no_result(engine, config, checkpoint,
         assert not excluded & {item["image"] for item in reply.get("results", [])}
     for name in sorted(excluded)[:10]:
         assert client.get(f"/images/{name}").status_code == 404
+        assert client.get(f"/thumbnails/{name}").status_code == 404
+        reply = client.get("/api/similar", params={"image": name, "k": 5}).json()  # more like an excluded photo
+        assert reply["refused"] is True and reply["results"] == []
+    # the same photo uploaded from outside is refused by the image check itself
+    young = next(entry["path"] for entry in engine.index.excluded if "estimated age" in entry["excluded"])
+    reply = client.post("/api/similar", content=(FULL_DATA / "test_images" / young).read_bytes(),
+                        headers={"content-type": "image/jpeg"}).json()
+    assert reply["refused"] is True and reply["results"] == [] and "estimated age" in reply["reason"]
 
     config_path = tmp_path / "c.yaml"  # the command line, on the same index
     config_path.write_text(f"cache_dir: {config.cache_dir}\nsearch:\n  multilingual: none\n  text_runtime: torch\n"
