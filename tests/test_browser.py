@@ -186,6 +186,6 @@ def test_a_thumbnail_opens_the_photo_in_a_lightbox_with_arrow_keys(tmp_path, bas
     result = engine.search("a dog", 2).results
     first, second = (unescape(out["first"]), unescape(out["second"]))
     assert first.startswith(f"{result[0]['image']} · score {result[0]['score']:.3f} · 1 of 2")
-    assert second.startswith(f"{result[1]['image']} · score") and second.endswith("2 of 2")
+    assert second.startswith(f"{result[1]['image']} · score") and second.endswith("2 of 2 · 48 × 40")  # + size
     assert out["first-src"] == f"/images/{quote(result[0]['image'])}"  # the full photo, not the thumbnail
     assert unescape(out["url"]).endswith("/?q=a+dog&k=2") and out["closed"] == "true"  # no navigation happened

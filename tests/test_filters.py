@@ -130,3 +130,13 @@ def test_filters_through_the_cli_the_api_and_the_page(engine, checkpoint, tmp_pa
     second = client.get(following).text
     assert "2–2 of 2" in second
     assert client.get("/", params={**params, "orientation": "round"}).status_code == 400
+
+
+def test_the_page_carries_each_photos_details_for_the_lightbox(engine):
+    from wsense.serving.web import describe
+
+    client = TestClient(create_app(engine, max_k=5))
+    page = client.get("/", params={"q": QUERY, "k": 5, "camera": "nikon"}).text
+    details = "80 × 120 · NIKON CORPORATION NIKON Z 6 · NIKKOR Z 50mm f/1.8 S · 2024-07-09 18:30:00"
+    assert f'<figure data-meta="{details}">' in page
+    assert describe({"folder": "", "width": 100, "height": 70}) == "100 × 70" and describe(None) == ""

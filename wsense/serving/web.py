@@ -84,7 +84,8 @@ function openPhoto(i) {
   box.querySelector("img").src = links[i].getAttribute("href");
   box.querySelector("img").alt = figure.querySelector("figcaption span").textContent;
   box.querySelector("p").textContent = `${figure.querySelector("figcaption span").textContent} · score ` +
-    `${figure.querySelector("figcaption b").textContent} · ${i + 1} of ${links.length}`;
+    `${figure.querySelector("figcaption b").textContent} · ${i + 1} of ${links.length}` +
+    (figure.dataset.meta ? ` · ${figure.dataset.meta}` : "");
   box.hidden = false;
 }
 function closePhoto() {
@@ -217,7 +218,16 @@ def _similar_html(item: dict) -> str:
     return f'<details class="similar"><summary>{len(similar)} similar</summary>{links}</details>'
 
 
-def _results_html(result: dict, k: int, min_score: float | None, filters: dict | None = None) -> str:
+def describe(meta: dict | None) -> str:
+    """A photo's size and EXIF details in one line, for the lightbox."""
+    meta = meta or {}
+    size = f"{meta['width']} × {meta['height']}" if meta.get("width") else ""
+    taken = (meta.get("taken") or "").replace("T", " ")
+    return " · ".join(part for part in (size, meta.get("camera"), meta.get("lens"), taken) if part)
+
+
+def _results_html(result: dict, k: int, min_score: float | None, filters: dict | None = None,
+                  metadata: dict[str, dict] | None = None) -> str:
     query, like = escape(result["query"]), result["like"]
     if result["refused"]:
         return (f'<div class="notice" role="alert"><p>{escape(disclaimer(result["query"]))}</p>'
@@ -231,9 +241,11 @@ def _results_html(result: dict, k: int, min_score: float | None, filters: dict |
     if not result["results"]:
         return f"<p>No photos found for {what}{cut}.</p>"
     first, offset, total = result["offset"] + 1, result["offset"], result["total"]
-    count = f"{total}" if result["total_exact"] else f"at least {total}"
+    count = f"{total}" if result["total_exact"] else f"about {total}"
+    metadata = metadata or {}
     figures = "".join(
-        f'<figure><a href="/images/{quote(item["image"])}"><img src="/thumbnails/{quote(item["image"])}" '
+        f'<figure data-meta="{escape(describe(metadata.get(item["image"])))}">'
+        f'<a href="/images/{quote(item["image"])}"><img src="/thumbnails/{quote(item["image"])}" '
         f'alt="{escape(item["image"])}" loading="eager"></a><figcaption><span>{escape(item["image"])}</span>'
         f'<b>{item["score"]:.3f}</b></figcaption>'
         f'<a class="like" href="{escape(_link(like=item["image"], k=k))}">More like this</a>{_similar_html(item)}'
@@ -260,6 +272,7 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
     # queries arriving together share one text-tower batch); uploads run the image check and the photo path one at
     # a time in FastAPI's thread pool.
     batcher = app.state.batcher = QueryBatcher(engine, max_batch)
+    metadata = dict(zip(engine.images, engine.metadata))
     photo_lock = threading.Lock()
     page_k = min(PAGE_K, max_k)  # the box's default must pass its own max, or the browser won't submit the form
 
@@ -284,7 +297,7 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
             filters = PhotoFilter.parse(*(given[name] or None for name in FILTER_NAMES))
             result = await search(q, top_k, offset=_parse_offset(params.get("offset")), min_score=cut, like=like,
                                   filters=filters or None)
-            return _page(q, top_k, max_k, _results_html(result, top_k, cut, given), **shown)
+            return _page(q, top_k, max_k, _results_html(result, top_k, cut, given, metadata), **shown)
         except WsenseError as e:
             return _page(q, top_k, max_k, f'<p class="error" role="alert">{escape(str(e))}</p>',
                          status=404 if isinstance(e, UnknownPhoto) else 400, **shown)
