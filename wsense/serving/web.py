@@ -122,52 +122,23 @@ SECURITY_HEADERS = {
 }
 
 
+def _parse_number(raw: str | None, name: str, cast: type, low: float, high: float | None, default):
+    """A number from a query parameter: `default` when it is absent, else `cast` of it within [low, high]."""
+    if raw is None or raw == "":
+        return default
+    kind = "a whole number" if cast is int else "a number"
+    span = f"from {low:g}" + (f" to {high:g}" if high is not None else "")
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise WsenseError(f"{name} must be {kind} {span}, not {raw!r}") from None
+    if not (low <= value and (high is None or value <= high)):  # written so that NaN fails too
+        raise WsenseError(f"{name} must be {span}, not {value}")
+    return value
+
+
 def _parse_k(raw: str | None, default: int, max_k: int) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        k = int(raw)
-    except ValueError:
-        raise WsenseError(f"k must be a whole number from 1 to {max_k}, not {raw!r}") from None
-    if not 1 <= k <= max_k:
-        raise WsenseError(f"k must be from 1 to {max_k}, not {k}")
-    return k
-
-
-def _parse_offset(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 0
-    try:
-        offset = int(raw)
-    except ValueError:
-        raise WsenseError(f"offset must be a whole number from 0, not {raw!r}") from None
-    if offset < 0:
-        raise WsenseError(f"offset must be 0 or more, not {offset}")
-    return offset
-
-
-def _parse_score(raw: str | None, name: str = "min_score") -> float | None:
-    if raw is None or raw == "":
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise WsenseError(f"{name} must be a number from 0 to 1, not {raw!r}") from None
-    if not 0 <= value <= 1:
-        raise WsenseError(f"{name} must be from 0 to 1, not {value}")
-    return value
-
-
-def _parse_weight(raw: str | None, name: str, default: float) -> float:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise WsenseError(f"{name} must be a number from 0 to 10, not {raw!r}") from None
-    if not 0 <= value <= 10:
-        raise WsenseError(f"{name} must be from 0 to 10, not {value}")
-    return value
+    return _parse_number(raw, "k", int, 1, max_k, default)
 
 
 def _filter_panel(given: dict) -> str:
@@ -276,11 +247,14 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
     photo_lock = threading.Lock()
     page_k = min(PAGE_K, max_k)  # the box's default must pass its own max, or the browser won't submit the form
 
-    async def search(q: str, k: int, **options) -> dict:
-        return (await asyncio.wrap_future(batcher.submit(SearchRequest(q, k, **options)))).to_dict()
+    async def search(q: str, **options) -> dict:
+        return (await asyncio.wrap_future(batcher.submit(SearchRequest(q, **options)))).to_dict()
 
-    def api_options(k: str | None, offset: str | None, min_score: str | None) -> dict:
-        return {"top_k": _parse_k(k, 1, max_k), "offset": _parse_offset(offset), "min_score": _parse_score(min_score)}
+    def paging(params, default_k: int) -> dict:
+        """top_k, offset and min_score from the query parameters, as every route takes them."""
+        return {"top_k": _parse_k(params.get("k"), default_k, max_k),
+                "offset": _parse_number(params.get("offset"), "offset", int, 0, None, 0),
+                "min_score": _parse_number(params.get("min_score"), "min_score", float, 0, 1, None)}
 
     @app.get("/", response_class=HTMLResponse)
     async def page(request: Request):
@@ -292,12 +266,12 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
         q, top_k = q or "", page_k
         shown = {"min_score": params.get("min_score") or "", "like": like, "filters": given}
         try:
-            top_k = _parse_k(params.get("k"), page_k, max_k)
-            cut = _parse_score(params.get("min_score"))
+            options = paging(params, page_k)
+            top_k = options["top_k"]
             filters = PhotoFilter.parse(*(given[name] or None for name in FILTER_NAMES))
-            result = await search(q, top_k, offset=_parse_offset(params.get("offset")), min_score=cut, like=like,
-                                  filters=filters or None)
-            return _page(q, top_k, max_k, _results_html(result, top_k, cut, given, metadata), **shown)
+            result = await search(q, **options, like=like, filters=filters or None)
+            return _page(q, top_k, max_k, _results_html(result, top_k, options["min_score"], given, metadata),
+                         **shown)
         except WsenseError as e:
             return _page(q, top_k, max_k, f'<p class="error" role="alert">{escape(str(e))}</p>',
                          status=404 if isinstance(e, UnknownPhoto) else 400, **shown)
@@ -307,14 +281,12 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
         parameters are read from the request as they are: this is the hot path of a busy server."""
         get = params.get
         try:
-            options = api_options(get("k"), get("offset"), get("min_score"))
             filters = PhotoFilter.parse(*(get(name) for name in FILTER_NAMES))
-            result = await search(fixed.get("q", get("q", "")), options.pop("top_k"), **options,
-                                  filters=filters or None,
+            result = await search(fixed.get("q", get("q", "")), **paging(params, 1), filters=filters or None,
                                   like=fixed.get("like", get("like")),
                                   negatives=fixed.get("negatives", params.getlist("not")),
-                                  like_weight=_parse_weight(get("like_weight"), "like_weight", 1.0),
-                                  negative_weight=_parse_weight(get("not_weight"), "not_weight", 0.5))
+                                  like_weight=_parse_number(get("like_weight"), "like_weight", float, 0, 10, 1.0),
+                                  negative_weight=_parse_number(get("not_weight"), "not_weight", float, 0, 10, 0.5))
         except UnknownPhoto as e:
             raise HTTPException(404, str(e)) from None
         except WsenseError as e:
@@ -335,10 +307,10 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
         return await api_answer(request.query_params, q="", like=image, negatives=[])
 
     @app.post("/api/similar")
-    async def api_similar_upload(request: Request, k: str | None = None, offset: str | None = None,
-                                 min_score: str | None = None, q: str = "") -> dict:
+    async def api_similar_upload(request: Request) -> dict:
         """More like an uploaded photo (the request body, Content-Type image/jpeg, image/png or image/webp), which
-        the image check looks at first; nothing of it is kept."""
+        the image check looks at first; nothing of it is kept. Parameters: q, k, offset, min_score."""
+        q = request.query_params.get("q", "")
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in UPLOAD_TYPES:
             raise HTTPException(415, f"upload a photo as the request body with Content-Type "
@@ -354,11 +326,11 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
         if not body:
             raise HTTPException(400, "empty upload: send the photo's bytes as the request body")
         try:
-            options = api_options(k, offset, min_score)
+            options = paging(request.query_params, 1)
             example = await run_in_threadpool(uploaded_example, bytes(body), UPLOAD_TYPES[kind])
             if isinstance(example, str):  # the image check keeps it out: refused like a child query
                 return SearchResult(q, True, example, like="upload").to_dict()
-            return await search(q, options.pop("top_k"), like=example, **options)
+            return await search(q, like=example, **options)
         except WsenseError as e:
             raise HTTPException(400, str(e)) from None
 
