@@ -10,7 +10,6 @@ reported and skipped, and tried again next run.
 from __future__ import annotations
 
 import json
-import posixpath
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from wsense.io import atomic_dir, file_sha256
 from wsense.safety.checker import PhotoChecker
 from wsense.safety.filters import child_images
 from wsense.serving.scoring import RelevanceScorer
-from wsense.serving.metadata import photo_metadata
+from wsense.serving.metadata import photo_metadata, unknown_metadata
 from wsense.serving.thumbnails import ensure_thumbnails
 
 INDEX_FORMAT = "wsense-index-1"
@@ -168,8 +167,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
                 entry["meta"] = photo_metadata(root, entry["path"])
             except (OSError, SyntaxError, ValueError) as error:
                 print(f"warning: {entry['path']}: metadata unreadable ({error})", file=sys.stderr)
-                entry["meta"] = {"folder": posixpath.dirname(entry["path"]), "width": 0, "height": 0,
-                                 "orientation": None, "taken": None, "camera": None, "lens": None}
+                entry["meta"] = unknown_metadata(entry["path"])
     _run_image_check(root, entries, checker, report)
     dim = scorer.model.text_projection.out_features
     embeddings = np.stack([keep[p][1] for p in paths]).astype(np.float32) if paths else np.zeros((0, dim), np.float32)

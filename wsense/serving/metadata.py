@@ -49,6 +49,13 @@ def photo_metadata(root: Path, path: str) -> dict:
             "camera": camera, "lens": _text(details.get(LENS_MODEL))}
 
 
+def unknown_metadata(path: str) -> dict:
+    """What is known of a photo whose header could not be read (or an index entry from before metadata): its
+    folder. Every filter on another field leaves it out."""
+    return {"folder": posixpath.dirname(path), "width": 0, "height": 0, "orientation": None, "taken": None,
+            "camera": None, "lens": None}
+
+
 @dataclass(frozen=True)
 class PhotoFilter:
     """Photos a search may show: under `folder` (a subfolder of the catalog, "" for all), of an `orientation`,

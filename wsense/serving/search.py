@@ -28,7 +28,7 @@ from wsense.safety.checker import PhotoChecker, configured_check
 from wsense.safety.image_check import CHECK_FILE
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, update_index
-from wsense.serving.metadata import PhotoFilter
+from wsense.serving.metadata import PhotoFilter, unknown_metadata
 from wsense.serving.scoring import RelevanceScorer
 
 MAX_QUERY_CHARS = 500
@@ -154,7 +154,7 @@ class SearchEngine:
         rows = self.index.searchable
         self.images = [self.index.entries[i]["path"] for i in rows]
         self._row_of = {name: row for row, name in enumerate(self.images)}
-        self.metadata = [self.index.entries[i].get("meta") or {"folder": posixpath.dirname(self.images[n])}
+        self.metadata = [self.index.entries[i].get("meta") or unknown_metadata(self.images[n])
                          for n, i in enumerate(rows)]
         self._filter_masks: dict[PhotoFilter, torch.Tensor] = {}
         self.sha256 = {self.index.entries[i]["path"]: self.index.entries[i]["sha256"] for i in rows}
