@@ -23,10 +23,7 @@ from wsense.safety.checker import load_or_fit_check
 from wsense.serving.search import SearchEngine
 from wsense.serving.web import create_app
 
-
-def percentiles(times: list[float]) -> str:
-    ms = np.array(times) * 1000
-    return f"p50 {np.percentile(ms, 50):6.2f} ms, p95 {np.percentile(ms, 95):6.2f} ms"
+from search_latency import percentiles  # this folder's latency benchmark
 
 
 def main() -> None:
