@@ -6,6 +6,7 @@ of skipping the tests that need it."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,6 +46,11 @@ def artefact(name: str) -> Path:
     folder = Path(os.environ.get("WSENSE_TEST_ARTEFACTS") or REPO / "test-artefacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
+
+
+def visible_text(html: str) -> str:
+    """A page's text without its tags (as a reader sees it; entities left as they are)."""
+    return re.sub(r"<[^>]+>", "", html)
 
 
 def write_image(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> None:

@@ -2,6 +2,8 @@
 --screenshot). The page marks its grid with data-loaded once the window has loaded, so the DOM tells whether the
 thumbnails really arrived."""
 import http.client
+import io
+import json
 import re
 import shutil
 import socket
@@ -10,14 +12,18 @@ import subprocess
 import threading
 import time
 from html import unescape
+import urllib.request
 from urllib.parse import quote, urlencode
 
+import numpy as np
 import pytest
 
 import uvicorn
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
+from PIL import Image
 
-from conftest import TEST_IMAGES, artefact, require
+from conftest import TEST_IMAGES, artefact, make_check, require, visible_text
+from wsense.safety.checker import PhotoChecker
 from wsense.serving.search import disclaimer
 from wsense.serving.web import create_app
 
@@ -33,8 +39,9 @@ def needs_chromium():
     require(CHROMIUM is not None, "chromium (apt-get install chromium; .ci/run installs it)")
 
 
-# Test-only page: loads the real start page in a frame, types the query into its box, submits the form, then copies
-# the result page's body (and URL) into its own DOM, which is what --dump-dom prints.
+# Test-only page: loads the real start page in a frame, fills in its form (the fields named in the URL's fragment, as
+# JSON: the query box, the cut-off, the filter panel's fields), submits it, then copies the result page's body (and
+# URL) into its own DOM, which is what --dump-dom prints.
 HARNESS = """<!doctype html><meta charset="utf-8">
 <iframe src="/" width="1100" height="700"></iframe><div id="out"></div>
 <script>
@@ -43,8 +50,14 @@ let loads = 0;
 frame.addEventListener("load", () => {
   const doc = frame.contentDocument;
   if (loads++ === 0) {
-    doc.querySelector("input[name=q]").value = decodeURIComponent(location.hash.slice(1));
-    doc.querySelector("form").requestSubmit();
+    try {
+      for (const [name, value] of Object.entries(JSON.parse(decodeURIComponent(location.hash.slice(1))))) {
+        doc.querySelector(`[name=${name}]`).value = value;
+      }
+      doc.querySelector("form").requestSubmit();
+    } catch (error) {
+      out.dataset.error = error;
+    }
   } else {
     out.dataset.url = doc.location.href;
     out.innerHTML = doc.body.innerHTML;
@@ -58,6 +71,9 @@ def base_url(engine):
     app = create_app(engine, max_k=5)
     app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
     app.add_api_route("/_test/lightbox", lambda: HTMLResponse(LIGHTBOX))
+    app.add_api_route("/_test/upload", lambda: HTMLResponse(UPLOAD))
+    app.add_api_route("/_test/photo.jpg", lambda: Response(jpeg_bytes(5), media_type="image/jpeg"))
+    app.add_api_route("/_test/text", lambda: Response(b"not a photo at all", media_type="text/plain"))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held from here on so nobody can take it first
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -78,9 +94,11 @@ def chromium(tmp_path, url: str, *extra: str) -> str:
     return subprocess.run(command, capture_output=True, text=True, timeout=90, check=True).stdout
 
 
-def submit(tmp_path, base_url: str, query: str) -> tuple[str, str]:
-    """URL and DOM of the result page after typing `query` into the start page's box and submitting the form."""
-    dom = chromium(tmp_path, f"{base_url}/_test/submit#{quote(query)}", "--dump-dom")
+def submit(tmp_path, base_url: str, query: str, **fields: str) -> tuple[str, str]:
+    """URL and DOM of the result page after typing `query` into the start page's box (and `fields` into the form's
+    other fields) and submitting the form."""
+    values = json.dumps({"q": query, **fields}, ensure_ascii=False)
+    dom = chromium(tmp_path, f"{base_url}/_test/submit#{quote(values)}", "--dump-dom")
     out = re.search(r'<div id="out" data-url="([^"]*)">(.*)</div>', dom, re.S)
     assert out, f"the form was not submitted:\n{dom}"
     return out.group(1), out.group(2)
@@ -133,11 +151,17 @@ def page_body(tmp_path, url: str) -> str:
 
 @pytest.mark.usefixtures("needs_chromium")
 def test_more_like_this_from_a_result_and_the_next_page(tmp_path, base_url, engine):
-    dom = page_body(tmp_path, f"{base_url}/?q=a+dog&k=1")
-    assert "Results for “a dog”: 1–1 of 2" in dom and len(thumbnails(dom)) == 1
-    following = unescape(re.search(r'rel="next" href="([^"]*)"', dom).group(1))
+    served = urllib.request.urlopen(f"{base_url}/?q=a+dog&k=1", timeout=30).read().decode()
+    assert "Results for “a dog”: 1–1 of 2" in visible_text(served)  # without JavaScript: a link to the next page
+    following = unescape(re.search(r'rel="next" href="([^"]*)"', served).group(1))
     second = page_body(tmp_path, base_url + following)
-    assert "2–2 of 2" in second and 'class="grid" data-loaded="true"' in second and 'rel="prev"' in second
+    assert "2–2 of 2" in visible_text(second) and 'class="grid" data-loaded="true"' in second
+    assert 'rel="prev"' in second and 'rel="next"' not in second
+    # In a window, the Next link is in view at once: the next result is fetched and added to the grid.
+    dom = chromium(tmp_path, f"{base_url}/?q=a+dog&k=1", "--dump-dom", "--window-size=1200,900")
+    assert "Results for “a dog”: 1–2 of 2" in visible_text(dom) and 'rel="next"' not in dom
+    assert [name for name in re.findall(r'<img[^>]*src="/thumbnails/([^"]*)"', dom)] == [
+        item["image"] for item in engine.search("a dog", 2).results]
     like = unescape(re.search(r'class="like" href="([^"]*)"', dom).group(1))
     png = artefact("more_like_this.png")
     chromium(tmp_path, base_url + like, f"--screenshot={png}", "--window-size=1200,900")
@@ -189,3 +213,70 @@ def test_a_thumbnail_opens_the_photo_in_a_lightbox_with_arrow_keys(tmp_path, bas
     assert second.startswith(f"{result[1]['image']} · score") and second.endswith("2 of 2 · 48 × 40")  # + size
     assert out["first-src"] == f"/images/{quote(result[0]['image'])}"  # the full photo, not the thumbnail
     assert unescape(out["url"]).endswith("/?q=a+dog&k=2") and out["closed"] == "true"  # no navigation happened
+
+
+@pytest.mark.usefixtures("needs_chromium")
+def test_the_filter_panel_and_the_cut_off_narrow_the_results(tmp_path, base_url):
+    url, dom = submit(tmp_path, base_url, "a dog", orientation="landscape", min_score="0")
+    assert "orientation=landscape" in url and "min_score=0" in url and len(thumbnails(dom)) == 2
+    assert "scoring from 0 (orientation landscape)" in visible_text(dom)
+    url, dom = submit(tmp_path, base_url, "a dog", orientation="portrait")  # the test photos are 48 × 40
+    assert "orientation=portrait" in url and "No photos found for “a dog” (orientation portrait)." in dom
+    assert 'class="filters" open' in dom and '<option value="portrait" selected' in dom  # the panel shows the filter
+    url, dom = submit(tmp_path, base_url, "a dog", min_score="0.99")
+    assert "No photos found for “a dog” scoring from 0.99." in dom and "<img" not in dom
+    png = artefact("filter_panel.png")
+    chromium(tmp_path, f"{base_url}/?q=a+dog&orientation=landscape&min_score=0.1", f"--screenshot={png}",
+             "--window-size=1200,900")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def jpeg_bytes(seed: int) -> bytes:
+    out = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(out, "JPEG")
+    return out.getvalue()
+
+
+# Test-only page: opens the start page in a frame, chooses a photo with its upload button (the bytes fetched from the
+# URL in the fragment, with the given type), waits for the results to arrive, and copies them into its own DOM.
+UPLOAD = """<!doctype html><meta charset="utf-8">
+<iframe src="/" width="1100" height="700"></iframe><div id="out"></div>
+<script>
+const frame = document.querySelector("iframe"), out = document.getElementById("out");
+const [source, type] = decodeURIComponent(location.hash.slice(1)).split("|");
+frame.addEventListener("load", async () => {
+  const doc = frame.contentDocument, input = doc.querySelector("input[name=photo]");
+  const chosen = new DataTransfer();
+  chosen.items.add(new File([await (await fetch(source)).arrayBuffer()], "mine", {type}));
+  input.files = chosen.files;
+  input.dispatchEvent(new Event("change", {bubbles: true}));
+  const wait = setInterval(() => {
+    const results = doc.getElementById("results");
+    if (!results.dataset.upload) return;
+    clearInterval(wait);
+    out.dataset.status = results.dataset.upload;
+    out.innerHTML = results.innerHTML;
+  }, 50);
+});
+</script>"""
+
+
+def upload(tmp_path, base_url: str, source: str, kind: str) -> tuple[str, str]:
+    dom = chromium(tmp_path, f"{base_url}/_test/upload#{quote(source + '|' + kind)}", "--dump-dom")
+    out = re.search(r'<div id="out" data-status="(\d+)">(.*)</div>', dom, re.S)
+    assert out, f"the upload got no answer:\n{dom}"
+    return out.group(1), out.group(2)
+
+
+@pytest.mark.usefixtures("needs_chromium")
+def test_the_upload_button_shows_photos_like_the_chosen_one(tmp_path, base_url, engine, monkeypatch):
+    status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/jpeg")
+    assert status == "200" and "Results for photos like your photo: 1–2 of 2" in visible_text(dom)
+    assert len(thumbnails(dom)) == 2 and 'rel="next"' not in dom
+    status, dom = upload(tmp_path, base_url, "/_test/text", "image/jpeg")  # a malformed upload
+    assert status == "400" and "the uploaded photo" in dom and "<img" not in dom
+    status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/gif")
+    assert status == "415" and "Content-Type" in dom
+    monkeypatch.setattr(engine, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/jpeg")  # the image check keeps it out
+    assert status == "200" and "image check" in dom and "<img" not in dom

@@ -79,29 +79,46 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_serve_command_answers_the_json_api(checkpoint, tmp_path):
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def test_serve_command_answers_the_json_api_and_follows_the_folder(checkpoint, tmp_path):
     photos = photo_folder(tmp_path / "photos", 3)
     port = free_port()
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "wsense.cli", "serve", "--checkpoint", str(checkpoint), "--images", str(photos),
                "--index-dir", str(tmp_path / "ix"), "--config", str(write_config(tmp_path / "config.yaml")),
-               "--port", str(port)]
-    url = f"http://127.0.0.1:{port}/api/search?q=a+dog&k=2"
+               "--port", str(port), "--watch"]
+    base = f"http://127.0.0.1:{port}"
+
+    def wait_for(condition, what: str, seconds: float = 120):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"wsense serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if condition():
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.5)
+        pytest.fail(f"{what} within {seconds} s:\n{log.read_text()[-3000:]}")
+
     with open(log, "wb") as output:
         process = subprocess.Popen(command, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT,
                                    env={**os.environ, "HF_HUB_OFFLINE": "1"})
         try:
-            body, deadline = None, time.monotonic() + 120
-            while body is None and time.monotonic() < deadline:
-                if process.poll() is not None:
-                    pytest.fail(f"wsense serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-                try:
-                    with urllib.request.urlopen(url, timeout=10) as response:
-                        assert response.status == 200
-                        body = json.loads(response.read())
-                except (urllib.error.URLError, ConnectionError, TimeoutError):
-                    time.sleep(0.5)
-            assert body is not None, f"no answer from wsense serve in 120 s:\n{log.read_text()[-3000:]}"
+            wait_for(lambda: get_json(f"{base}/api/catalog")["photos"] == 3, "no answer from wsense serve")
+            body = get_json(f"{base}/api/search?q=a+dog&k=2")
+            write_image(tmp_path / "new.jpg", 77)
+            os.replace(tmp_path / "new.jpg", photos / "new.jpg")  # a photo added while serving
+            (photos / "photo0.jpg").unlink()  # and one removed
+            wait_for(lambda: {item["image"] for item in get_json(f"{base}/api/search?q=a+dog&k=5")["results"]}
+                     == {"new.jpg", "photo1.jpg", "photo2.jpg"}, "the changes were not picked up")
+            status = get_json(f"{base}/api/catalog")
         finally:
             process.terminate()
             try:
@@ -113,6 +130,8 @@ def test_serve_command_answers_the_json_api(checkpoint, tmp_path):
     assert len(body["results"]) == 2
     assert {item["image"] for item in body["results"]} <= {"photo0.jpg", "photo1.jpg", "photo2.jpg"}
     assert all(0 <= item["score"] <= 1 for item in body["results"])
+    assert status["watching"] is True and status["refreshes"] >= 1 and status["last_error"] is None
+    assert "catalog refreshed" in log.read_text()
 
 
 ODD_NAMES = [

@@ -13,7 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import make_check, settings, write_image
+from conftest import make_check, settings, visible_text, write_image
 from wsense.cli import main
 from wsense.safety.checker import PhotoChecker
 from wsense.serving import web
@@ -213,11 +213,11 @@ def test_bad_uploads_are_4xx_naming_what_is_wrong(client, monkeypatch, body, kin
 
 def test_page_links_more_like_this_and_the_next_page(client, engine):
     page = client.get("/", params={"q": QUERY, "k": 3}).text
-    assert f"Results for “{QUERY}”: 1–3 of 8" in page
+    assert f"Results for “{QUERY}”: 1–3 of 8" in visible_text(page)
     assert len(re.findall(r'class="like" href="/\?like=', page)) == 3
     following = re.search(r'rel="next" href="([^"]*)"', page).group(1).replace("&amp;", "&")
     second = client.get(following).text
-    assert "4–6 of 8" in second and 'rel="prev"' in second
+    assert "4–6 of 8" in visible_text(second) and 'rel="prev"' in second
     expected = names(engine.search(QUERY, 3, offset=3))
     assert re.findall(r'<img src="/thumbnails/([^"]*)"', second) == expected
     similar = client.get("/", params={"like": "sub/photo3.jpg", "k": 3}).text
@@ -225,6 +225,32 @@ def test_page_links_more_like_this_and_the_next_page(client, engine):
     assert client.get("/", params={"like": "nope.jpg"}).status_code == 404
     kept_out = client.get("/", params={"like": "photo1.jpg"}).text
     assert "<img" not in kept_out and 'role="alert"' in kept_out
+
+
+def test_the_next_results_come_as_a_fragment_for_the_page_to_add(client, engine):
+    part = client.get("/", params={"q": QUERY, "k": 3, "offset": 3, "fragment": 1})
+    assert part.status_code == 200 and "<html" not in part.text and "<form" not in part.text
+    assert re.findall(r'<img src="/thumbnails/([^"]*)"', part.text) == names(engine.search(QUERY, 3, offset=3))
+    assert 'class="last">6</span>' in part.text and "offset=6" in part.text
+    assert part.headers["content-security-policy"].count("connect-src 'self'") == 1
+    bad = client.get("/", params={"q": "x" * 600, "fragment": 1})
+    assert bad.status_code == 400 and "<html" not in bad.text and "query too long" in bad.text
+
+
+def test_the_page_upload_button_gets_results_in_place(client, engine, monkeypatch):
+    page = client.get("/").text
+    assert '<input type="file" name="photo"' in page and 'accept="image/jpeg,image/png,image/webp"' in page
+    part = client.post("/similar", params={"k": 3}, content=jpeg(7), headers={"content-type": "image/jpeg"})
+    assert part.status_code == 200 and "<html" not in part.text
+    assert "Results for photos like your photo" in visible_text(part.text) and "1–3 of 8" in visible_text(part.text)
+    assert len(re.findall(r'<img src="/thumbnails/', part.text)) == 3 and 'rel="next"' not in part.text
+    wrong = client.post("/similar", content=b"GIF89a", headers={"content-type": "image/gif"})
+    assert wrong.status_code == 415 and 'class="error"' in wrong.text and "Content-Type" in wrong.text
+    broken = client.post("/similar", content=b"not a photo", headers={"content-type": "image/jpeg"})
+    assert broken.status_code == 400 and "the uploaded photo" in broken.text
+    monkeypatch.setattr(engine, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    refused = client.post("/similar", content=jpeg(7), headers={"content-type": "image/jpeg"})
+    assert refused.status_code == 200 and "<img" not in refused.text and "image check" in refused.text
 
 
 def test_cli_like_not_min_score_and_offset(engine, photos, checkpoint, tmp_path, capsys):
@@ -395,4 +421,4 @@ def test_the_page_marks_folded_duplicates_and_expands_them(engine, client, monke
     assert len(result.results) == 1 and len(result.results[0]["similar"]) == 7 and result.total == 1
     page = client.get("/", params={"q": QUERY, "k": 3}).text
     assert '<details class="similar"><summary>7 similar</summary>' in page
-    assert len(re.findall(r'<img src="/thumbnails/', page)) == 8 and "1–1 of 1" in page
+    assert len(re.findall(r'<img src="/thumbnails/', page)) == 8 and "1–1 of 1" in visible_text(page)

@@ -252,7 +252,7 @@ def _serve(args: argparse.Namespace) -> int:
         engine.scorer.compile_text_tower()
     print(f"serving {len(engine.images)} photos from {engine.root} at http://{args.host}:{args.port}/",
           file=sys.stderr)
-    serve(engine, host=args.host, port=args.port)
+    serve(engine, host=args.host, port=args.port, watch=args.watch)
     return 0
 
 
@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--images", help="catalog folder (default: the data set's test images)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    serve.add_argument("--watch", action="store_true",
+                       help="follow the image folder while serving: added, changed and removed photos are indexed "
+                            "and checked, then searchable (or gone) without a restart")
     serve.add_argument("--compile", action="store_true",
                        help="torch.compile the text tower at start-up: faster queries after ~30 s")
     serve.set_defaults(run=_serve)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import sys
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ from wsense.safety import check_query
 from wsense.safety.checker import PhotoChecker, configured_check
 from wsense.safety.image_check import CHECK_FILE
 from wsense.serving.first_stage import FirstStage
-from wsense.serving.index import CatalogIndex, update_index
+from wsense.serving.index import CatalogIndex, IndexReport, update_index
 from wsense.serving.metadata import PhotoFilter, unknown_metadata
 from wsense.serving.scoring import RelevanceScorer
 
@@ -144,37 +145,72 @@ class SearchEngine:
         self.index_dir = Path(index_dir)
         if image_dir is not None:
             checker = checker or PhotoChecker.from_config(config)
-            self.index, report = update_index(image_dir, index_dir, self.scorer, fingerprint, checker,
-                                              descriptions, rebuild=rebuild)
+            index, report = update_index(image_dir, index_dir, self.scorer, fingerprint, checker,
+                                         descriptions, rebuild=rebuild)
             print(report, file=sys.stderr)
         else:
-            self.index = CatalogIndex.load(index_dir, fingerprint)
-            self._warn_if_checked_by_another_check(checker, config)
-        self.root = self.index.root
-        rows = self.index.searchable
-        self.images = [self.index.entries[i]["path"] for i in rows]
-        self._row_of = {name: row for row, name in enumerate(self.images)}
-        self.metadata = [self.index.entries[i].get("meta") or unknown_metadata(self.images[n])
-                         for n, i in enumerate(rows)]
-        self._filter_masks: dict[PhotoFilter, torch.Tensor] = {}
-        self.sha256 = {self.index.entries[i]["path"]: self.index.entries[i]["sha256"] for i in rows}
-        self._excluded = {entry["path"] for entry in self.index.excluded}
+            index = CatalogIndex.load(index_dir, fingerprint)
         self.checker = checker
+        self.candidates = candidates or config.search.candidates
+        self.ranking = config.search.ranking
+        self.query_threads = config.search.query_threads
+        self.duplicate_threshold = config.search.duplicate_threshold
+        self.fingerprint, self.descriptions, self.image_dir = fingerprint, descriptions, image_dir
+        # Searches hold `_lock` while they run, and a new catalog replaces the old one under it: a search sees one
+        # catalog from start to end. `_photo_lock`: one thread at a time runs the image tower and the image check
+        # (a refresh of the catalog, an uploaded example).
+        self._lock, self._photo_lock = threading.RLock(), threading.Lock()
+        self.catalog = self._ready(index)
+        if image_dir is None:
+            self._warn_if_checked_by_another_check(checker, config)
         if not self.images:
             raise WsenseError(f"{self.root}: no photos to search (jpg, jpeg, png, webp)")
-        self.embeddings = torch.from_numpy(self.index.embeddings[rows])
-        search = config.search
-        self.ranking = search.ranking
-        offsets = self.scorer.photo_offsets(self.index.embeddings[rows]) if self.ranking == "qb_cosine" else None
-        self.first_stage = FirstStage(self.index.embeddings[rows], search.first_stage, search.faiss_threshold,
-                                      search.faiss_nprobe, offsets=offsets)
-        self.candidates = candidates or search.candidates
-        # The fusion head's per-image terms, kept for an exactly searched catalog (a FAISS-sized one would need
-        # two thirds of its embeddings' memory again; there they are computed for the shortlist per query).
-        self.fusion_image_part = (self.scorer.fusion_image_part(self.embeddings)
-                                  if self.first_stage.method == "exact" else None)
-        self.query_threads = search.query_threads
-        self.duplicate_threshold = search.duplicate_threshold
+
+    def _ready(self, index: CatalogIndex) -> "_Catalog":
+        """The searchable part of an index, with what every search needs of it computed once."""
+        rows = index.searchable
+        images = [index.entries[i]["path"] for i in rows]
+        vectors = index.embeddings[rows]
+        offsets = self.scorer.photo_offsets(vectors) if self.ranking == "qb_cosine" and len(rows) else None
+        search = self.config.search
+        first_stage = FirstStage(vectors, search.first_stage, search.faiss_threshold, search.faiss_nprobe,
+                                 offsets=offsets)
+        embeddings = torch.from_numpy(vectors)
+        return _Catalog(
+            index, images, {name: row for row, name in enumerate(images)},
+            [index.entries[i].get("meta") or unknown_metadata(images[n]) for n, i in enumerate(rows)],
+            {index.entries[i]["path"]: index.entries[i]["sha256"] for i in rows},
+            {entry["path"] for entry in index.excluded}, embeddings, first_stage,
+            # The fusion head's per-image terms, kept for an exactly searched catalog (a FAISS-sized one would need
+            # two thirds of its embeddings' memory again; there they are computed for the shortlist per query).
+            self.scorer.fusion_image_part(embeddings) if first_stage.method == "exact" and len(rows) else None)
+
+    def refresh(self) -> IndexReport:
+        """Bring the catalog up to date with its folder (what `wsense serve --watch` does on every change): new and
+        changed photos are embedded and go through the legal filter and the image check, the index is saved
+        atomically, and only then does the new catalog replace the old one, between two searches. A catalog
+        opened from an index folder alone has no folder to follow."""
+        if self.image_dir is None:
+            raise WsenseError(f"{self.index_dir}: opened without its image folder; nothing to refresh from")
+        with self._photo_lock:
+            if self.checker is None:
+                self.checker = PhotoChecker.from_config(self.config)
+            index, report = update_index(self.image_dir, self.index_dir, self.scorer, self.fingerprint, self.checker,
+                                         self.descriptions)
+            catalog = self._ready(index)
+        with self._lock:
+            self.catalog = catalog
+        return report
+
+    # The current catalog's parts (a search reads them under `_lock`, so all from the same catalog).
+    index = property(lambda self: self.catalog.index, doc="the index searched")
+    root = property(lambda self: self.catalog.index.root, doc="the catalog folder")
+    images = property(lambda self: self.catalog.images, doc="the searchable photos' names, one per row")
+    embeddings = property(lambda self: self.catalog.embeddings, doc="their embeddings (rows x dim)")
+    metadata = property(lambda self: self.catalog.metadata, doc="their metadata (wsense.serving.metadata)")
+    sha256 = property(lambda self: self.catalog.sha256, doc="name -> content hash of every searchable photo")
+    first_stage = property(lambda self: self.catalog.first_stage)
+    fusion_image_part = property(lambda self: self.catalog.fusion_image_part)
 
     def _warn_if_checked_by_another_check(self, checker: PhotoChecker | None, config: Config) -> None:
         """An index opened as it is keeps its verdicts; say so when the configured check would give others."""
@@ -194,22 +230,23 @@ class SearchEngine:
         """The catalog photo `name` as the example of a "more like this" search, or why it may not be one (the
         legal filter keeps it out); a name that is no photo of this catalog is an error."""
         key = posixpath.normpath(str(name).replace("\\", "/")) if name else ""
-        row = self._row_of.get(key)
+        row = self.catalog.row_of.get(key)
         if row is not None:
             return Example(key, self.embeddings[row], row)
-        if key in self._excluded:
+        if key in self.catalog.excluded:
             return "the example photo is kept out by the legal filter"
         raise UnknownPhoto(f"{name}: not a photo of this catalog")
 
     def uploaded_example(self, path: str | Path, name: str = "upload") -> Example | str:
         """A photo from outside the catalog (an upload) as an example: the image check looks at it first, and a photo
         it keeps out is refused like a child query. Nothing of it is kept (no cache entry, no index row)."""
-        if self.checker is None:
-            self.checker = PhotoChecker.from_config(self.config)
-        check = self.checker.check_transient(path)
-        if check.verdict.child:
-            return f"image check: {check.verdict.reason}"
-        _, u, _ = self.scorer.embed_photos([path], progress=False)
+        with self._photo_lock:
+            if self.checker is None:
+                self.checker = PhotoChecker.from_config(self.config)
+            check = self.checker.check_transient(path)
+            if check.verdict.child:
+                return f"image check: {check.verdict.reason}"
+            _, u, _ = self.scorer.embed_photos([path], progress=False)
         return Example(name, u[0])
 
     # -- search -------------------------------------------------------------------------------------
@@ -225,6 +262,10 @@ class SearchEngine:
         """One result per request, in order, or the WsenseError that names what is wrong with it. The query texts
         of all requests go through the text tower together, in one batch: what a server does with the queries that
         arrive at the same moment."""
+        with self._lock:
+            return self._search_many(requests)
+
+    def _search_many(self, requests: Sequence["SearchRequest"]) -> list[SearchResult | WsenseError]:
         prepared: list[tuple[SearchRequest, SearchResult, Example | None] | None] = []
         results: list[SearchResult | WsenseError | None] = []
         for request in requests:
@@ -305,12 +346,12 @@ class SearchEngine:
 
     def _allowed(self, filters: PhotoFilter) -> torch.Tensor:
         """Which photos of the catalog the filters allow (kept for the last 64 filters)."""
-        if filters not in self._filter_masks:
-            if len(self._filter_masks) >= 64:
-                self._filter_masks.pop(next(iter(self._filter_masks)))
-            self._filter_masks[filters] = torch.tensor([filters.allows(meta) for meta in self.metadata],
-                                                       dtype=torch.bool)
-        return self._filter_masks[filters]
+        masks = self.catalog.filter_masks
+        if filters not in masks:
+            if len(masks) >= 64:
+                masks.pop(next(iter(masks)))
+            masks[filters] = torch.tensor([filters.allows(meta) for meta in self.metadata], dtype=torch.bool)
+        return masks[filters]
 
     def _item(self, row: int, score: float, similar: list[tuple[int, float]]) -> dict:
         item = {"image": self.images[row], "score": round(score, 4)}
@@ -401,6 +442,26 @@ class SearchEngine:
         for j, i in enumerate(texts):
             scores[i] = matrix[j, position[rows[i]]]
         return scores
+
+
+@dataclass
+class _Catalog:
+    """One index, ready to search: what the engine replaces as a whole when the catalog changes."""
+    index: CatalogIndex
+    images: list[str]
+    row_of: dict[str, int]
+    metadata: list[dict]
+    sha256: dict[str, str]
+    excluded: set[str]  # names the legal filter keeps out
+    embeddings: torch.Tensor
+    first_stage: FirstStage
+    fusion_image_part: torch.Tensor | None
+    filter_masks: dict[PhotoFilter, torch.Tensor] = field(default_factory=dict)
+
+    def meta(self, name: str) -> dict | None:
+        """A searchable photo's metadata (None for a name that is not one)."""
+        row = self.row_of.get(name)
+        return None if row is None else self.metadata[row]
 
 
 @dataclass

@@ -7,12 +7,12 @@ the catalog folder, so no path from a request is ever opened as such.
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 import gc
 import base64
 import hashlib
 import json
 import posixpath
-import threading
 from html import escape
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -27,12 +27,22 @@ from wsense.errors import WsenseError
 from wsense.serving.batching import QueryBatcher
 from wsense.serving.metadata import FILTER_NAMES, ORIENTATIONS, PhotoFilter
 from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
+from wsense.serving.watch import CatalogWatcher
 from wsense.serving.search import MAX_QUERY_CHARS, SearchRequest, SearchResult, UnknownPhoto, disclaimer
 
 PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 UPLOAD_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+UPLOADED = "upload"  # the example's name in the answer to an uploaded photo
+
+
+class UploadError(WsenseError):
+    """An upload refused before it is looked at, with its HTTP status (415, 413 or 400)."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:1.5rem;color:#222;background:#fafafa}
@@ -59,7 +69,9 @@ input[name=min_score]{width:6.5rem;font-size:1.1rem;padding:.5rem}
 """
 # Marks the grid once every thumbnail has really loaded (or not): the browser tests read it from the DOM. A click on a
 # thumbnail opens the photo in a lightbox (arrow keys: previous and next result; Escape or a click: close); without
-# JavaScript the thumbnail is a plain link to the photo.
+# JavaScript the thumbnail is a plain link to the photo. When the "Next" link scrolls into view, the next results are
+# fetched (the same page as a fragment, rendered by the server) and added to the grid; without JavaScript it stays a
+# link. A photo chosen with the upload button is sent to POST /similar, and the results it gets replace the page's.
 SCRIPT = """
 addEventListener("load", () => {
   const grid = document.querySelector(".grid");
@@ -105,6 +117,44 @@ document.addEventListener("keydown", event => {
   else if (event.key === "ArrowRight") openPhoto(shown + 1);
   else if (event.key === "ArrowLeft") openPhoto(shown - 1);
 });
+async function fragment(response) {
+  const part = document.createElement("template");
+  part.innerHTML = await response.text();
+  return part.content;
+}
+const nextResults = new IntersectionObserver(entries => {
+  for (const entry of entries) if (entry.isIntersecting) loadMore(entry.target);
+});
+function watchNext() {
+  const next = document.querySelector("#results a[rel=next]");
+  if (next) nextResults.observe(next);
+}
+async function loadMore(link) {
+  nextResults.unobserve(link);
+  const response = await fetch(link.getAttribute("href") + "&fragment=1");
+  const more = await fragment(response);
+  const grid = document.querySelector("#results .grid"), figures = more.querySelectorAll(".grid > figure");
+  if (!response.ok || !grid || !figures.length) return;
+  grid.append(...figures);
+  document.querySelector("#results .last").textContent = more.querySelector(".last").textContent;
+  const next = more.querySelector("a[rel=next]");
+  if (next) {
+    link.setAttribute("href", next.getAttribute("href"));
+    nextResults.observe(link);
+  } else {
+    link.remove();
+  }
+}
+addEventListener("DOMContentLoaded", watchNext);
+document.addEventListener("change", async event => {
+  if (!event.target.matches("input[name=photo]") || !event.target.files.length) return;
+  const photo = event.target.files[0], results = document.getElementById("results");
+  const params = new URLSearchParams({k: document.querySelector("input[name=k]").value});
+  const response = await fetch("/similar?" + params, {method: "POST", body: photo,
+    headers: {"Content-Type": photo.type || "application/octet-stream"}});
+  results.replaceChildren(await fragment(response));
+  results.dataset.upload = response.status;
+});
 """
 
 
@@ -116,8 +166,8 @@ def _csp_hash(text: str) -> str:
 # the escaping could neither run code nor pull images in from elsewhere.
 SECURITY_HEADERS = {
     "Content-Security-Policy": f"default-src 'none'; img-src 'self'; style-src {_csp_hash(STYLE)}; "
-                               f"script-src {_csp_hash(SCRIPT)}; form-action 'self'; base-uri 'none'; "
-                               "frame-ancestors 'self'",
+                               f"script-src {_csp_hash(SCRIPT)}; connect-src 'self'; form-action 'self'; "
+                               "base-uri 'none'; frame-ancestors 'self'",
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -167,10 +217,12 @@ def _page(q: str = "", k: int = PAGE_K, max_k: int = 50, body: str = "", status:
 <input name="q" value="{escape(q)}" maxlength="{MAX_QUERY_CHARS}" aria-label="query" autofocus
   placeholder="Describe the scene, e.g. a dog swimming in a lake">
 <input name="k" type="number" min="1" max="{max_k}" value="{k}" aria-label="number of photos">
-<input name="min_score" type="number" min="0" max="1" step="0.05" value="{escape(min_score)}"
+<input name="min_score" type="number" min="0" max="1" step="0.01" value="{escape(min_score)}"
   aria-label="lowest score" placeholder="min score">{keep_like}
 <button type="submit">Search</button>{_filter_panel(filters or {})}</form>
-{body}</body></html>"""
+<label class="upload">or find photos like one of yours: <input type="file" name="photo"
+  accept="{",".join(UPLOAD_TYPES)}"></label>
+<div id="results">{body}</div></body></html>"""
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
 
@@ -197,14 +249,19 @@ def describe(meta: dict | None) -> str:
     return " · ".join(part for part in (size, meta.get("camera"), meta.get("lens"), taken) if part)
 
 
+def _error_html(error: Exception) -> str:
+    return f'<p class="error" role="alert">{escape(str(error))}</p>'
+
+
 def _results_html(result: dict, k: int, min_score: float | None, filters: dict | None = None,
-                  metadata: dict[str, dict] | None = None) -> str:
+                  metadata: dict[str, dict] | None = None, pageable: bool = True) -> str:
     query, like = escape(result["query"]), result["like"]
     if result["refused"]:
         return (f'<div class="notice" role="alert"><p>{escape(disclaimer(result["query"]))}</p>'
                 f'<p>Reason: {escape(result["reason"] or "")}</p></div>')
-    what = " and ".join(part for part in (f"“{query}”" if query else "", f"photos like {escape(like)}" if like else "")
-                        if part)
+    example = "your photo" if like == UPLOADED and not pageable else like
+    what = " and ".join(part for part in (f"“{query}”" if query else "",
+                                          f"photos like {escape(example)}" if like else "") if part)
     cut = f" scoring from {min_score:g}" if min_score is not None else ""
     if result["filters"]:
         cut += " (" + ", ".join(f"{escape(name.replace('_', ' '))} {escape(str(value))}"
@@ -226,25 +283,34 @@ def _results_html(result: dict, k: int, min_score: float | None, filters: dict |
     links = []
     if offset > 0:
         links.append(f'<a rel="prev" href="{escape(_link(**state, offset=max(0, offset - k)))}">← Previous</a>')
-    if offset + len(result["results"]) < total:
+    if offset + len(result["results"]) < total and pageable:
         links.append(f'<a rel="next" href="{escape(_link(**state, offset=offset + k))}">Next {k} →</a>')
     nav = f'<nav class="pages">{" ".join(links)}</nav>' if links else ""
-    return (f'<p>Results for {what}{cut}: {first}–{offset + len(result["results"])} of {count}</p>'
+    return (f'<p>Results for {what}{cut}: {first}–<span class="last">{offset + len(result["results"])}</span> of '
+            f'{count}</p>'
             f'<div class="grid">{figures}</div>{nav}')
 
 
-def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
+def create_app(engine, max_k: int = 50, max_batch: int = 64, watch: bool = False) -> FastAPI:
     """The page and the API over `engine`; `max_batch`: most queries put through the text tower together (1: each
-    alone)."""
-    app = FastAPI(title="wsense", docs_url=None, redoc_url=None, openapi_url=None)
+    alone); `watch`: follow the catalog folder while serving (wsense.serving.watch)."""
+    watcher = CatalogWatcher(engine) if watch else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if watcher is not None:
+            await run_in_threadpool(watcher.start)
+        yield
+        if watcher is not None:
+            await run_in_threadpool(watcher.stop)
+
+    app = FastAPI(title="wsense", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.watcher = watcher
     root = Path(engine.root).resolve()
-    servable = frozenset(engine.images)
     # Text searches run on the batcher's one worker thread (the tokenizer is not known to be thread-safe, and
-    # queries arriving together share one text-tower batch); uploads run the image check and the photo path one at
-    # a time in FastAPI's thread pool.
+    # queries arriving together share one text-tower batch); uploads run the image check and the photo path in
+    # FastAPI's thread pool, one at a time (the engine's photo lock).
     batcher = app.state.batcher = QueryBatcher(engine, max_batch)
-    metadata = dict(zip(engine.images, engine.metadata))
-    photo_lock = threading.Lock()
     page_k = min(PAGE_K, max_k)  # the box's default must pass its own max, or the browser won't submit the form
 
     async def search(q: str, **options) -> dict:
@@ -270,11 +336,19 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
             top_k = options["top_k"]
             filters = PhotoFilter.parse(*(given[name] or None for name in FILTER_NAMES))
             result = await search(q, **options, like=like, filters=filters or None)
-            return _page(q, top_k, max_k, _results_html(result, top_k, options["min_score"], given, metadata),
-                         **shown)
+            body = _results_html(result, top_k, options["min_score"], given, shown_metadata(result))
         except WsenseError as e:
-            return _page(q, top_k, max_k, f'<p class="error" role="alert">{escape(str(e))}</p>',
-                         status=404 if isinstance(e, UnknownPhoto) else 400, **shown)
+            body, status = _error_html(e), 404 if isinstance(e, UnknownPhoto) else 400
+            if params.get("fragment"):
+                return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+            return _page(q, top_k, max_k, body, status=status, **shown)
+        if params.get("fragment"):  # the next results, for the page's script to add to its grid
+            return HTMLResponse(body, headers=SECURITY_HEADERS)
+        return _page(q, top_k, max_k, body, **shown)
+
+    def shown_metadata(result: dict) -> dict[str, dict | None]:
+        catalog = engine.catalog
+        return {item["image"]: catalog.meta(item["image"]) for item in result["results"]}
 
     async def api_answer(params, **fixed) -> Response:
         """The JSON answer to the query parameters of /api/search (`fixed`: those a route sets itself). The
@@ -306,66 +380,98 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
             raise HTTPException(400, "image: name a photo of the catalog (as in the results' `image`)")
         return await api_answer(request.query_params, q="", like=image, negatives=[])
 
-    @app.post("/api/similar")
-    async def api_similar_upload(request: Request) -> dict:
-        """More like an uploaded photo (the request body, Content-Type image/jpeg, image/png or image/webp), which
-        the image check looks at first; nothing of it is kept. Parameters: q, k, offset, min_score."""
-        q = request.query_params.get("q", "")
+    async def read_upload(request: Request):
+        """The uploaded photo (the request body) as an example, or why the image check keeps it out (a str)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in UPLOAD_TYPES:
-            raise HTTPException(415, f"upload a photo as the request body with Content-Type "
-                                     f"{', '.join(UPLOAD_TYPES)}, not {kind or 'none'!r}")
+            raise UploadError(415, f"upload a photo as the request body with Content-Type "
+                                   f"{', '.join(UPLOAD_TYPES)}, not {kind or 'none'!r}")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
-            raise HTTPException(413, f"photo too large: {int(declared)} bytes (at most {MAX_UPLOAD_BYTES})")
+            raise UploadError(413, f"photo too large: {int(declared)} bytes (at most {MAX_UPLOAD_BYTES})")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_UPLOAD_BYTES:
-                raise HTTPException(413, f"photo too large (at most {MAX_UPLOAD_BYTES} bytes)")
+                raise UploadError(413, f"photo too large (at most {MAX_UPLOAD_BYTES} bytes)")
         if not body:
-            raise HTTPException(400, "empty upload: send the photo's bytes as the request body")
+            raise UploadError(400, "empty upload: send the photo's bytes as the request body")
+        return await run_in_threadpool(uploaded_example, bytes(body), UPLOAD_TYPES[kind])
+
+    async def search_upload(request: Request, default_k: int) -> tuple[dict, dict]:
+        """The search "more like the uploaded photo" (and the query text q, where given), and its paging."""
+        q = request.query_params.get("q", "")
+        options = paging(request.query_params, default_k)
+        example = await read_upload(request)
+        if isinstance(example, str):  # the image check keeps it out: refused like a child query
+            return SearchResult(q, True, example, like=UPLOADED).to_dict(), options
+        return await search(q, like=example, **options), options
+
+    @app.post("/api/similar")
+    async def api_similar_upload(request: Request) -> dict:
+        """More like an uploaded photo (the request body, Content-Type image/jpeg, image/png or image/webp), which
+        the image check looks at first; nothing of it is kept. Parameters: q, k, offset, min_score."""
         try:
-            options = paging(request.query_params, 1)
-            example = await run_in_threadpool(uploaded_example, bytes(body), UPLOAD_TYPES[kind])
-            if isinstance(example, str):  # the image check keeps it out: refused like a child query
-                return SearchResult(q, True, example, like="upload").to_dict()
-            return await search(q, like=example, **options)
+            return (await search_upload(request, 1))[0]
+        except UploadError as e:
+            raise HTTPException(e.status, str(e)) from None
         except WsenseError as e:
             raise HTTPException(400, str(e)) from None
+
+    @app.post("/similar", response_class=HTMLResponse)
+    async def page_upload(request: Request) -> HTMLResponse:
+        """The page's upload button: the results for an uploaded photo, as the part of the page they fill."""
+        try:
+            result, options = await search_upload(request, page_k)
+        except WsenseError as e:
+            return HTMLResponse(_error_html(e), status_code=getattr(e, "status", 400), headers=SECURITY_HEADERS)
+        # Nothing of an upload is kept, so there is no link to its next page: k says how many to show.
+        return HTMLResponse(_results_html(result, options["top_k"], options["min_score"], None,
+                                          shown_metadata(result), pageable=False), headers=SECURITY_HEADERS)
 
     def uploaded_example(data: bytes, suffix: str):
         with tempfile.TemporaryDirectory(prefix="wsense-upload-") as folder:
             path = Path(folder) / f"upload{suffix}"
             path.write_bytes(data)
             try:
-                with photo_lock:
-                    return engine.uploaded_example(path, "upload")
+                return engine.uploaded_example(path, UPLOADED)
             except WsenseError as e:
                 raise WsenseError(str(e).replace(str(path), "the uploaded photo")) from None
+
+    @app.get("/api/catalog")
+    def api_catalog() -> dict:
+        """What is being served: photos searchable and kept out, and (with --watch) the last refresh."""
+        catalog = engine.catalog
+        status = {"root": str(root), "photos": len(catalog.images), "kept_out": len(catalog.excluded),
+                  "watching": watcher is not None}
+        if watcher is not None:
+            status.update(refreshes=watcher.refreshes, refreshed_at=watcher.refreshed_at,
+                          last_error=watcher.last_error)
+        return status
 
     def catalog_file(path: str) -> tuple[str, Path]:
         # The request only selects an entry of the catalog; the file opened is built from that entry, and must
         # resolve inside the catalog folder (a symlink in it may point anywhere).
         name = posixpath.normpath(path)
-        if name not in servable:
+        sha256 = engine.catalog.sha256.get(name)  # only the photos searchable now
+        if sha256 is None:
             raise HTTPException(404, "not found")
         file = (root / name).resolve()
         if not file.is_relative_to(root) or not file.is_file():
             raise HTTPException(404, "not found")
-        return name, file
+        return sha256, file
 
     @app.get("/images/{path:path}")
     def image(path: str) -> FileResponse:
-        _, file = catalog_file(path)
+        file = catalog_file(path)[1]
         return FileResponse(file, media_type=MEDIA_TYPES.get(file.suffix.lower(), "application/octet-stream"),
                             headers={"X-Content-Type-Options": "nosniff"})
 
     @app.get("/thumbnails/{path:path}")
     def thumbnail(path: str) -> FileResponse:
         """The photo's thumbnail, made now where the index has none yet (an index from before thumbnails)."""
-        name, file = catalog_file(path)
-        target = thumbnail_path(engine.config.cache_dir, engine.sha256[name])
+        sha256, file = catalog_file(path)
+        target = thumbnail_path(engine.config.cache_dir, sha256)
         if not target.is_file():
             try:
                 make_thumbnail(file, target)
@@ -377,10 +483,10 @@ def create_app(engine, max_k: int = 50, max_batch: int = 64) -> FastAPI:
     return app
 
 
-def serve(engine, host: str = "127.0.0.1", port: int = 8000) -> None:
+def serve(engine, host: str = "127.0.0.1", port: int = 8000, watch: bool = False) -> None:
     import uvicorn
 
-    app = create_app(engine)
+    app = create_app(engine, watch=watch)
     # The model and the catalog are long-lived: kept out of the garbage collector's full passes, which otherwise
     # stop every request in flight now and then.
     gc.freeze()
