@@ -11,6 +11,7 @@ import struct
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from html import unescape
 import urllib.request
 from urllib.parse import quote, urlencode
@@ -66,14 +67,9 @@ frame.addEventListener("load", () => {
 </script>"""
 
 
-@pytest.fixture(scope="module")
-def base_url(engine):
-    app = create_app(engine, max_k=5)
-    app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
-    app.add_api_route("/_test/lightbox", lambda: HTMLResponse(LIGHTBOX))
-    app.add_api_route("/_test/upload", lambda: HTMLResponse(UPLOAD))
-    app.add_api_route("/_test/photo.jpg", lambda: Response(jpeg_bytes(5), media_type="image/jpeg"))
-    app.add_api_route("/_test/text", lambda: Response(b"not a photo at all", media_type="text/plain"))
+@contextmanager
+def live_server(app):
+    """The app under uvicorn (with its lifespan) on a free localhost port: its base URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))  # a free port, held from here on so nobody can take it first
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
@@ -83,10 +79,24 @@ def base_url(engine):
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def base_url(engine):
+    app = create_app(engine, max_k=5)
+    app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
+    app.add_api_route("/_test/lightbox", lambda: HTMLResponse(LIGHTBOX))
+    app.add_api_route("/_test/upload", lambda: HTMLResponse(UPLOAD))
+    app.add_api_route("/_test/photo.jpg", lambda: Response(jpeg_bytes(5), media_type="image/jpeg"))
+    app.add_api_route("/_test/text", lambda: Response(b"not a photo at all", media_type="text/plain"))
+    with live_server(app) as url:
+        yield url
 
 
 def chromium(tmp_path, url: str, *extra: str) -> str:
@@ -280,3 +290,29 @@ def test_the_upload_button_shows_photos_like_the_chosen_one(tmp_path, base_url, 
     monkeypatch.setattr(engine, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
     status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/jpeg")  # the image check keeps it out
     assert status == "200" and "image check" in dom and "<img" not in dom
+
+
+@pytest.mark.usefixtures("needs_chromium")
+def test_a_photo_added_while_serving_with_watch_appears_on_the_page(tmp_path, checkpoint):
+    from conftest import settings, write_image
+    from wsense.serving.search import SearchEngine
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        write_image(folder / f"photo{i}.jpg", 300 + i)
+    engine = SearchEngine(checkpoint, folder, index_dir=tmp_path / "ix", settings=settings())
+    with live_server(create_app(engine, watch=True)) as url:
+        before = page_body(tmp_path, f"{url}/?q=a+dog&k=5")
+        write_image(tmp_path / "new.jpg", 9)
+        (tmp_path / "new.jpg").rename(folder / "new.jpg")
+        deadline = time.monotonic() + 60
+        while json.loads(urllib.request.urlopen(f"{url}/api/catalog", timeout=10).read())["photos"] != 3:
+            assert time.monotonic() < deadline, "the new photo was not picked up"
+            time.sleep(0.2)
+        after = page_body(tmp_path, f"{url}/?q=a+dog&k=5")
+        chromium(tmp_path, f"{url}/?q=a+dog&k=5", f"--screenshot={artefact('watch_new_photo.png')}",
+                 "--window-size=1200,900")
+    assert len(thumbnails(before)) == 2 and "new.jpg" not in before
+    assert len(thumbnails(after)) == 3 and 'src="/thumbnails/new.jpg"' in after
+    assert 'class="grid" data-loaded="true"' in after  # its thumbnail, made by the refresh, really loads
