@@ -57,6 +57,7 @@ class EmbeddingConfig:
     text_batch_size: int = 128
     # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): onnx | torch.
     image_runtime: str = "onnx"
+    commit_every: int = 256  # photos an indexing run embeds between two commits of its progress
 
 
 @dataclass
@@ -232,6 +233,9 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if config.search.text_runtime not in TEXT_RUNTIMES:
         raise WsenseError(f"{source}: search.text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got "
                           f"'{config.search.text_runtime}'")
+    if not isinstance(config.embedding.commit_every, int) or config.embedding.commit_every < 1:
+        raise WsenseError(f"{source}: embedding.commit_every must be a whole number of photos from 1, got "
+                          f"{config.embedding.commit_every!r}")
     if config.embedding.image_runtime not in IMAGE_RUNTIMES:
         raise WsenseError(f"{source}: embedding.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
                           f"'{config.embedding.image_runtime}'")

@@ -6,21 +6,28 @@ image-check verdict with the check's version, and which photos the legal filter 
 written atomically; a second run embeds only new or changed photos and drops deleted ones, and re-checks (without
 re-embedding) the photos whose verdict came from another version of the image check. Unreadable photos are
 reported and skipped, and tried again next run.
+
+While a run embeds, it commits its work every `embedding.commit_every` photos (IndexJournal: shard files in the
+index folder's `progress/`, each written atomically). A run that is killed leaves the previous index as it was, or
+none, never half of one; the next run takes every photo whose size, modification time and content hash still match
+a committed one from there and embeds only the rest. The shards go away with the old index folder when the new one
+is saved.
 """
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from wsense.data import IMAGE_EXTENSIONS
 from wsense.errors import WsenseError
-from wsense.io import atomic_dir, file_sha256
+from wsense.io import atomic_dir, atomic_path, file_sha256
 from wsense.safety.checker import PhotoChecker
 from wsense.safety.filters import child_images
 from wsense.serving.scoring import RelevanceScorer
@@ -28,7 +35,7 @@ from wsense.serving.metadata import photo_metadata, unknown_metadata
 from wsense.serving.thumbnails import ensure_thumbnails
 
 INDEX_FORMAT = "wsense-index-1"
-EMBEDDINGS_FILE, META_FILE = "embeddings.npy", "index.json"
+EMBEDDINGS_FILE, META_FILE, PROGRESS_DIR = "embeddings.npy", "index.json", "progress"
 EXCLUDED_BY_DESCRIPTION = "description mentions a child"
 EXCLUDED_BY_IMAGE_CHECK = "image check"
 
@@ -52,6 +59,7 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     excluded_by_description: int = 0
     excluded_by_image_check: int = 0
+    resumed: int = 0  # of those added or changed, the photos an interrupted run had embedded and committed
     checked: int = 0  # photos the image check looked at in this run (new, changed, or checked by another version)
     check_version: str = ""
     thumbnails: int = 0  # thumbnails made in this run
@@ -59,7 +67,8 @@ class IndexReport:
     def __str__(self) -> str:
         lines = [f"index: {self.added} added, {self.changed} changed, {self.removed} removed, "
                  f"{self.unchanged} unchanged, {len(self.skipped)} unreadable (skipped); "
-                 f"{self.thumbnails} thumbnails made",
+                 f"{self.thumbnails} thumbnails made" + (f"; {self.resumed} embedded by an interrupted run, taken "
+                                                         "from its progress" if self.resumed else ""),
                  f"legal filter: {self.excluded_by_description} photos kept out by their descriptions, "
                  f"{self.excluded_by_image_check} by the image check ({self.check_version}; {self.checked} "
                  "checked in this run)"]
@@ -113,6 +122,47 @@ class CatalogIndex:
         return cls(Path(meta["root"]), meta["fingerprint"], meta["entries"], embeddings)
 
 
+class IndexJournal:
+    """The embeddings an indexing run has committed so far: one shard per commit in `directory`/progress/, each
+    with the photos' paths, sizes, modification times, content hashes and embeddings, and the model's fingerprint."""
+
+    def __init__(self, directory: Path, fingerprint: str):
+        self.folder = Path(directory) / PROGRESS_DIR
+        self.fingerprint = fingerprint
+        self.shards = len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0
+
+    def committed(self) -> dict[str, tuple[int, int, str, np.ndarray]]:
+        """path -> (size, mtime_ns, sha256, embedding) of every photo committed by this model (a damaged shard, from
+        a kill in the middle of a write that was not atomic after all, or another model's, is passed over)."""
+        found: dict[str, tuple[int, int, str, np.ndarray]] = {}
+        for shard in sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []:
+            try:
+                with np.load(shard, allow_pickle=False) as data:
+                    if str(data["fingerprint"]) != self.fingerprint:
+                        continue
+                    for path, size, mtime, sha, vector in zip(data["paths"], data["sizes"], data["mtimes"],
+                                                              data["sha256"], data["embeddings"]):
+                        found[str(path)] = (int(size), int(mtime), str(sha), vector)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                print(f"warning: {shard}: unreadable progress shard, passed over ({type(error).__name__})",
+                      file=sys.stderr)
+        return found
+
+    def commit(self, records: list[tuple[str, int, int, str]], embeddings: np.ndarray) -> None:
+        if not records:
+            return
+        paths, sizes, mtimes, hashes = zip(*records)
+        with atomic_path(self.folder / f"{self.shards:06d}.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, fingerprint=self.fingerprint, paths=np.array(paths), sizes=np.array(sizes, np.int64),
+                     mtimes=np.array(mtimes, np.int64), sha256=np.array(hashes),
+                     embeddings=np.asarray(embeddings, np.float32))
+        self.shards += 1
+
+    def clear(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.shards = 0
+
+
 def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScorer, fingerprint: str,
                  checker: PhotoChecker, descriptions: pd.DataFrame | None = None, rebuild: bool = False
                  ) -> tuple[CatalogIndex, IndexReport]:
@@ -124,6 +174,10 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
         previous = CatalogIndex.load(directory, fingerprint)
     old = ({entry["path"]: (entry, previous.embeddings[i]) for i, entry in enumerate(previous.entries)}
            if previous else {})
+    journal = IndexJournal(directory, fingerprint)
+    if rebuild:
+        journal.clear()
+    committed = journal.committed()
     report = IndexReport(check_version=checker.version)
     files = catalog_files(root)
     keep: dict[str, tuple[dict, np.ndarray]] = {}
@@ -142,23 +196,35 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
         to_embed.append(path)
     report.removed = len(set(old) - set(files))
     report.unchanged = len(keep)
+    for path in to_embed:  # embedded by a run that did not finish, and unchanged since
+        stat = (root / path).stat()
+        size, mtime, sha, vector = committed.get(path, (None, None, None, None))
+        if (size, mtime, sha) == (stat.st_size, stat.st_mtime_ns, hashes[path]):
+            keep[path] = ({"path": path, "size": size, "mtime_ns": mtime, "sha256": sha}, vector)
+            report.resumed += 1
+    to_embed = [path for path in to_embed if path not in keep]
     catalog_path = {root / path: path for path in to_embed}
     # A frozen model's pooled features are the check's own: handed over, the backbone runs once per photo.
-    pooled: list[torch.Tensor] | None = [] if checker.shares_features(scorer.config) else None
-    done, vectors, skipped = scorer.embed_photos(list(catalog_path), skip_unreadable=True, desc="indexing",
-                                                 pooled_out=pooled)
-    if pooled:
-        checker.remember_features([hashes[catalog_path[file]] for file in done], torch.cat(pooled).numpy())
-    report.skipped += [(catalog_path[file], why) for file, why in skipped]
-    for file, vector in zip(done, vectors.numpy()):
-        path = catalog_path[file]
-        stat = (root / path).stat()
-        if path in old:
-            report.changed += 1
-        else:
-            report.added += 1
-        keep[path] = ({"path": path, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": hashes[path]},
-                      vector)
+    shares = checker.shares_features(scorer.config)
+    pending: list[tuple[tuple[str, int, int, str], np.ndarray]] = []
+    for done, vectors, skipped, pooled in scorer.photo_batches(list(catalog_path), skip_unreadable=True,
+                                                               desc="indexing"):
+        if shares and done:
+            checker.remember_features([hashes[catalog_path[file]] for file in done], pooled.numpy())
+        report.skipped += [(catalog_path[file], why) for file, why in skipped]
+        for file, vector in zip(done, vectors.numpy()):
+            path = catalog_path[file]
+            stat = (root / path).stat()
+            record = (path, stat.st_size, stat.st_mtime_ns, hashes[path])
+            keep[path] = (dict(zip(("path", "size", "mtime_ns", "sha256"), record)), vector)
+            pending.append((record, vector))
+        if len(pending) >= scorer.config.embedding.commit_every:
+            journal.commit([record for record, _ in pending], np.stack([vector for _, vector in pending]))
+            pending = []
+    if pending:  # the image check and the thumbnails still to come can take as long again
+        journal.commit([record for record, _ in pending], np.stack([vector for _, vector in pending]))
+    report.added = sum(1 for path in keep if path not in old)
+    report.changed = sum(1 for path in keep if path in old and keep[path][0]["sha256"] != old[path][0]["sha256"])
     paths = sorted(keep)
     entries = [dict(keep[p][0], excluded=None) for p in paths]
     for entry in entries:  # read once per new or changed photo (and for an index from before metadata)

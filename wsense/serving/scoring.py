@@ -112,15 +112,23 @@ class RelevanceScorer:
         """(paths embedded, their embeddings, [(unreadable path, why)]); an unreadable photo is an error unless
         `skip_unreadable`. The pooled features of each batch are appended to `pooled_out` when given."""
         done, chunks, skipped = [], [], []
-        for good, features, bad in self.photos.batches(paths, skip_unreadable=skip_unreadable, desc=desc,
-                                                       progress=progress):
+        for good, vectors, bad, features in self.photo_batches(paths, skip_unreadable=skip_unreadable, desc=desc,
+                                                               progress=progress):
             done += good
-            chunks.append(self.embed_features(features))
+            chunks.append(vectors)
             skipped += bad
             if pooled_out is not None:
                 pooled_out.append(features)
         dim = self.model.text_projection.out_features
         return done, torch.cat(chunks) if chunks else torch.zeros(0, dim), skipped
+
+    def photo_batches(self, paths: Sequence[str | Path], *, skip_unreadable: bool = False,
+                      desc: str = "embedding photos", progress: bool = True):
+        """embed_photos one batch at a time, with one progress bar: (paths embedded, their embeddings, [(unreadable
+        path, why)], their pooled features) per batch, for a caller that keeps what is done as it goes."""
+        for good, features, bad in self.photos.batches(paths, skip_unreadable=skip_unreadable, desc=desc,
+                                                       progress=progress):
+            yield good, self.embed_features(features), bad, features
 
     def embed_images(self, paths: Sequence[str | Path], progress: bool = True) -> torch.Tensor:
         """Embeddings of photo files, one row each, in order (an unreadable photo is an error)."""

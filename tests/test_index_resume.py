@@ -1,0 +1,89 @@
+"""Crash-safe indexing: `wsense index` killed with SIGKILL mid-way leaves no half-written index, and the rerun embeds
+only the photos not yet committed, ending with the same index as a run that was never interrupted."""
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import TEST_CHECK, write_image
+from wsense.cli import main
+from wsense.errors import WsenseError
+from wsense.serving.index import PROGRESS_DIR, CatalogIndex, IndexJournal
+
+PHOTOS = 64
+
+
+@pytest.fixture
+def catalog(tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(PHOTOS):
+        write_image(folder / ("sub" if i % 4 else ".") / f"p{i:03d}.jpg", 4000 + i, size=(64, 48))
+    config = tmp_path / "config.yaml"
+    config.write_text(f"cache_dir: {tmp_path / 'cache'}\nembedding:\n  image_batch_size: 8\n  commit_every: 8\n"
+                      f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
+                      f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
+    return folder, config
+
+
+def index_command(folder, index_dir, checkpoint, config) -> list[str]:
+    return ["index", str(folder), "--index-dir", str(index_dir), "--checkpoint", str(checkpoint),
+            "--config", str(config)]
+
+
+def committed_photos(index_dir) -> int:
+    return sum(len(np.load(shard)["paths"]) for shard in (index_dir / PROGRESS_DIR).glob("*.npz"))
+
+
+@pytest.mark.e2e
+def test_a_killed_index_run_resumes_with_only_the_missing_photos(catalog, checkpoint, tmp_path, capsys):
+    folder, config = catalog
+    index_dir = tmp_path / "ix"
+    process = subprocess.Popen([sys.executable, "-m", "wsense.cli",
+                                *index_command(folder, index_dir, checkpoint, config)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 180
+    while len(list((index_dir / PROGRESS_DIR).glob("*.npz"))) < 2:
+        if process.poll() is not None:
+            pytest.fail(f"wsense index ended before it was killed:\n{process.stderr.read().decode()[-3000:]}")
+        assert time.monotonic() < deadline, "no progress committed in 180 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait(30)
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    with pytest.raises(WsenseError, match="no index here"):  # nothing half-written is seen as an index
+        CatalogIndex.load(index_dir)
+    committed = committed_photos(index_dir)
+    assert 16 <= committed < PHOTOS
+
+    capsys.readouterr()
+    assert main(index_command(folder, index_dir, checkpoint, config)) == 0
+    report = capsys.readouterr().err
+    added, resumed = map(int, re.search(r"index: (\d+) added.*; (\d+) embedded by an interrupted run", report).groups())
+    assert (added, resumed) == (PHOTOS, committed)  # so this run embedded only the other PHOTOS - committed
+    assert f"indexing: 100%|██████████| {PHOTOS - committed}/{PHOTOS - committed}" in report
+    assert not (index_dir / PROGRESS_DIR).exists()  # gone with the old folder once the index was saved
+
+    assert main(index_command(folder, tmp_path / "whole", checkpoint, config)) == 0  # never interrupted
+    resumed_index, whole = CatalogIndex.load(index_dir), CatalogIndex.load(tmp_path / "whole")
+    assert resumed_index.entries == whole.entries
+    np.testing.assert_allclose(resumed_index.embeddings, whole.embeddings, atol=1e-5)
+
+
+def test_progress_of_another_model_or_a_damaged_shard_is_passed_over(tmp_path, capsys):
+    journal = IndexJournal(tmp_path, "model-a")
+    journal.commit([("a.jpg", 10, 1, "ab" * 32), ("b.jpg", 11, 2, "cd" * 32)], np.ones((2, 4), np.float32))
+    IndexJournal(tmp_path, "model-b").commit([("c.jpg", 12, 3, "ef" * 32)], np.zeros((1, 4), np.float32))
+    (tmp_path / PROGRESS_DIR / "000009.npz").write_bytes(b"PK\x03\x04 cut short by a crash")
+    found = IndexJournal(tmp_path, "model-a").committed()
+    assert sorted(found) == ["a.jpg", "b.jpg"] and found["b.jpg"][:3] == (11, 2, "cd" * 32)
+    np.testing.assert_array_equal(found["a.jpg"][3], np.ones(4, np.float32))
+    assert "000009.npz: unreadable progress shard, passed over" in capsys.readouterr().err
+    assert not list((tmp_path / PROGRESS_DIR).glob("*.tmp"))
