@@ -116,9 +116,11 @@ class TrainingConfig:
 class SearchConfig:
     checkpoint: str = "runs/final/best"
     candidates: int = 100  # first-stage shortlist re-ranked by the fusion head (ranking: fusion)
-    first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss
+    first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss | milvus
     faiss_threshold: int = 50_000
     faiss_nprobe: int = 64
+    milvus_uri: str | None = None  # first_stage milvus: a Milvus Lite file or a server's URI (default: in cache_dir)
+    milvus_collection: str | None = None  # default: one per index folder
     # How results are ordered: qb_cosine (the projections' cosine minus bank_weight x each photo's query-bank
     # offset, against hubs) | cosine | fusion (the fusion head re-ranks `candidates`). The score shown is always
     # the fusion head's relevance.

@@ -46,10 +46,11 @@ class FirstStage:
         index.nprobe = min(nprobe, nlist)
         return index
 
-    def search(self, queries: np.ndarray, k: int, offset_weight: float | np.ndarray = 1.0
+    def search(self, queries: np.ndarray, k: int, offset_weight: float | np.ndarray = 1.0, filters=None
                ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, indices), each (queries x k'), k' = min(k, catalog size), best first; the photos' offsets count
-        `offset_weight` times (0: the plain cosine), one weight for all queries or one each."""
+        `offset_weight` times (0: the plain cosine), one weight for all queries or one each. `filters` (one per
+        query) are not pushed down here: the engine applies them to what comes back."""
         queries = np.atleast_2d(queries)
         if self.with_offsets:
             weights = np.broadcast_to(np.asarray(offset_weight, queries.dtype).reshape(-1, 1), (len(queries), 1))

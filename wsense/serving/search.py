@@ -173,8 +173,15 @@ class SearchEngine:
         vectors = index.embeddings[rows]
         offsets = self.scorer.photo_offsets(vectors) if self.ranking == "qb_cosine" and len(rows) else None
         search = self.config.search
-        first_stage = FirstStage(vectors, search.first_stage, search.faiss_threshold, search.faiss_nprobe,
-                                 offsets=offsets)
+        if search.first_stage == "milvus":
+            from wsense.serving.milvus_store import MilvusFirstStage, collection_name
+
+            first_stage = MilvusFirstStage(search.milvus_uri or str(Path(self.config.cache_dir) / "milvus.db"),
+                                           search.milvus_collection or collection_name(self.index_dir.resolve()),
+                                           self.fingerprint, index.entries, index.embeddings, rows, offsets)
+        else:
+            first_stage = FirstStage(vectors, search.first_stage, search.faiss_threshold, search.faiss_nprobe,
+                                     offsets=offsets)
         embeddings = torch.from_numpy(vectors)
         return _Catalog(
             index, images, {name: row for row, name in enumerate(images)},
@@ -342,7 +349,7 @@ class SearchEngine:
         if self.duplicate_threshold is not None:
             window = max(window, 2 * needed)
         return _Plan(torch.nn.functional.normalize(direction, dim=0), v, needed, min_score, rerank, exclude,
-                     min(window, len(self.images)), allowed)
+                     min(window, len(self.images)), allowed, request.filters)
 
     def _allowed(self, filters: PhotoFilter) -> torch.Tensor:
         """Which photos of the catalog the filters allow (kept for the last 64 filters)."""
@@ -393,7 +400,8 @@ class SearchEngine:
             # The query-bank offsets correct a text's hubs; an example photo alone is compared as it is.
             _, found = self.first_stage.search(
                 np.stack([plans[i].direction.numpy() for i in todo]), max(plans[i].window for i in todo),
-                offset_weight=np.array([float(plans[i].v is not None) for i in todo], np.float32))
+                offset_weight=np.array([float(plans[i].v is not None) for i in todo], np.float32),
+                filters=[plans[i].filters for i in todo])
             rows = {}
             for j, i in enumerate(todo):
                 picked = found[j][:plans[i].window]
@@ -474,6 +482,7 @@ class _Plan:
     exclude: int | None  # the example photo's row
     window: int  # photos the first stage gives
     allowed: torch.Tensor | None = None  # (catalog,) bool: the photos the request's filters allow
+    filters: PhotoFilter | None = None  # the same, for a first stage that pushes them down
 
 
 def check_paging(top_k: int, offset: int, min_score: float | None) -> None:
