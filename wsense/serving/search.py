@@ -178,7 +178,8 @@ class SearchEngine:
 
             first_stage = MilvusFirstStage(search.milvus_uri or str(Path(self.config.cache_dir) / "milvus.db"),
                                            search.milvus_collection or collection_name(self.index_dir.resolve()),
-                                           self.fingerprint, index.entries, index.embeddings, rows, offsets)
+                                           self.fingerprint, index.entries, index.embeddings, rows, offsets,
+                                           search.faiss_threshold, search.faiss_nprobe)
         else:
             first_stage = FirstStage(vectors, search.first_stage, search.faiss_threshold, search.faiss_nprobe,
                                      offsets=offsets)
