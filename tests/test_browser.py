@@ -93,6 +93,7 @@ def base_url(engine):
     app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
     app.add_api_route("/_test/lightbox", lambda: HTMLResponse(LIGHTBOX))
     app.add_api_route("/_test/upload", lambda: HTMLResponse(UPLOAD))
+    app.add_api_route("/_test/more", lambda: HTMLResponse(MORE))
     app.add_api_route("/_test/photo.jpg", lambda: Response(jpeg_bytes(5), media_type="image/jpeg"))
     app.add_api_route("/_test/text", lambda: Response(b"not a photo at all", media_type="text/plain"))
     with live_server(app) as url:
@@ -167,8 +168,10 @@ def test_more_like_this_from_a_result_and_the_next_page(tmp_path, base_url, engi
     second = page_body(tmp_path, base_url + following)
     assert "2–2 of 2" in visible_text(second) and 'class="grid" data-loaded="true"' in second
     assert 'rel="prev"' in second and 'rel="next"' not in second
-    # In a window, the Next link is in view at once: the next result is fetched and added to the grid.
-    dom = chromium(tmp_path, f"{base_url}/?q=a+dog&k=1", "--dump-dom", "--window-size=1200,900")
+    # In a frame, the Next link is in view at once: the next result is fetched and added to the grid.
+    dom = chromium(tmp_path, f"{base_url}/_test/more#{quote('/?q=a+dog&k=1')}", "--dump-dom",
+                   "--window-size=1200,900", "--virtual-time-budget=20000")
+    dom = re.search(r'<div id="out"[^>]*>(.*)</div>', dom, re.S).group(1)
     assert "Results for “a dog”: 1–2 of 2" in visible_text(dom) and 'rel="next"' not in dom
     assert [name for name in re.findall(r'<img[^>]*src="/thumbnails/([^"]*)"', dom)] == [
         item["image"] for item in engine.search("a dog", 2).results]
@@ -190,6 +193,25 @@ def test_a_child_example_photo_and_a_stranger_show_no_photos(tmp_path, base_url)
     assert "legal filter" in kept_out and "<img" not in kept_out
     stranger = page_body(tmp_path, f"{base_url}/?like=nowhere.jpg")
     assert "not a photo of this catalog" in stranger and "<img" not in stranger
+
+
+# Test-only page: opens a result page in a frame and waits (up to 10 s) until no Next link is left, then copies the
+# frame's results into its own DOM.
+MORE = """<!doctype html><meta charset="utf-8">
+<iframe width="1100" height="700"></iframe><div id="out"></div>
+<script>
+const frame = document.querySelector("iframe"), out = document.getElementById("out");
+frame.addEventListener("load", () => {
+  let polls = 0;
+  const wait = setInterval(() => {
+    const results = frame.contentDocument.getElementById("results");
+    if (results.querySelector("a[rel=next]") && ++polls < 100) return;
+    clearInterval(wait);
+    out.innerHTML = results.innerHTML;
+  }, 100);
+});
+frame.src = decodeURIComponent(location.hash.slice(1));
+</script>"""
 
 
 # Test-only page: opens a result page in a frame, clicks the first thumbnail, presses the right arrow, and copies
