@@ -166,8 +166,15 @@ def _engine(args: argparse.Namespace, config):
         from wsense.safety.checker import load_or_fit_check
 
         checker = load_or_fit_check(config)
+    photo_batches = None
+    if getattr(args, "ray", False) or getattr(args, "ray_address", None):
+        from wsense.serving.ray_index import RayPhotoBatches
+
+        photo_batches = RayPhotoBatches(checkpoint, config, args.ray_address, args.ray_workers,
+                                        config.embedding.image_batch_size)
     return SearchEngine(checkpoint, image_dir, descriptions, index_dir=args.index_dir,
-                        rebuild=getattr(args, "rebuild", False), settings=config, checker=checker)
+                        rebuild=getattr(args, "rebuild", False), settings=config, checker=checker,
+                        photo_batches=photo_batches)
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -327,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     catalog(index)
     index.add_argument("images", nargs="?", help="image folder (default: the data set's test images)")
     index.add_argument("--rebuild", action="store_true", help="embed everything again (after a model change)")
+    index.add_argument("--ray", action="store_true", help="embed on Ray: started on this machine with --ray-workers "
+                       "CPU workers, unless --ray-address names a cluster")
+    index.add_argument("--ray-address", help="join this Ray cluster (ray://host:10001 or host:6379); implies --ray")
+    index.add_argument("--ray-workers", type=int, default=2, help="photo-embedding actors (default: %(default)s)")
     index.add_argument("--report", action="store_true",
                        help="list the photos kept out of results, each with its reason")
     index.set_defaults(run=_index)

@@ -164,10 +164,11 @@ class IndexJournal:
 
 
 def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScorer, fingerprint: str,
-                 checker: PhotoChecker, descriptions: pd.DataFrame | None = None, rebuild: bool = False
-                 ) -> tuple[CatalogIndex, IndexReport]:
+                 checker: PhotoChecker, descriptions: pd.DataFrame | None = None, rebuild: bool = False,
+                 photo_batches=None) -> tuple[CatalogIndex, IndexReport]:
     """Bring the index of `root` up to date: embed new and changed photos, drop deleted ones, run the image check
-    where its verdict is missing or stale, re-apply the legal filter, and save atomically."""
+    where its verdict is missing or stale, re-apply the legal filter, and save atomically. `photo_batches`: what
+    embeds the photos, batch by batch (default: `scorer.photo_batches` in this process; or RayPhotoBatches)."""
     root, directory = Path(root), Path(directory)
     previous = None
     if not rebuild and (directory / META_FILE).exists():
@@ -207,9 +208,9 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     # A frozen model's pooled features are the check's own: handed over, the backbone runs once per photo.
     shares = checker.shares_features(scorer.config)
     pending: list[tuple[tuple[str, int, int, str], np.ndarray]] = []
-    for done, vectors, skipped, pooled in scorer.photo_batches(list(catalog_path), skip_unreadable=True,
-                                                               desc="indexing"):
-        if shares and done:
+    for done, vectors, skipped, pooled in (photo_batches or scorer.photo_batches)(
+            list(catalog_path), skip_unreadable=True, desc="indexing"):
+        if shares and done and pooled is not None:
             checker.remember_features([hashes[catalog_path[file]] for file in done], pooled.numpy())
         report.skipped += [(catalog_path[file], why) for file, why in skipped]
         for file, vector in zip(done, vectors.numpy()):

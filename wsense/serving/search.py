@@ -131,10 +131,11 @@ class SearchEngine:
     def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
                  descriptions: pd.DataFrame | None = None, candidates: int | None = None,
                  index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu",
-                 settings: Config | None = None, checker: PhotoChecker | None = None):
+                 settings: Config | None = None, checker: PhotoChecker | None = None, photo_batches=None):
         """`settings`: the user's config, for search and runtime settings (default: the built-in defaults); the
         model's own sections come from the checkpoint. `checker`: the image check run while indexing (default:
-        the fitted check of safety.check)."""
+        the fitted check of safety.check). `photo_batches`: what embeds new photos (default: this process; see
+        wsense.serving.ray_index)."""
         self.scorer = RelevanceScorer.from_checkpoint(checkpoint, settings, device)
         config = self.config = self.scorer.config
         fingerprint = model_fingerprint(checkpoint)
@@ -146,7 +147,7 @@ class SearchEngine:
         if image_dir is not None:
             checker = checker or PhotoChecker.from_config(config)
             index, report = update_index(image_dir, index_dir, self.scorer, fingerprint, checker,
-                                         descriptions, rebuild=rebuild)
+                                         descriptions, rebuild=rebuild, photo_batches=photo_batches)
             print(report, file=sys.stderr)
         else:
             index = CatalogIndex.load(index_dir, fingerprint)
@@ -156,6 +157,7 @@ class SearchEngine:
         self.query_threads = config.search.query_threads
         self.duplicate_threshold = config.search.duplicate_threshold
         self.fingerprint, self.descriptions, self.image_dir = fingerprint, descriptions, image_dir
+        self.photo_batches = photo_batches
         # Searches hold `_lock` while they run, and a new catalog replaces the old one under it: a search sees one
         # catalog from start to end. `_photo_lock`: one thread at a time runs the image tower and the image check
         # (a refresh of the catalog, an uploaded example).
@@ -204,7 +206,7 @@ class SearchEngine:
             if self.checker is None:
                 self.checker = PhotoChecker.from_config(self.config)
             index, report = update_index(self.image_dir, self.index_dir, self.scorer, self.fingerprint, self.checker,
-                                         self.descriptions)
+                                         self.descriptions, photo_batches=self.photo_batches)
             catalog = self._ready(index)
         with self._lock:
             self.catalog = catalog
