@@ -40,15 +40,18 @@ def main() -> None:
           f"({len(paths)} photos)")
 
     ray = RayPhotoBatches(args.checkpoint, config, workers=args.workers, batch_size=config.embedding.image_batch_size)
-    began, first = time.perf_counter(), None
+    began, first, after_first = time.perf_counter(), None, 0
     found = {}
     for done, vectors, _, _ in ray(paths, progress=False):
-        first = first or time.perf_counter()
+        if first is None:
+            first = time.perf_counter()
+        else:
+            after_first += len(done)
         found.update((str(p), v) for p, v in zip(done, vectors.numpy()))
     total = time.perf_counter() - began
-    print(f"Ray, {args.workers} local workers: {len(paths) / total:.1f} photos/s with start-up ({total:.0f} s in all; "
-          f"first batch after {first - began:.0f} s); max |difference| from one process "
-          f"{max(np.abs(found[p] - v).max() for p, v in one.items()):.1e}")
+    print(f"Ray, {args.workers} local workers: {after_first / (began + total - first):.1f} photos/s once running, "
+          f"{len(paths) / total:.1f} with start-up ({total:.0f} s in all; first batch after {first - began:.0f} s); "
+          f"max |difference| from one process {max(np.abs(found[p] - v).max() for p, v in one.items()):.1e}")
 
 
 if __name__ == "__main__":
