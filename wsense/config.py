@@ -18,6 +18,8 @@ TARGETS = ("expert", "crowd", "blend")
 MODES = ("frozen", "partial", "full")
 TEXT_RUNTIMES = ("onnx", "onnx_int8", "torch")
 IMAGE_RUNTIMES = ("onnx", "torch")
+EMBEDDING_DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -58,6 +60,12 @@ class EmbeddingConfig:
     # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): onnx | torch.
     image_runtime: str = "onnx"
     commit_every: int = 256  # photos an indexing run embeds between two commits of its progress
+    # Where an index embeds its photos: auto (a CUDA GPU when there is one, else the CPU) | cpu | cuda. On a GPU:
+    device: str = "auto"
+    gpu_precision: str = "fp16"  # the backbone under autocast: fp16 | bf16 | fp32
+    gpu_decode: bool = True  # JPEGs decoded on the GPU (nvJPEG) and cut into views there; other files on the CPU
+    gpu_batch_size: int = 256  # photos per backbone batch on a GPU
+    loader_workers: int = 8  # processes reading photo files (and decoding the non-JPEGs) for the GPU
 
 
 @dataclass
@@ -238,6 +246,16 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if not isinstance(config.embedding.commit_every, int) or config.embedding.commit_every < 1:
         raise WsenseError(f"{source}: embedding.commit_every must be a whole number of photos from 1, got "
                           f"{config.embedding.commit_every!r}")
+    embedding = config.embedding
+    if embedding.device not in EMBEDDING_DEVICES or embedding.gpu_precision not in PRECISIONS:
+        raise WsenseError(f"{source}: embedding.device must be one of {', '.join(EMBEDDING_DEVICES)} and "
+                          f"embedding.gpu_precision one of {', '.join(PRECISIONS)}, got '{embedding.device}' and "
+                          f"'{embedding.gpu_precision}'")
+    for key in ("gpu_batch_size", "loader_workers"):
+        value = getattr(embedding, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "gpu_batch_size" else 0):
+            raise WsenseError(f"{source}: embedding.{key} must be a whole number from "
+                              f"{1 if key == 'gpu_batch_size' else 0}, got {value!r}")
     if config.embedding.image_runtime not in IMAGE_RUNTIMES:
         raise WsenseError(f"{source}: embedding.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
                           f"'{config.embedding.image_runtime}'")

@@ -7,7 +7,8 @@ network. This writes, under OUT (default .gpu/):
                      PixelInputs takes from the whole photo, all come from that square);
   minilm/            all-MiniLM-L6-v2 with its vocabulary cut to the word pieces this data set and the label
                      prompts use (tokenisation checked identical on every text), weights stored as float16;
-  efficientnet_lite0.f16.pth   the packaged ImageNet weights as float16.
+  efficientnet_lite0.f16.pth   the packaged ImageNet weights as float16;
+  originals/         the 100 test photos as they are (benchmarks/gpu_index.py decodes full-size JPEGs).
 `--unpack DIR` (run there by benchmarks/device/run.sh) turns the float16 files back into float32 under DIR
 and writes DIR/config.yaml (and DIR/config_resnet18.yaml) pointing at them, with the data set in OUT.
 
@@ -150,11 +151,14 @@ def main() -> None:
                    | set(data.test_queries["query_text"])
                    | set(imagenet_label_prompts()) | set(config.search.child_prompts))
     pack_minilm(config, texts, out / "minilm")
+    (out / "originals").mkdir()
+    for name in data.test_images:
+        shutil.copy(data.test_image_dir / name, out / "originals" / name)
     state = torch.load(_packaged_efficientnet_lite0(), map_location="cpu", weights_only=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
                out / "efficientnet_lite0.f16.pth")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"{out}: {total / 2**20:.1f} MiB")
+    print(f"{out}: {total / 2**20:.1f} MiB" + (" (over the device tool's 64 MiB carry)" if total > 64 * 2**20 else ""))
 
 
 if __name__ == "__main__":

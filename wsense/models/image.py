@@ -144,12 +144,10 @@ def create_image_backbone(config: ImageBackboneConfig) -> ImageBackbone:
 def _square_end(image, size: int, last: bool):
     """The square at one end of the longer side, after resizing the shorter side to `size`."""
     image = TF.resize(image, size, interpolation=transforms.InterpolationMode.BICUBIC)
-    width, height = image.size
+    width, height = TF.get_image_size(image)
     if width >= height:
-        left = width - size if last else 0
-        return image.crop((left, 0, left + size, size))
-    top = height - size if last else 0
-    return image.crop((0, top, size, top + size))
+        return TF.crop(image, 0, width - size if last else 0, size, size)
+    return TF.crop(image, height - size if last else 0, 0, size, size)
 
 
 def _center(image, size: int):
@@ -180,14 +178,22 @@ def check_views(views) -> list[str]:
 
 
 class ImageViews:
-    """A PIL image -> a float tensor (views, 3, size, size), normalised as the backbone's weights expect."""
+    """A photo -> a float tensor (views, 3, size, size), normalised as the backbone's weights expect. The photo is a
+    PIL image, or a decoded uint8 tensor (3, h, w) on any device (a GPU's nvJPEG output): the same resizes and crops
+    run on either (torchvision's antialiased bicubic on tensors follows PIL's), so the two agree to within rounding
+    of a few pixel values."""
 
     def __init__(self, spec: BackboneSpec, size: int, views=("center",)):
         self.size, self.views = size, check_views(views)
-        self.normalise = transforms.Compose([transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
+        self.mean, self.std = spec.mean, spec.std
 
     def __call__(self, image) -> torch.Tensor:
-        return torch.stack([self.normalise(VIEWS[view](image, self.size)) for view in self.views])
+        crops = [VIEWS[view](image, self.size) for view in self.views]
+        if isinstance(image, torch.Tensor):
+            pixels = torch.stack(crops).float().div_(255)
+        else:
+            pixels = torch.stack([TF.pil_to_tensor(crop) for crop in crops]).float().div_(255)
+        return TF.normalize(pixels, self.mean, self.std)
 
 
 def image_transform(spec: BackboneSpec, config: ImageBackboneConfig) -> ImageViews:

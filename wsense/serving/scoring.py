@@ -14,7 +14,7 @@ from wsense.config import Config
 from wsense.errors import WsenseError
 from wsense.models.checkpoint import load_checkpoint
 from wsense.models.multilingual import TextMap, is_cyrillic
-from wsense.models.photos import PhotoEncoder
+from wsense.models.photos import PhotoEncoder, photo_device
 from wsense.models.relevance import RelevanceModel
 from wsense.serving.query_bank import BANK_FILE, bank_offsets, bank_texts, load_bank, save_bank
 
@@ -36,9 +36,17 @@ class RelevanceScorer:
         self.config = config
         self.device = torch.device(device)
         on_cpu = self.device.type == "cpu"
-        image_runtime = config.embedding.image_runtime if on_cpu and export_dir is not None else "torch"
-        self.photos = PhotoEncoder(model.image_backbone, config.image_backbone, runtime=image_runtime,
-                                   onnx_dir=export_dir, device=device, batch_size=config.embedding.image_batch_size)
+        # Photos go to a GPU where embedding.device finds one, even when queries and the fusion head stay here.
+        photos_on = photo_device(config.embedding.device) if on_cpu else self.device
+        if photos_on.type == "cpu":
+            image_runtime = config.embedding.image_runtime if export_dir is not None else "torch"
+            self.photos = PhotoEncoder(model.image_backbone, config.image_backbone, runtime=image_runtime,
+                                       onnx_dir=export_dir, batch_size=config.embedding.image_batch_size)
+        else:
+            embedding = config.embedding
+            self.photos = PhotoEncoder(model.image_backbone, config.image_backbone, device=photos_on,
+                                       batch_size=embedding.gpu_batch_size, precision=embedding.gpu_precision,
+                                       decode_on_device=embedding.gpu_decode, workers=embedding.loader_workers)
         self.text_map = text_map
         self.bank = None  # (captions, dim) text embeddings of the query bank (search.ranking: qb_cosine)
         self.onnx_text = None  # an OnnxTextPath: queries go through ONNX Runtime instead of torch (CPU only)
