@@ -35,3 +35,11 @@ def test_an_unreachable_ray_cluster_is_a_clear_error(checkpoint, tmp_path):
         list(RayPhotoBatches(checkpoint, settings(), address="ray://127.0.0.1:1")([tmp_path / "p.jpg"]))
     with pytest.raises(WsenseError, match="--ray-workers must be at least 1"):
         RayPhotoBatches(checkpoint, settings(), workers=0)
+
+
+def test_ray_gpus_on_a_cluster_without_gpus_is_a_clear_error(checkpoint, tmp_path):
+    write_image(tmp_path / "p.jpg", 2)
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(WsenseError, match="--ray-gpus: the Ray cluster has no GPU"):
+        list(RayPhotoBatches(checkpoint, settings(), workers=1, gpus=True)([tmp_path / "p.jpg"]))

@@ -167,11 +167,11 @@ def _engine(args: argparse.Namespace, config):
 
         checker = load_or_fit_check(config)
     photo_batches = None
-    if getattr(args, "ray", False) or getattr(args, "ray_address", None):
+    if getattr(args, "ray", False) or getattr(args, "ray_address", None) or getattr(args, "ray_gpus", False):
         from wsense.serving.ray_index import RayPhotoBatches
 
         photo_batches = RayPhotoBatches(checkpoint, config, args.ray_address, args.ray_workers,
-                                        config.embedding.image_batch_size)
+                                        config.embedding.image_batch_size, gpus=args.ray_gpus)
     return SearchEngine(checkpoint, image_dir, descriptions, index_dir=args.index_dir,
                         rebuild=getattr(args, "rebuild", False), settings=config, checker=checker,
                         photo_batches=photo_batches)
@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "CPU workers, unless --ray-address names a cluster")
     index.add_argument("--ray-address", help="join this Ray cluster (ray://host:10001 or host:6379); implies --ray")
     index.add_argument("--ray-workers", type=int, default=2, help="photo-embedding actors (default: %(default)s)")
+    index.add_argument("--ray-gpus", action="store_true",
+                       help="with --ray: one GPU per actor (as many actors as the cluster has GPUs, at most)")
     index.add_argument("--report", action="store_true",
                        help="list the photos kept out of results, each with its reason")
     index.set_defaults(run=_index)

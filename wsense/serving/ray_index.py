@@ -1,7 +1,8 @@
 """Indexing on Ray (`wsense index --ray`, `--ray-address`): the photos to embed are a Ray Dataset, and an actor pool
 runs the photo path (decode, views, image tower, projection) on them, one actor per worker, each with the model
 loaded once. Without an address Ray starts on this machine with that many CPU workers; with one it joins that
-cluster, where the same code spreads over its machines. What comes back goes through `update_index` as the
+cluster, where the same code spreads over its machines. With --ray-gpus each worker holds one GPU and runs the
+photo path as on a GPU machine (embedding.device, embedding.gpu_*). What comes back goes through `update_index` as the
 single-process batches do: committed to the index's progress as it arrives (a rerun after a crash embeds only the
 rest), then checked by the legal filter and the image check, then saved whole.
 """
@@ -27,7 +28,7 @@ class PhotoEmbedder:
     def __init__(self, checkpoint: str, settings: Config):
         from wsense.serving.scoring import RelevanceScorer
 
-        torch.set_num_threads(1)  # one worker, one core: Ray gives each actor one CPU
+        torch.set_num_threads(1)  # one worker, one core: Ray gives each actor one CPU (and a GPU with --ray-gpus)
         self.scorer = RelevanceScorer.from_checkpoint(checkpoint, settings)
 
     def __call__(self, batch: dict) -> dict:
@@ -63,11 +64,13 @@ class RayPhotoBatches:
     as the actors finish them (in no fixed order)."""
 
     def __init__(self, checkpoint: str | Path, settings: Config, address: str | None = None, workers: int = 2,
-                 batch_size: int = 32):
+                 batch_size: int = 32, gpus: bool = False):
+        """`gpus`: one GPU per worker (at most as many workers as the cluster has GPUs), where the photo path runs
+        as on a GPU machine (embedding.gpu_*); otherwise one CPU each."""
         if workers < 1:
             raise WsenseError(f"--ray-workers must be at least 1, not {workers}")
         self.checkpoint, self.settings = str(checkpoint), settings
-        self.address, self.workers, self.batch_size = address, workers, batch_size
+        self.address, self.workers, self.batch_size, self.gpus = address, workers, batch_size, gpus
 
     def _start(self) -> bool:
         """Start Ray here, or join the cluster at `address`; whether this call started it."""
@@ -100,13 +103,20 @@ class RayPhotoBatches:
             logging.getLogger("ray.data").setLevel(logging.WARNING)
             context = ray.data.DataContext.get_current()
             context.enable_progress_bars = False
+            workers, batch_size = self.workers, self.batch_size
+            if self.gpus:
+                available = int(ray.cluster_resources().get("GPU", 0))
+                if not available:
+                    raise WsenseError("--ray-gpus: the Ray cluster has no GPU; leave it out to embed on CPU workers")
+                workers, batch_size = min(workers, available), self.settings.embedding.gpu_batch_size
             dataset = ray.data.from_items([{"path": str(path)} for path in paths])
             embedded = dataset.map_batches(PhotoEmbedder, fn_constructor_kwargs={"checkpoint": self.checkpoint,
                                                                                  "settings": self.settings},
-                                           batch_size=self.batch_size, concurrency=self.workers, num_cpus=1,
-                                           batch_format="numpy")
+                                           batch_size=batch_size, concurrency=workers, num_cpus=1,
+                                           num_gpus=1 if self.gpus else 0, batch_format="numpy")
             by_name = {str(path): path for path in paths}
-            with tqdm(total=len(paths), desc=f"{desc} (Ray, {self.workers} workers)", unit="photo", file=sys.stderr,
+            where = f"{workers} {'GPU' if self.gpus else 'CPU'} workers"
+            with tqdm(total=len(paths), desc=f"{desc} (Ray, {where})", unit="photo", file=sys.stderr,
                       disable=not progress) as bar:
                 for batch in embedded.iter_batches(batch_size=None, batch_format="numpy"):
                     ok = batch["error"] == ""
