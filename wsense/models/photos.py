@@ -93,7 +93,7 @@ class PhotoEncoder:
         torchvision on `device` and cut into views there; `workers`: loader processes reading the photos."""
         self.device = torch.device(device)
         self.backbone = backbone.eval()
-        if next(backbone.parameters()).device != self.device:
+        if next(backbone.parameters()).device.type != self.device.type:
             # The photo path's own copy on the device: the caller's model stays where it keeps it.
             self.backbone = copy.deepcopy(backbone).to(self.device).eval()
             if self.device.type == "cuda":
