@@ -94,7 +94,10 @@ def test_int8_runtime_keeps_the_embeddings_close_and_its_export_beside_the_fp32_
     operators = {node.op_type for node in onnx.load(str(scorer.onnx_text.path)).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} & operators
     alone = torch.cat([scorer.embed_english([text]) for text in TEXTS])
-    assert torch.equal(int8, alone)  # a text's embedding does not depend on its batch (one scale per tensor)
+    # A text's embedding does not depend on its batch (one scale per tensor), nor on whether the batch ran side by
+    # side on one-thread sessions (search.query_threads 2) or the text alone on the two-thread session.
+    assert scorer.onnx_text.lanes is not None and scorer.onnx_text.threads == 2
+    assert torch.equal(int8, alone)
     scorer.use_text_runtime("torch")
     fp32 = scorer.embed_english(TEXTS)
     cosine = (int8 * fp32).sum(dim=1)

@@ -80,15 +80,8 @@ class OnnxPath:
 
     def _checked_session(self, reference: np.ndarray):
         """A session on the exported file, which must load and reproduce the torch path's probe output."""
-        options = self.ort.SessionOptions()
-        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        # Helper threads sleep between operators instead of spinning: on a busy CPU a spinning helper takes the
-        # time slice the calling thread needs (one query: p50 22 against 27 ms with spinning, under load).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = self.ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            self.session = self.new_session(self.threads)
             found = self.run(**self.probe)
         except Exception as error:  # onnxruntime raises its own exception types for unreadable models
             raise WsenseError(f"{self.path}: damaged ONNX {self.what} ({type(error).__name__})") from None
@@ -96,6 +89,17 @@ class OnnxPath:
             raise WsenseError(f"{self.path}: ONNX {self.what} disagrees with the torch {self.what} (max difference "
                               f"{np.abs(found - reference).max() if found.shape == reference.shape else 'shape'})")
         return self.session
+
+    def new_session(self, threads: int):
+        """A session on the exported file whose operators use `threads` threads."""
+        options = self.ort.SessionOptions()
+        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Helper threads sleep between operators instead of spinning: on a busy CPU a spinning helper takes the
+        # time slice the calling thread needs (one query: p50 22 against 27 ms with spinning, under load).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return self.ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def run(self, **inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, inputs)[0]

@@ -10,6 +10,7 @@ embedding of a probe text differs from the torch tower's) is exported again.
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,7 @@ class OnnxTextPath(OnnxPath):
 
     def __init__(self, model, directory: str | Path, threads: int | None = None, int8: bool = False):
         self.int8 = int8
+        self.lanes = self.single_thread = None  # int8, several texts: a thread pool and a one-thread session
         self.fp32_path = export_path(model, directory)
         path = export_path(model, directory, int8)
         ids, mask = model.text_encoder.token_arrays([PROBE])
@@ -124,16 +126,24 @@ class OnnxTextPath(OnnxPath):
 
         super().__init__(path, {"input_ids": ids, "attention_mask": mask}, reference,
                          INT8_TOLERANCE if int8 else TOLERANCE, export, keep=(self.fp32_path,), threads=threads)
+        if int8 and self.threads > 1:
+            self.single_thread = self.new_session(1)
+            self.lanes = ThreadPoolExecutor(self.threads, thread_name_prefix="wsense-text")
 
     def run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         if not self.int8:
             return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
         # int8 activations are quantized with one scale per tensor, so in a batch a text's embedding would depend
         # on the other texts and the padding: each text runs alone, unpadded, as a query does.
-        rows = []
-        for ids, mask in zip(input_ids, attention_mask):
+        def alone(session, ids, mask):
             keep = mask.astype(bool)
-            rows.append(self.session.run(None, {"input_ids": ids[None, keep], "attention_mask": mask[None, keep]})[0])
-        return np.concatenate(rows)
+            return session.run(None, {"input_ids": ids[None, keep], "attention_mask": mask[None, keep]})[0]
+
+        if len(input_ids) > 1 and self.lanes is not None:
+            # Several texts: one per thread, each on one core. A dozen tokens are too few to share an operator's
+            # work between threads; whole texts side by side keep every core busy (benchmarks/README.md).
+            return np.concatenate(list(self.lanes.map(lambda pair: alone(self.single_thread, *pair),
+                                                      zip(input_ids, attention_mask))))
+        return np.concatenate([alone(self.session, ids, mask) for ids, mask in zip(input_ids, attention_mask)])
 
     __call__ = run

@@ -68,7 +68,8 @@ class RelevanceScorer:
                 raise WsenseError("the ONNX text tower needs a folder to keep its export in")
             from wsense.models.text_onnx import OnnxTextPath
 
-            self.onnx_text = OnnxTextPath(self.model, directory, int8=runtime == "onnx_int8")
+            self.onnx_text = OnnxTextPath(self.model, directory, threads=self.config.search.query_threads,
+                                          int8=runtime == "onnx_int8")
         else:
             raise WsenseError(f"unknown text runtime '{runtime}' (expected onnx, onnx_int8 or torch)")
 
