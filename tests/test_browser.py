@@ -92,6 +92,7 @@ def base_url(engine):
     app = create_app(engine, max_k=5)
     app.add_api_route("/_test/submit", lambda: HTMLResponse(HARNESS))
     app.add_api_route("/_test/lightbox", lambda: HTMLResponse(LIGHTBOX))
+    app.add_api_route("/_test/duplicates", lambda: HTMLResponse(DUPLICATES))
     app.add_api_route("/_test/upload", lambda: HTMLResponse(UPLOAD))
     app.add_api_route("/_test/more", lambda: HTMLResponse(MORE))
     app.add_api_route("/_test/photo.jpg", lambda: Response(jpeg_bytes(5), media_type="image/jpeg"))
@@ -245,6 +246,36 @@ def test_a_thumbnail_opens_the_photo_in_a_lightbox_with_arrow_keys(tmp_path, bas
     assert second.startswith(f"{result[1]['image']} · score") and second.endswith("2 of 2 · 48 × 40")  # + size
     assert out["first-src"] == f"/images/{quote(result[0]['image'])}"  # the full photo, not the thumbnail
     assert unescape(out["url"]).endswith("/?q=a+dog&k=2") and out["closed"] == "true"  # no navigation happened
+
+
+# Test-only page: loads a result page in a frame, reads its near-duplicate marker, clicks it and reads again.
+DUPLICATES = """<!doctype html><meta charset="utf-8">
+<iframe width="1100" height="700"></iframe><div id="out"></div>
+<script>
+const frame = document.querySelector("iframe"), out = document.getElementById("out");
+frame.addEventListener("load", () => {
+  const doc = frame.contentDocument, marker = doc.querySelector(".grid details.similar");
+  const shown = () => [...marker.querySelectorAll("img")].filter(img => img.checkVisibility()).length;
+  out.dataset.summary = marker.querySelector("summary").textContent;
+  out.dataset.before = shown();
+  marker.querySelector("summary").click();
+  out.dataset.after = shown();
+  out.dataset.figures = doc.querySelectorAll(".grid figure").length;
+});
+frame.src = decodeURIComponent(location.hash.slice(1));
+</script>"""
+
+
+@pytest.mark.usefixtures("needs_chromium")
+def test_near_duplicates_show_as_one_result_whose_marker_expands(tmp_path, base_url, engine, monkeypatch):
+    monkeypatch.setattr(engine, "duplicate_threshold", 0.0)  # every photo folds into the first
+    similar = len(engine.search("a dog", 3).results[0]["similar"])
+    page = f"{base_url}/?q=a+dog&k=3"
+    chromium(tmp_path, page, f"--screenshot={artefact('near_duplicates.png')}", "--window-size=1200,900")
+    dom = chromium(tmp_path, f"{base_url}/_test/duplicates#{quote('/?q=a+dog&k=3')}", "--dump-dom")
+    out = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', re.search(r'<div id="out"([^>]*)>', dom).group(1)))
+    assert out["summary"] == f"{similar} similar" and similar >= 1 and out["figures"] == "1"
+    assert (out["before"], out["after"]) == ("0", str(similar))  # folded until clicked, then every duplicate shows
 
 
 @pytest.mark.usefixtures("needs_chromium")
