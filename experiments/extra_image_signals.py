@@ -213,34 +213,45 @@ METRICS = {"val_spearman": "Spearman", "val_r1_qb": "R@1 query-bank cosine (sear
 
 
 def report(out: Path = Path("reports")) -> Path:
-    """The table of every kind run so far: mean ± spread over its folds and seeds, and the change against base on the
-    same seeds."""
+    """The table of every kind run so far: mean ± spread over its folds and seeds, the change against base on the
+    same seeds and folds, and on how many of them the kind beat base. Kinds whose fold results are gone (another
+    machine's runs/) keep their row from the previous report, marked as such."""
     runs: dict[str, list[dict]] = {}
     for path in sorted(OUT.glob("*.json")):
         runs.setdefault(path.stem.rsplit("-", 1)[0], []).extend(json.loads(path.read_text()))
     if "base" not in runs:
         raise SystemExit(f"{OUT}: no base run yet")
-    summary = {}
+    previous_path = out / "image_signals.json"
+    previous = json.loads(previous_path.read_text()) if previous_path.is_file() else {}
+    summary = {kind: {**row, "earlier": True} for kind, row in previous.items() if kind not in runs}
+    base = {(row["seed"], row["fold"]): row for row in runs["base"]}
     for kind, rows in runs.items():
-        seeds = sorted({row["seed"] for row in rows})
-        base = [row for row in runs["base"] if row["seed"] in seeds]
-        summary[kind] = {"seeds": seeds, "folds": len(rows)}
+        summary[kind] = {"seeds": sorted({row["seed"] for row in rows}), "folds": len(rows)}
         for key in METRICS:
             values = np.array([row[key] for row in rows])
+            paired = np.array([base[row["seed"], row["fold"]][key] for row in rows])
             summary[kind][key] = {"mean": float(values.mean()), "std": float(values.std()),
-                                  "vs_base": float(values.mean() - np.mean([row[key] for row in base]))}
+                                  "vs_base": float((values - paired).mean()), "better": int((values > paired).sum())}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "image_signals.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    previous_path.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     lines = ["# Extra image signals on validation", "",
              "Grouped 5-fold cross-validation of the whole training run, validation captions held out; each fold's "
              "best epoch (validation Spearman). Mean ± spread over folds and seeds; in brackets the change against "
-             "`base` (today's model) on the same seeds. Written by `python experiments/extra_image_signals.py "
-             "report`; how the signals are made: that script's docstring.", "",
+             "`base` (today's model) on the same seeds and folds, and on how many of them the kind did better. "
+             "Written by `python experiments/extra_image_signals.py report`; how the signals are made: that "
+             "script's docstring. Rows marked * come from an earlier run (the base of that day: Spearman 0.7732, "
+             "R@1 query-bank 0.3295).", "",
              "| signals | seeds | " + " | ".join(METRICS.values()) + " |", "|---|---|" + "---|" * len(METRICS)]
-    for kind, row in sorted(summary.items(), key=lambda item: item[0] != "base"):
-        cells = [f"{row[key]['mean']:.4f} ± {row[key]['std']:.4f}" + (
-            f" ({row[key]['vs_base']:+.4f})" if kind != "base" else "") for key in METRICS]
-        lines.append(f"| {kind} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
+    for kind, row in sorted(summary.items(), key=lambda item: (item[0] != "base", item[1].get("earlier", False))):
+        cells = []
+        for key in METRICS:
+            cell = f"{row[key]['mean']:.4f} ± {row[key]['std']:.4f}"
+            if kind != "base":
+                better = f", {row[key]['better']}/{row['folds']}" if "better" in row[key] else ""
+                cell += f" ({row[key]['vs_base']:+.4f}{better})"
+            cells.append(cell)
+        name = kind + (" *" if row.get("earlier") else "")
+        lines.append(f"| {name} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
     path = out / "image_signals.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
