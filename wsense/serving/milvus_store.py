@@ -149,28 +149,32 @@ class MilvusFirstStage:
 
     def _sync(self, entries: list[dict], embeddings: np.ndarray, offset_of: dict[int, float]) -> tuple[int, int]:
         stored = self._stored_keys()
-        rows = []
+
+        def row(i: int, entry: dict, key: str) -> dict:
+            offset = float(offset_of.get(i, 0.0))
+            meta = entry.get("meta") or {}
+            return {"path": entry["path"], "key": key,
+                    "vector": embeddings[i].tolist() + ([-offset] if self.with_offsets else []),
+                    "excluded": bool(entry.get("excluded")), "folder": meta.get("folder") or "",
+                    "orientation": meta.get("orientation") or "", "camera": (meta.get("camera") or "").lower(),
+                    "lens": (meta.get("lens") or "").lower(), "taken": _day(meta.get("taken"))}
+
+        changed = []  # (entry row, key) of the photos Milvus does not hold as they are now
         for i, entry in enumerate(entries):
             offset = float(offset_of.get(i, 0.0))
-            excluded = bool(entry.get("excluded"))
-            key = f"{entry['sha256']}:x" if excluded else f"{entry['sha256']}:{offset:.7g}"
-            if stored.get(entry["path"]) == key:
-                continue
-            vector = embeddings[i].tolist() + ([-offset] if self.with_offsets else [])
-            meta = entry.get("meta") or {}
-            rows.append({"path": entry["path"], "key": key, "vector": vector, "excluded": excluded,
-                         "folder": meta.get("folder") or "", "orientation": meta.get("orientation") or "",
-                         "camera": (meta.get("camera") or "").lower(), "lens": (meta.get("lens") or "").lower(),
-                         "taken": _day(meta.get("taken"))})
-        for start in range(0, len(rows), 1000):
-            self.client.upsert(self.collection, rows[start:start + 1000])
+            key = f"{entry['sha256']}:x" if entry.get("excluded") else f"{entry['sha256']}:{offset:.7g}"
+            if stored.get(entry["path"]) != key:
+                changed.append((i, key))
+        # Rows as Python lists only a thousand at a time: a million at once would hold about 12 GB of floats.
+        for start in range(0, len(changed), 1000):
+            self.client.upsert(self.collection, [row(i, entries[i], key) for i, key in changed[start:start + 1000]])
         gone = sorted(set(stored) - {entry["path"] for entry in entries})
         for start in range(0, len(gone), 1000):
             self.client.delete(self.collection, ids=gone[start:start + 1000])
-        if rows or gone:
+        if changed or gone:
             self.client.flush(self.collection)  # Milvus Lite searches rows not yet flushed 20 to 50 times slower
-            print(f"Milvus {self.collection}: {len(rows)} photos upserted, {len(gone)} deleted", file=sys.stderr)
-        return len(rows), len(gone)
+            print(f"Milvus {self.collection}: {len(changed)} photos upserted, {len(gone)} deleted", file=sys.stderr)
+        return len(changed), len(gone)
 
     def search(self, queries: np.ndarray, k: int, offset_weight: float | np.ndarray = 1.0,
                filters: list[PhotoFilter | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
