@@ -243,19 +243,15 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if config.search.text_runtime not in TEXT_RUNTIMES:
         raise WsenseError(f"{source}: search.text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got "
                           f"'{config.search.text_runtime}'")
-    if not isinstance(config.embedding.commit_every, int) or config.embedding.commit_every < 1:
-        raise WsenseError(f"{source}: embedding.commit_every must be a whole number of photos from 1, got "
-                          f"{config.embedding.commit_every!r}")
     embedding = config.embedding
+    for key, least in (("commit_every", 1), ("gpu_batch_size", 1), ("loader_workers", 0)):
+        value = getattr(embedding, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise WsenseError(f"{source}: embedding.{key} must be a whole number from {least}, got {value!r}")
     if embedding.device not in EMBEDDING_DEVICES or embedding.gpu_precision not in PRECISIONS:
         raise WsenseError(f"{source}: embedding.device must be one of {', '.join(EMBEDDING_DEVICES)} and "
                           f"embedding.gpu_precision one of {', '.join(PRECISIONS)}, got '{embedding.device}' and "
                           f"'{embedding.gpu_precision}'")
-    for key in ("gpu_batch_size", "loader_workers"):
-        value = getattr(embedding, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "gpu_batch_size" else 0):
-            raise WsenseError(f"{source}: embedding.{key} must be a whole number from "
-                              f"{1 if key == 'gpu_batch_size' else 0}, got {value!r}")
     if config.embedding.image_runtime not in IMAGE_RUNTIMES:
         raise WsenseError(f"{source}: embedding.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
                           f"'{config.embedding.image_runtime}'")
