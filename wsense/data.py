@@ -6,6 +6,7 @@ what is wrong. Row numbers count the header line where the file has one.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,13 +176,23 @@ def check_image(path: Path, *, decode: bool = False) -> None:
         raise WsenseError(f"{path}: not a readable image ({exc})") from None
 
 
-def load_image(path: Path) -> Image.Image:
-    """Decode an image to RGB, with a one-line error naming the file when it is corrupt."""
+def read_image_file(path: Path) -> bytes:
+    """A photo file's bytes, with a one-line error naming the file when it is missing or cannot be read."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise WsenseError(f"{path}: image file not found") from None
+    except OSError as exc:
+        raise WsenseError(f"{path}: not a readable image ({exc})") from None
+
+
+def load_image(path: Path, data: bytes | None = None) -> Image.Image:
+    """Decode an image to RGB, with a one-line error naming the file when it is corrupt; `data`: the file's bytes
+    where the caller has read them already (read_image_file)."""
+    data = read_image_file(path) if data is None else data
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise WsenseError(f"{path}: not a readable image ({exc})") from None
 

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from wsense.config import IMAGE_RUNTIMES, PRECISIONS, ImageBackboneConfig
-from wsense.data import load_image
+from wsense.data import load_image, read_image_file
 from wsense.errors import WsenseError
 from wsense.models.image import ImageBackbone, image_transform
 
@@ -52,23 +52,18 @@ class PhotoReader:
     def __init__(self, transform, decode_on_device: bool = False):
         self.transform, self.decode_on_device = transform, decode_on_device
 
-    def pixels(self, path: str | Path) -> torch.Tensor:
-        """One photo's normalised views, (views, 3, size, size); a WsenseError names an unreadable file."""
-        return self.transform(load_image(Path(path)))
+    def pixels(self, path: str | Path, data: bytes | None = None) -> torch.Tensor:
+        """One photo's normalised views, (views, 3, size, size); a WsenseError names an unreadable file. `data`: the
+        file's bytes where they have been read already."""
+        return self.transform(load_image(Path(path), data))
 
     def load(self, path: str | Path, on_device: bool = True):
         """Views, a _RawJpeg (`on_device`, where the device decodes JPEGs), or the WsenseError saying why the photo
         cannot be read."""
         try:
             if self.decode_on_device and on_device:
-                try:
-                    data = Path(path).read_bytes()
-                except FileNotFoundError:
-                    raise WsenseError(f"{path}: image file not found") from None
-                except OSError as error:
-                    raise WsenseError(f"{path}: not a readable image ({error})") from None
-                if data[:2] == JPEG_MAGIC:
-                    return _RawJpeg(data)
+                data = read_image_file(Path(path))
+                return _RawJpeg(data) if data[:2] == JPEG_MAGIC else self.pixels(path, data)
             return self.pixels(path)
         except WsenseError as error:
             return error
@@ -149,7 +144,7 @@ class PhotoEncoder:
         views = views if views.dim() == 5 else views[:, None]
         flat = views.flatten(0, 1)
         if self.device.type == "cuda":
-            flat = flat.contiguous(memory_format=torch.channels_last)  # the layout cuDNN's bf16 kernels want
+            flat = flat.contiguous(memory_format=torch.channels_last)  # the layout cuDNN's half-precision kernels want
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
             features = self.backbone(flat).float()
         return features.view(len(views), views.shape[1], -1).mean(1).cpu()
