@@ -197,6 +197,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     keep: dict[str, tuple[dict, np.ndarray]] = {}
     to_embed: list[str] = []
     hashes: dict[str, str] = {}
+    stats: dict[str, tuple[int, int]] = {}  # (size, mtime_ns) of the photos to embed, as first seen
     for path in files:
         stat = (root / path).stat()
         entry = old.get(path, (None, None))[0]
@@ -208,12 +209,12 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
             keep[path] = ({**entry, "mtime_ns": stat.st_mtime_ns}, old[path][1])
             continue
         to_embed.append(path)
+        stats[path] = (stat.st_size, stat.st_mtime_ns)
     report.removed = len(set(old) - set(files))
     report.unchanged = len(keep)
     for path in to_embed:  # embedded by a run that did not finish, and unchanged since
-        stat = (root / path).stat()
         size, mtime, sha, vector = committed.get(path, (None, None, None, None))
-        if (size, mtime, sha) == (stat.st_size, stat.st_mtime_ns, hashes[path]):
+        if (size, mtime, sha) == (*stats[path], hashes[path]):
             keep[path] = ({"path": path, "size": size, "mtime_ns": mtime, "sha256": sha}, vector)
             report.resumed += 1
     to_embed = [path for path in to_embed if path not in keep]
@@ -221,6 +222,11 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     # A frozen model's pooled features are the check's own: handed over, the backbone runs once per photo.
     shares = checker.shares_features(scorer.config)
     pending: list[tuple[tuple[str, int, int, str], np.ndarray]] = []
+
+    def commit_pending() -> None:
+        journal.commit([record for record, _ in pending], np.stack([vector for _, vector in pending]))
+        pending.clear()
+
     for done, vectors, skipped, pooled in (photo_batches or scorer.photo_batches)(
             list(catalog_path), skip_unreadable=True, desc="indexing"):
         if shares and done and pooled is not None:
@@ -233,10 +239,9 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
             keep[path] = (dict(zip(("path", "size", "mtime_ns", "sha256"), record)), vector)
             pending.append((record, vector))
         if len(pending) >= scorer.config.embedding.commit_every:
-            journal.commit([record for record, _ in pending], np.stack([vector for _, vector in pending]))
-            pending = []
+            commit_pending()
     if pending:  # the image check and the thumbnails still to come can take as long again
-        journal.commit([record for record, _ in pending], np.stack([vector for _, vector in pending]))
+        commit_pending()
     report.added = sum(1 for path in keep if path not in old)
     report.changed = sum(1 for path in keep if path in old and keep[path][0]["sha256"] != old[path][0]["sha256"])
     paths = sorted(keep)
