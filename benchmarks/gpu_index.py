@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from wsense.config import load_config
-from wsense.models.image import create_image_backbone
+from wsense.models.image import create_image_backbone, stack_pixels
 from wsense.models.photos import PhotoEncoder, photo_device
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     figures = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
                "photos": len(paths), "distinct_files": len(files), "views": views, "batch": batch,
                "loader_workers": workers, "precision": settings.gpu_precision, "decode_on_device": settings.gpu_decode,
-               "image_size": config.image_backbone.image_size, "backbone": config.image_backbone.name}
+               "backbones": [f"{b.name}@{b.image_size}" for b in config.image_backbone.backbones()]}
     from torchvision.io import ImageReadMode, decode_jpeg
 
     raw = [torch.frombuffer(bytearray(p.read_bytes()), dtype=torch.uint8) for p in files]
@@ -80,23 +80,23 @@ def main() -> None:
         for first in range(0, len(sample), batch):
             images = decode_jpeg(sample[first:first + batch], mode=ImageReadMode.RGB, device=device)
             if with_views:
-                torch.stack([encoder.transform(image) for image in images])
+                stack_pixels([encoder.transform(image) for image in images])
         synchronize(device)
         return rate(len(sample), time.perf_counter() - start)
 
     figures["decode_photos_per_s"] = decode_all(False)
     figures["decode_and_views_photos_per_s"] = decode_all(True)
 
-    pixels = torch.stack([encoder.pixels(p) for p in files[:min(batch, 64)]])
-    repeat = max(1, batch // len(pixels))
-    pixels = pixels.repeat(repeat, 1, 1, 1, 1).to(device)
+    pixels = stack_pixels([encoder.pixels(p) for p in files[:min(batch, 64)]])
+    repeat = max(1, batch // len(pixels[0]))
+    pixels = tuple(part.repeat(repeat, 1, 1, 1, 1).to(device) for part in pixels)
     encoder.features(pixels)  # warm-up (cuDNN picks its kernels)
     synchronize(device)
     start, rounds = time.perf_counter(), 5
     for _ in range(rounds):
         encoder.features(pixels)
     synchronize(device)
-    figures["backbone_photos_per_s"] = rate(rounds * len(pixels), time.perf_counter() - start)
+    figures["backbone_photos_per_s"] = rate(rounds * len(pixels[0]), time.perf_counter() - start)
 
     for _ in encoder.batches(paths[:batch], progress=False):
         pass  # warm-up: loader processes, kernels

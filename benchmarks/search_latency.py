@@ -19,6 +19,7 @@ import torch
 
 from wsense.config import load_config
 from wsense.data import load_data
+from wsense.models.image import stack_pixels
 from wsense.models.photos import PhotoEncoder
 from wsense.safety import mentions_child
 from wsense.serving.first_stage import FirstStage
@@ -43,6 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     config = load_config(args.config)
+    config.search.query_cache = 0  # every query through the text tower: the latency of a new query
     data = load_data(config.data_dir)
     engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True,
                           settings=config, checker=load_or_fit_check(config))
@@ -59,7 +61,7 @@ def main() -> None:
 
     paths = [data.test_image_dir / name for name in data.test_images]
     start = time.perf_counter()
-    pixels = torch.stack([scorer.photos.pixels(p) for p in paths])
+    pixels = stack_pixels([scorer.photos.pixels(p) for p in paths])
     decode = time.perf_counter() - start
     # The photo backbone in each image runtime, in alternating turns (same machine load for both).
     backbone, image_config = scorer.model.image_backbone, scorer.config.image_backbone
@@ -72,8 +74,9 @@ def main() -> None:
             scorer.embed_features(image_runtimes[name].features(pixels))
             model_times[name] += (time.perf_counter() - start) / 2
     views = len(scorer.photos.transform.views)
+    tower = " + ".join(f"{b.name}@{b.image_size}" for b in backbone.backbones)
     for name, model in model_times.items():
-        print(f"index throughput, image_runtime {name} ({len(paths)} images, {views} views each, CPU "
+        print(f"index throughput, image_runtime {name} ({tower}, {len(paths)} images, {views} views each, CPU "
               f"{torch.get_num_threads()} threads): {len(paths) / (decode + model):.1f} images/s; decode+views "
               f"{len(paths) / decode:.1f}/s, model {len(paths) / model:.1f}/s")
     print(f"image backbone: onnx takes {model_times['onnx'] / model_times['torch']:.2f} of torch's time")

@@ -28,6 +28,8 @@ def measure(mode: str, batch: int, steps: int, warmup: int, pretrained: bool, co
     config = load_config(config_path)
     config.training.mode = mode
     config.image_backbone.pretrained = pretrained
+    for extra in config.image_backbone.extra_backbones:
+        extra.pretrained = pretrained
     accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() else "no")
     model = build_relevance_model(config)
     set_trainable(model, config)
@@ -36,14 +38,15 @@ def measure(mode: str, batch: int, steps: int, warmup: int, pretrained: bool, co
         groups.append({"params": model.tower_parameters(), "lr": 1e-5})
     optimizer = torch.optim.AdamW(groups)
     model, optimizer = accelerator.prepare(model, optimizer)
-    device, size, n = accelerator.device, config.image_backbone.image_size, 2 * batch
+    device, n = accelerator.device, 2 * batch
     vocab = accelerator.unwrap_model(model).text_encoder.tokenizer.vocab_size
     if mode == "frozen":
         images = {"image_features": torch.randn(n, accelerator.unwrap_model(model).image_backbone.num_features,
                                                 device=device)}
         texts = {"text_features": torch.nn.functional.normalize(torch.randn(n, 384, device=device), dim=-1)}
     else:
-        images = {"pixels": torch.randn(n, 3, size, size, device=device)}
+        images = {"pixels": tuple(torch.randn(n, 3, backbone.image_size, backbone.image_size, device=device)
+                                  for backbone in accelerator.unwrap_model(model).image_backbone.backbones)}
         texts = {"input_ids": torch.randint(1000, vocab, (n, 16), device=device),
                  "attention_mask": torch.ones(n, 16, dtype=torch.long, device=device)}
     target, weight = torch.rand(batch, device=device), torch.ones(batch, device=device)

@@ -138,6 +138,7 @@ def make_check(coef=None, intercept: float = -8.0, thresholds=None, features: in
     width = features + len(FACE_FEATURES)
     coef = np.zeros(width) if coef is None else np.asarray(coef, float)
     thresholds = thresholds or {"photo": 0.5, "uncertain": 0.3}
+    config.image_backbone = config.image_backbone.first_only()  # a check reads the first backbone's features
     return ChildCheck(image_fingerprint(config), dataclasses.asdict(config.image_backbone), np.zeros(width),
                       np.ones(width), coef, intercept, {policy: dict(thresholds) for policy in UNCERTAIN_POLICIES})
 

@@ -215,3 +215,32 @@ def test_a_killed_saves_leftover_folder_stops_neither_loading_nor_the_next_save(
     loaded, _, metadata = load_checkpoint(path)
     assert metadata["epoch"] == 2
     assert torch.equal(loaded.fusion.net[0].weight, model.fusion.net[0].weight)
+
+
+def test_format_2_checkpoint_of_one_backbone_loads_with_its_tower_weights(tmp_path):
+    """Format 2 had one image backbone: no image_backbone.extra_backbones key, tower weights under
+    image_backbone.model."""
+    from wsense.config import ImageBackboneConfig
+
+    config = load_config()
+    config.image_backbone = ImageBackboneConfig(name="resnet18", pretrained=False, image_size=64, extra_backbones=[])
+    config.training.mode = "partial"  # tower weights are saved
+    model = build_relevance_model(config, for_checkpoint=True)
+    with torch.no_grad():
+        model.image_backbone.backbones[0].model.conv1.weight.add_(0.5)  # not what a fresh random init gives
+    path = save_checkpoint(model, config, tmp_path / "v2", {"epoch": 3})
+    metadata = json.loads((path / METADATA_FILE).read_text(encoding="utf-8"))
+    metadata["format"] = "wsense-relevance-2"
+    (path / METADATA_FILE).write_text(json.dumps(metadata), encoding="utf-8")
+    values = read_yaml(path / CONFIG_FILE)
+    del values["image_backbone"]["extra_backbones"]
+    write_yaml(path / CONFIG_FILE, values)
+    state = load_file(str(path / WEIGHTS_FILE))
+    new, old = "image_backbone.backbones.0.model.", "image_backbone.model."
+    save_file({(old + k[len(new):] if k.startswith(new) else k): v for k, v in state.items()},
+              str(path / WEIGHTS_FILE))
+
+    loaded, loaded_config, _ = load_checkpoint(path)
+    assert loaded_config.image_backbone.extra_backbones == [] and len(loaded.image_backbone.backbones) == 1
+    assert torch.equal(loaded.image_backbone.backbones[0].model.conv1.weight,
+                       model.image_backbone.backbones[0].model.conv1.weight)

@@ -35,7 +35,8 @@ def exports(folder):
 def test_onnx_image_path_gives_the_torch_embeddings(checkpoint_copy, photos):
     checkpoint = checkpoint_copy
     scorer = RelevanceScorer.from_checkpoint(checkpoint, ONNX)
-    assert scorer.photos.onnx is not None and exports(checkpoint) == [scorer.photos.onnx.path]
+    # One export per backbone of the tower (Lite0, Lite2), side by side in the checkpoint folder.
+    assert exports(checkpoint) == sorted(onnx.path for onnx in scorer.photos.onnx) and len(exports(checkpoint)) == 2
     assert len(scorer.photos.transform.views) == 5  # the default config's views, each through the exported graph
     onnx = scorer.embed_images(photos, progress=False)
     one_by_one = torch.cat([scorer.embed_images([path], progress=False) for path in photos])
@@ -46,10 +47,10 @@ def test_onnx_image_path_gives_the_torch_embeddings(checkpoint_copy, photos):
 
 def test_export_is_reused_rebuilt_when_damaged_and_never_shared_by_other_weights(checkpoint_copy, photos, capsys):
     folder = checkpoint_copy
-    path = RelevanceScorer.from_checkpoint(folder, ONNX).photos.onnx.path
+    path, other = (onnx.path for onnx in RelevanceScorer.from_checkpoint(folder, ONNX).photos.onnx)
     written = path.stat().st_mtime_ns
     scorer = RelevanceScorer.from_checkpoint(folder, ONNX)
-    assert scorer.photos.onnx.path == path and path.stat().st_mtime_ns == written
+    assert scorer.photos.onnx[0].path == path and path.stat().st_mtime_ns == written
     reference = scorer.embed_images(photos[:1], progress=False)
 
     path.write_bytes(path.read_bytes()[:50_000])  # cut short, as by a full disk
@@ -57,11 +58,12 @@ def test_export_is_reused_rebuilt_when_damaged_and_never_shared_by_other_weights
     assert "damaged ONNX image tower" in capsys.readouterr().err
     assert torch.allclose(scorer.embed_images(photos[:1], progress=False), reference, atol=1e-6)
 
-    with torch.no_grad():  # other backbone weights: another export, and the stale one removed
+    with torch.no_grad():  # other first-backbone weights: another export, the stale one removed, the other kept
         next(scorer.model.image_backbone.parameters()).mul_(1.5)
     changed_path = PhotoEncoder(scorer.model.image_backbone, scorer.config.image_backbone, runtime="onnx",
                                 onnx_dir=folder)
-    assert changed_path.onnx.path != path and exports(folder) == [changed_path.onnx.path]
+    assert changed_path.onnx[0].path != path and changed_path.onnx[1].path == other
+    assert exports(folder) == sorted([changed_path.onnx[0].path, other])
     changed = changed_path.encode(photos[:1])
     in_torch = PhotoEncoder(scorer.model.image_backbone, scorer.config.image_backbone).encode(photos[:1])
     assert torch.allclose(changed, in_torch, atol=1e-5)
@@ -91,14 +93,15 @@ def test_frozen_features_through_onnx_match_torch_and_export_only_for_uncached_p
     config.cache_dir = str(tmp_path / "onnx-cache")
     onnx = FrozenFeatures(config).images(photos)
     exported = sorted((tmp_path / "onnx-cache" / "onnx").glob(f"{FILE_PREFIX}*.onnx"))
-    assert len(exported) == 1
-    exported[0].unlink()
+    assert [path.name.split("-")[1] for path in exported] == ["efficientnet_lite0", "efficientnet_lite2"]
+    for path in exported:
+        path.unlink()
     assert np.array_equal(FrozenFeatures(config).images(photos), onnx)  # all cached: nothing exported
-    assert not exported[0].exists()
+    assert not any(path.exists() for path in exported)
 
     config.embedding.image_runtime = "torch"
     config.cache_dir = str(tmp_path / "torch-cache")
     torch_features = FrozenFeatures(config).images(photos)
     assert not (tmp_path / "torch-cache" / "onnx").exists()
-    assert onnx.shape == torch_features.shape == (3, 1280)
+    assert onnx.shape == torch_features.shape == (3, 2560)  # Lite0's and Lite2's features side by side
     np.testing.assert_allclose(onnx, torch_features, atol=1e-4)

@@ -52,7 +52,7 @@ def test_model_shapes_and_score_range(model_config):
     torch.manual_seed(0)
     model = build_relevance_model(model_config).eval()
     tokens = model.text_encoder.tokenize(["a dog on the grass", "a red car", "snowy mountains"])
-    images = {"pixels": torch.randn(3, 3, 96, 96)}
+    images = {"pixels": (torch.randn(3, 3, 96, 96), torch.randn(3, 3, 112, 112))}  # per backbone, each its size
     texts = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
     with torch.no_grad():
         u, v, logits = model(images, texts, n_pairs=3)
@@ -86,7 +86,7 @@ def test_untrained_cosine_is_the_label_bridge(model_config):
     model = build_relevance_model(model_config).eval()
     features = torch.randn(2, model.image_backbone.num_features)
     with torch.no_grad():
-        probabilities = model.image_backbone.classify(features).softmax(-1)
+        probabilities = model.image_backbone.label_probabilities(features)
         bridge = torch.nn.functional.normalize(probabilities @ model.label_embeddings, dim=-1)
         assert torch.allclose(model.embed_image(features), bridge, atol=1e-5)
 
@@ -186,15 +186,16 @@ def test_partial_mode_trains_only_the_top_of_the_towers(tiny_config):
     tiny_config.training.mode = "partial"
     tiny_config.training.epochs = 1
     tiny_config.image_backbone.image_size = 64
+    tiny_config.image_backbone.extra_backbones[0].image_size = 72
     trainer = validated_trainer(tiny_config)
     model = trainer.unwrapped
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.train_epoch()
     after = model.state_dict()
-    backbone = "image_backbone.model."
-    assert not torch.equal(before[backbone + "conv_head.weight"], after[backbone + "conv_head.weight"])
-    assert torch.equal(before[backbone + "conv_stem.weight"], after[backbone + "conv_stem.weight"])
-    assert torch.equal(before[backbone + "classifier.weight"], after[backbone + "classifier.weight"])
+    for backbone in ("image_backbone.backbones.0.model.", "image_backbone.backbones.1.model."):
+        assert not torch.equal(before[backbone + "conv_head.weight"], after[backbone + "conv_head.weight"])
+        assert torch.equal(before[backbone + "conv_stem.weight"], after[backbone + "conv_stem.weight"])
+        assert torch.equal(before[backbone + "classifier.weight"], after[backbone + "classifier.weight"])
     last_layer = "text_encoder.model.encoder.layer.5.output.dense.weight"
     assert not torch.equal(before[last_layer], after[last_layer])
     assert torch.equal(before["text_encoder.model.embeddings.word_embeddings.weight"],
@@ -246,28 +247,38 @@ def test_pixel_inputs_keep_views_decoded_and_evaluate_on_what_search_sees(tiny_c
     from wsense.training.inputs import PixelInputs
 
     tiny_config.image_backbone.image_size = 64
+    tiny_config.image_backbone.extra_backbones[0].image_size = 72
     tiny_config.image_backbone.views = ["center", "flip", "full", "first", "last"]
     model = build_relevance_model(tiny_config)
     data = load_data(tiny_config.data.dir)
     paths = {name: data.train_image_dir / name for name in data.train_images[:4]}
     inputs = PixelInputs(tiny_config, model, paths, ["a dog", "a cat"])
-    assert inputs.pixels.dtype == torch.uint8 and inputs.pixels.shape == (4, 5, 3, 64, 64)
+    assert [p.shape for p in inputs.pixels] == [(4, 5, 3, 64, 64), (4, 5, 3, 72, 72)]  # one per backbone
+    assert all(p.dtype == torch.uint8 for p in inputs.pixels)
     index = torch.tensor([0, 0, 1])
     evaluation = inputs.image_batch(index, train=False)["pixels"]
-    assert evaluation.shape == (3, 5, 3, 64, 64) and torch.equal(evaluation[0], evaluation[1])
+    assert [p.shape for p in evaluation] == [(3, 5, 3, 64, 64), (3, 5, 3, 72, 72)]
+    assert torch.equal(evaluation[0][0], evaluation[0][1])
     # Validation sees a photo exactly as search embeds it: the same views, the same normalisation.
     search = PhotoEncoder(model.image_backbone, tiny_config.image_backbone)
-    for row, name in zip(evaluation, [data.train_images[i] for i in index]):
-        assert torch.allclose(row, search.pixels(paths[name]), atol=1e-5)
+    for i, name in enumerate(data.train_images[j] for j in index):
+        for part, searched in zip(evaluation, search.pixels(paths[name])):
+            assert torch.allclose(part[i], searched, atol=1e-5)
     training = inputs.image_batch(index, train=True)["pixels"]
-    assert training.shape == (3, 3, 64, 64) and not torch.equal(training[0], training[1])
-    assert training.min() >= -1 and training.max() <= 1  # normalised with mean = std = 0.5
+    assert [p.shape for p in training] == [(3, 3, 64, 64), (3, 3, 72, 72)]
+    assert not torch.equal(training[0][0], training[0][1])
+    assert all(p.min() >= -1 and p.max() <= 1 for p in training)  # normalised with mean = std = 0.5
+    # Both backbones see the same crop of a photo: at one size, the other's resized looks alike.
+    resized = torch.nn.functional.interpolate(training[1], size=64, mode="bilinear", antialias=True)
+    same, other = (resized - training[0]).abs().mean(), (resized - training[0].roll(1, 0)).abs().mean()
+    assert same < 0.5 * other
     # Without augmentation, training takes one whole view per photo, drawn at random.
     inputs.augment = False
     torch.manual_seed(0)
     drawn = inputs.image_batch(torch.zeros(40, dtype=torch.long), train=True)["pixels"]
-    matches = [next(v for v in range(5) if torch.equal(row, evaluation[0, v])) for row in drawn]
+    matches = [next(v for v in range(5) if torch.equal(row, evaluation[0][0, v])) for row in drawn[0]]
     assert set(matches) == set(range(5))
+    assert all(torch.equal(big, evaluation[1][0, v]) for big, v in zip(drawn[1], matches))
 
 
 def test_epochs_report_their_throughput_and_contrastive_positives_come_from_the_table(tiny_config):

@@ -34,7 +34,20 @@ class DataConfig:
 
 
 @dataclass
+class BackboneConfig:
+    """One image backbone: a timm architecture, its weights and the side of its square views."""
+
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    weights_file: str | None = None
+    image_size: int = 224
+
+
+@dataclass
 class ImageBackboneConfig:
+    """The image tower: the first backbone's settings, the views every backbone sees, and the backbones whose
+    pooled features are appended to the first one's (each at its own image_size)."""
+
     name: str = "efficientnet_lite0"
     pretrained: bool = True
     weights_file: str | None = None
@@ -43,6 +56,20 @@ class ImageBackboneConfig:
     # center (ImageNet eval crop), flip (its mirror), full (the whole photo squeezed square), first / last (the
     # square ends of the longer side: left / right, or top / bottom). See wsense.models.image.VIEWS.
     views: list[str] = field(default_factory=lambda: ["center", "flip", "full", "first", "last"])
+    extra_backbones: list[BackboneConfig] = field(
+        default_factory=lambda: [BackboneConfig("efficientnet_lite2", image_size=260)])
+
+    def __post_init__(self):
+        # A config saved as plain values (a checkpoint's, the image check's) holds the extra backbones as mappings.
+        self.extra_backbones = [BackboneConfig(**b) if isinstance(b, dict) else b for b in self.extra_backbones or []]
+
+    def backbones(self) -> list[BackboneConfig]:
+        """Every backbone of the tower, the first one first."""
+        return [BackboneConfig(self.name, self.pretrained, self.weights_file, self.image_size), *self.extra_backbones]
+
+    def first_only(self) -> "ImageBackboneConfig":
+        """The tower of the first backbone alone (what the image check reads)."""
+        return dataclasses.replace(self, views=list(self.views), extra_backbones=[])
 
 
 @dataclass
@@ -211,8 +238,13 @@ def _build(cls, values: dict[str, Any], where: str, source: Path):
             raise WsenseError(f"{source}: unknown key '{where + '.' if where else ''}{key}' "
                               f"(known: {', '.join(fields)})")
         default = getattr(cls(), key)
+        name = f"{where}.{key}" if where else key
         if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value or {}, f"{where}.{key}" if where else key, source)
+            kwargs[key] = _build(type(default), value or {}, name, source)
+        elif isinstance(default, list) and default and dataclasses.is_dataclass(default[0]):
+            if value is not None and not isinstance(value, list):
+                raise WsenseError(f"{source}: '{name}' must be a list of mappings, got {type(value).__name__}")
+            kwargs[key] = [_build(type(default[0]), item, f"{name}[{i}]", source) for i, item in enumerate(value or [])]
         else:
             kwargs[key] = value
     return cls(**kwargs)

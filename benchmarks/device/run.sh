@@ -7,7 +7,7 @@
 #      whose per-epoch lines also give the whole loop's pairs/s;
 #   3. test retrieval of the partial mode's fold-0 checkpoint (fold 0 held out, as runs/default/best);
 #   4. indexing: photos/s of wsense index's photo path on the GPU, the decode rate apart, and its agreement with
-#      the CPU path (benchmarks/gpu_index.py on 40 original test photos, 20,000 photos in all).
+#      the CPU path (benchmarks/gpu_index.py on the original test photos that fit the carry, 20,000 photos in all).
 # STEPS_RUN picks steps: "throughput frozen partial" (default), or e.g. "index" (step 4 alone), "partial" (steps 2's
 # partial half and 3).
 # Results go to $OUT (reports/ and logs). Sizes shrink by variables for a dry run on a CPU.

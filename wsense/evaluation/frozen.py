@@ -97,8 +97,9 @@ def run_frozen_baselines(config: Config, models: list[str] | None = None) -> tup
             rows.append({**row, "model": f"{row['model']} [{feature_set}]", "features": f"frozen, {feature_set}"})
     notes = [
         str(summary),
-        f"image backbone: {config.image_backbone.name} "
-        f"({'pretrained' if config.image_backbone.pretrained else 'random init'}),"
+        "image backbones: " + " + ".join(
+            f"{b.name} at {b.image_size} px ({'pretrained' if b.pretrained else 'random init'})"
+            for b in config.image_backbone.backbones()) + ","
         f" text: {config.text_model.name}; target: {config.data.target}; folds: {config.baselines.folds}, "
         f"seed {config.baselines.seed}",
         "concat = [image features, caption embedding] as in the original study; concat_bridge adds the "

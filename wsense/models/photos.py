@@ -1,12 +1,13 @@
 """The one path from photo files to pooled image features.
 
-A photo is decoded, cut into the configured views (image_backbone.views) at the backbone's size, run through the
-backbone (torch, or ONNX Runtime on the CPU: embedding.image_runtime, chosen once here) and averaged over its
-views. The frozen features of training and the baselines, the catalog index and checkpoint evaluation all take
-their photos through PhotoEncoder; a relevance model projects the features it returns.
+A photo is decoded, cut into the configured views (image_backbone.views) at each backbone's size, run through the
+tower's backbones (torch, or ONNX Runtime on the CPU: embedding.image_runtime, chosen once here), averaged over its
+views, and the backbones' features are put side by side. The frozen features of training and the baselines, the
+catalog index and checkpoint evaluation all take their photos through PhotoEncoder; a relevance model projects the
+features it returns.
 
 On a GPU (embedding.device) the same path is fed for throughput: loader processes read the files, JPEGs are decoded
-on the GPU (nvJPEG) and cut into the same views there, and the backbone runs under autocast (fp16 by default) on
+on the GPU (nvJPEG) and cut into the same views there, and the backbones run under autocast (fp16 by default) on
 large batches. Its features agree with the CPU path's to a cosine of about 0.999 (tests/test_photo_device.py).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from wsense.config import IMAGE_RUNTIMES, PRECISIONS, ImageBackboneConfig
 from wsense.data import load_image, read_image_file
 from wsense.errors import WsenseError
-from wsense.models.image import ImageBackbone, image_transform
+from wsense.models.image import ImageTower, Pixels, TowerViews, pixels_to, stack_pixels
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 JPEG_MAGIC = b"\xff\xd8"
@@ -52,9 +53,9 @@ class PhotoReader:
     def __init__(self, transform, decode_on_device: bool = False):
         self.transform, self.decode_on_device = transform, decode_on_device
 
-    def pixels(self, path: str | Path, data: bytes | None = None) -> torch.Tensor:
-        """One photo's normalised views, (views, 3, size, size); a WsenseError names an unreadable file. `data`: the
-        file's bytes where they have been read already."""
+    def pixels(self, path: str | Path, data: bytes | None = None) -> Pixels:
+        """One photo's normalised views, per backbone (views, 3, size, size); a WsenseError names an unreadable file.
+        `data`: the file's bytes where they have been read already."""
         return self.transform(load_image(Path(path), data))
 
     def load(self, path: str | Path, on_device: bool = True):
@@ -81,26 +82,26 @@ class _PhotoFiles(Dataset):
 
 
 class PhotoEncoder:
-    def __init__(self, backbone: ImageBackbone, image_config: ImageBackboneConfig, *, runtime: str = "torch",
+    def __init__(self, tower: ImageTower, image_config: ImageBackboneConfig, *, runtime: str = "torch",
                  onnx_dir: str | Path | None = None, device: str | torch.device = "cpu", batch_size: int = 32,
                  precision: str = "fp32", decode_on_device: bool = False, workers: int = 0):
         """`precision`: the backbone under autocast (fp32: none); `decode_on_device`: JPEGs are decoded by
         torchvision on `device` and cut into views there; `workers`: loader processes reading the photos."""
         self.device = torch.device(device)
-        self.backbone = backbone.eval()
-        if next(backbone.parameters()).device.type != self.device.type:
+        self.tower = tower.eval()
+        if next(tower.parameters()).device.type != self.device.type:
             # The photo path's own copy on the device: the caller's model stays where it keeps it.
-            self.backbone = copy.deepcopy(backbone).to(self.device).eval()
+            self.tower = copy.deepcopy(tower).to(self.device).eval()
             if self.device.type == "cuda":
-                self.backbone.to(memory_format=torch.channels_last)
-        self.transform = image_transform(backbone.spec, image_config)  # a photo -> its views
+                self.tower.to(memory_format=torch.channels_last)
+        self.transform = TowerViews(tower, image_config.views)  # a photo -> its views at each backbone's size
         self.batch_size = batch_size
         if precision not in PRECISIONS:
             raise WsenseError(f"unknown precision '{precision}' (expected {', '.join(PRECISIONS)})")
         self.autocast = AUTOCAST[precision]
         self.workers = workers
         self.reader = PhotoReader(self.transform, decode_on_device)
-        self.onnx = None  # an OnnxImagePath where the backbone runs in ONNX Runtime
+        self.onnx = None  # one OnnxImagePath per backbone where the tower runs in ONNX Runtime
         if runtime not in IMAGE_RUNTIMES:
             raise WsenseError(f"unknown image runtime '{runtime}' (expected {' or '.join(IMAGE_RUNTIMES)})")
         if runtime == "onnx":
@@ -110,10 +111,10 @@ class PhotoEncoder:
                 raise WsenseError("the ONNX image tower needs a folder to keep its export in")
             from wsense.models.image_onnx import OnnxImagePath
 
-            self.onnx = OnnxImagePath(backbone, onnx_dir, self.transform.size)
+            self.onnx = [OnnxImagePath(backbone, onnx_dir, backbone.image_size) for backbone in tower.backbones]
 
-    def pixels(self, path: str | Path) -> torch.Tensor:
-        """One photo's normalised views, (views, 3, size, size); a WsenseError names an unreadable file."""
+    def pixels(self, path: str | Path) -> Pixels:
+        """One photo's normalised views per backbone; a WsenseError names an unreadable file."""
         return self.reader.pixels(path)
 
     def _decode(self, raws: list[_RawJpeg], paths: list) -> list:
@@ -136,17 +137,22 @@ class PhotoEncoder:
         return views
 
     @torch.inference_mode()
-    def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pooled features (n, dim) of transformed photos (n, views, 3, size, size), averaged over the views."""
+    def features(self, pixels: Pixels) -> torch.Tensor:
+        """Pooled features (n, dim) of transformed photos (per backbone (n, views, 3, size, size)), averaged over
+        the views, the backbones' side by side."""
         if self.onnx is not None:
-            return self.onnx(pixels).float()
+            return torch.cat([onnx(part).float() for onnx, part in zip(self.onnx, pixels)], dim=-1)
+        return torch.cat([self._backbone_features(backbone, part)
+                          for backbone, part in zip(self.tower.backbones, pixels)], dim=-1)
+
+    def _backbone_features(self, backbone, pixels: torch.Tensor) -> torch.Tensor:
         views = pixels.to(self.device, non_blocking=True)
         views = views if views.dim() == 5 else views[:, None]
         flat = views.flatten(0, 1)
         if self.device.type == "cuda":
             flat = flat.contiguous(memory_format=torch.channels_last)  # the layout cuDNN's half-precision kernels want
         with torch.autocast(self.device.type, dtype=self.autocast or torch.float32, enabled=self.autocast is not None):
-            features = self.backbone(flat).float()
+            features = backbone(flat).float()
         return features.view(len(views), views.shape[1], -1).mean(1).cpu()
 
     def _loaded(self, paths: Sequence[str | Path]) -> Iterator[tuple[list, list]]:
@@ -163,7 +169,7 @@ class PhotoEncoder:
 
     def encode(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """Pooled features of a batch of photo files, one row each, in order."""
-        return self.features(torch.stack([self.pixels(p) for p in paths]))
+        return self.features(stack_pixels([self.pixels(p) for p in paths]))
 
     def batches(self, paths: Sequence[str | Path], *, skip_unreadable: bool = False, desc: str = "embedding photos",
                 progress: bool = True) -> Iterator[tuple[list, torch.Tensor, list[tuple[str | Path, str]]]]:
@@ -183,8 +189,8 @@ class PhotoEncoder:
                             raise item
                         skipped.append((path, str(item).split(": ", 1)[-1]))
                     else:
-                        pixels.append(item.to(self.device))
+                        pixels.append(pixels_to(item, self.device))
                         good.append(path)
-                features = self.features(torch.stack(pixels)) if pixels else torch.zeros(0, self.backbone.num_features)
+                features = self.features(stack_pixels(pixels)) if pixels else torch.zeros(0, self.tower.num_features)
                 bar.update(len(chunk))
                 yield good, features, skipped

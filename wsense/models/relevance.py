@@ -1,7 +1,7 @@
 """The relevance model: image and text towers, projections into one space, and a fusion head.
 
-    image -> backbone -> pooled features f ----------------------> W_img f --+
-                      \\-> ImageNet probabilities -> label bridge b -> W_txt b -+-> normalise -> u
+    image -> backbones -> pooled features f (side by side) ------> W_img f --+
+                       \\-> ImageNet probabilities -> label bridge b -> W_txt b -+-> normalise -> u
     text  -> MiniLM -> mean-pooled sentence embedding t ----------> W_txt t ----> normalise -> v
     [u, v, u*v, |u-v|, u.v] -> fusion MLP -> logit -> sigmoid = relevance in [0, 1]
 
@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from wsense.config import Config
-from wsense.models.image import ImageBackbone, create_image_backbone
+from wsense.models.image import ImageTower, Pixels, create_image_backbone
 from wsense.models.label_bridge import imagenet_label_prompts
 from wsense.models.text import TextEncoder, create_text_encoder
 
@@ -60,7 +60,7 @@ class FusionHead(nn.Module):
 
 
 class RelevanceModel(nn.Module):
-    def __init__(self, config: Config, image_backbone: ImageBackbone, text_encoder: TextEncoder,
+    def __init__(self, config: Config, image_backbone: ImageTower, text_encoder: TextEncoder,
                  image_dim: int, text_dim: int, label_embeddings: torch.Tensor | None):
         super().__init__()
         model = config.model
@@ -87,7 +87,7 @@ class RelevanceModel(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(2.6593))
 
     # -- towers -------------------------------------------------------------------------------------
-    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+    def image_features(self, images: Pixels) -> torch.Tensor:
         return self.image_backbone(images)
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -99,7 +99,7 @@ class RelevanceModel(nn.Module):
         projected = self.image_projection(self.feature_dropout(features))
         if self.label_embeddings is not None:
             if label_probabilities is None:
-                label_probabilities = self.image_backbone.classify(features).float().softmax(-1)
+                label_probabilities = self.image_backbone.label_probabilities(features)
             bridge = F.normalize(label_probabilities.to(self.label_embeddings.dtype) @ self.label_embeddings, dim=-1)
             projected = projected + self.text_projection(bridge.to(projected.dtype))
         return F.normalize(projected, dim=-1)
@@ -169,7 +169,7 @@ def build_relevance_model(config: Config, *, for_checkpoint: bool = False) -> Re
     label_embeddings = None
     if config.model.label_bridge:
         if for_checkpoint:
-            label_embeddings = torch.zeros(image_backbone.model.num_classes, text_encoder.dim)
+            label_embeddings = torch.zeros(image_backbone.num_classes, text_encoder.dim)
         else:
             prompts = imagenet_label_prompts()
             label_embeddings = torch.cat([text_encoder.encode(prompts[i:i + 250]) for i in range(0, len(prompts), 250)])

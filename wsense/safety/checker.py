@@ -18,7 +18,8 @@ from wsense.features import FrozenFeatures, image_fingerprint
 from wsense.io import file_sha256
 from wsense.data import load_image
 from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos, shared_analyzer
-from wsense.safety.image_check import CHECK_FILE, ChildCheck, Verdict, child_photo_labels, fit_child_check
+from wsense.safety.image_check import (CHECK_FILE, FACE_FEATURES, ChildCheck, Verdict, child_photo_labels,
+                                       fit_child_check)
 
 
 def configured_check(config: Config) -> ChildCheck:
@@ -57,7 +58,8 @@ class PhotoChecker:
     def __init__(self, check: ChildCheck, config: Config):
         self.check = check.with_policy(config.safety.uncertain, config.safety.child_age)
         self.feature_config = copy.deepcopy(config)
-        self.feature_config.image_backbone = ImageBackboneConfig(**check.image_backbone)
+        # A check reads one backbone's features (checks saved before towers had more say nothing of others).
+        self.feature_config.image_backbone = ImageBackboneConfig(**{"extra_backbones": [], **check.image_backbone})
         self.features = FrozenFeatures(self.feature_config)
         self.face_cache = FaceCache(config.cache_dir)
 
@@ -69,14 +71,19 @@ class PhotoChecker:
     def version(self) -> str:
         return self.check.version
 
-    def shares_features(self, model_config: Config) -> bool:
-        """Whether a model's pooled photo features are exactly the check's frozen ones (a frozen-mode model on the
-        same pretrained backbone), so that indexing can hand them over instead of running the backbone twice."""
-        return (model_config.training.mode == "frozen" and model_config.image_backbone.pretrained
-                and image_fingerprint(model_config) == self.check.feature_fingerprint)
+    def shared_columns(self, model_config: Config) -> int | None:
+        """How many leading columns of a model's pooled photo features are exactly the check's frozen features (a
+        frozen-mode model whose first backbone is the check's pretrained one), so that indexing can hand them over
+        instead of running the backbone twice; None where they are not."""
+        first = copy.deepcopy(model_config)
+        first.image_backbone = model_config.image_backbone.first_only()
+        if (model_config.training.mode == "frozen" and model_config.image_backbone.pretrained
+                and image_fingerprint(first) == self.check.feature_fingerprint):
+            return len(self.check.mean) - len(FACE_FEATURES)
+        return None
 
     def remember_features(self, hashes: Sequence[str], pooled: np.ndarray) -> None:
-        """Hand over pooled features of photos (by sha256) that a model with shared features computed."""
+        """Hand over the check's frozen features of photos (by sha256) that a model computed (shared_columns)."""
         self.features.remember(hashes, pooled)
 
     def check_photos(self, paths: Sequence[str | Path], *, hashes: Sequence[str] | None = None,
@@ -116,8 +123,11 @@ def training_photos(config: Config):
 
 
 def fit_check_from_data(config: Config) -> FittedCheck:
-    """Fit the image check on the training photos and save it to safety.check."""
+    """Fit the image check on the training photos and save it to safety.check. It reads the first image backbone's
+    features alone: adding backbones to the search model leaves the check as it is."""
     start = time.perf_counter()
+    config = copy.deepcopy(config)
+    config.image_backbone = config.image_backbone.first_only()
     _, paths, labels = training_photos(config)
     features = FrozenFeatures(config).images(paths)
     faces = [faces for _, faces, _ in analyze_photos(paths, FaceCache(config.cache_dir),

@@ -220,7 +220,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     to_embed = [path for path in to_embed if path not in keep]
     catalog_path = {root / path: path for path in to_embed}
     # A frozen model's pooled features are the check's own: handed over, the backbone runs once per photo.
-    shares = checker.shares_features(scorer.config)
+    shared = checker.shared_columns(scorer.config)
     pending: list[tuple[tuple[str, int, int, str], np.ndarray]] = []
 
     def commit_pending() -> None:
@@ -229,8 +229,8 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
 
     for done, vectors, skipped, pooled in (photo_batches or scorer.photo_batches)(
             list(catalog_path), skip_unreadable=True, desc="indexing"):
-        if shares and done and pooled is not None:
-            checker.remember_features([hashes[catalog_path[file]] for file in done], pooled.numpy())
+        if shared and done and pooled is not None:
+            checker.remember_features([hashes[catalog_path[file]] for file in done], pooled.numpy()[:, :shared])
         report.skipped += [(catalog_path[file], why) for file, why in skipped]
         for file, vector in zip(done, vectors.numpy()):
             path = catalog_path[file]

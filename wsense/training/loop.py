@@ -38,6 +38,12 @@ Evaluator = Callable[[RelevanceModel, Callable[[list[str], list[str]], tuple[tor
                      dict[str, float]]
 
 
+def batch_to(batch: dict, device) -> dict:
+    """A model input batch on `device`: its tensors, and the tuples of tensors of an image tower's pixels."""
+    return {k: tuple(p.to(device, non_blocking=True) for p in v) if isinstance(v, tuple)
+            else v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
 class EpochShuffle(Sampler[int]):
     """A permutation seeded by (seed, epoch): the same batches whether or not the run was resumed."""
 
@@ -56,27 +62,30 @@ class EpochShuffle(Sampler[int]):
 
 
 def set_trainable(model: RelevanceModel, config: Config) -> None:
-    """Frozen: heads only. Partial: heads and the top stages of both towers. Full: everything.
+    """Frozen: heads only. Partial: heads and the top stages of each tower (of every image backbone). Full:
+    everything.
 
     The backbone's ImageNet classifier stays frozen in every mode: it feeds the label bridge.
     """
     mode = config.training.mode
-    backbone, text = model.image_backbone, model.text_encoder
-    for parameter in list(backbone.parameters()) + list(text.parameters()):
+    tower, text = model.image_backbone, model.text_encoder
+    for parameter in list(tower.parameters()) + list(text.parameters()):
         parameter.requires_grad = mode == "full"
     if mode == "partial":
-        stages = [info["module"] for info in backbone.model.feature_info]
-        first = stages[-min(config.training.top_image_blocks, len(stages))]
-        names = [name for name, _ in backbone.model.named_parameters()]
-        start = next(i for i, name in enumerate(names) if name.startswith(first + ".") or name == first)
-        for name, parameter in list(backbone.model.named_parameters())[start:]:
-            parameter.requires_grad = True
+        for backbone in tower.backbones:  # the top stages of every backbone of the image tower
+            stages = [info["module"] for info in backbone.model.feature_info]
+            first = stages[-min(config.training.top_image_blocks, len(stages))]
+            names = [name for name, _ in backbone.model.named_parameters()]
+            start = next(i for i, name in enumerate(names) if name.startswith(first + ".") or name == first)
+            for name, parameter in list(backbone.model.named_parameters())[start:]:
+                parameter.requires_grad = True
         layers = text.model.encoder.layer
         for layer in layers[len(layers) - config.training.top_text_layers:]:
             for parameter in layer.parameters():
                 parameter.requires_grad = True
-    for parameter in backbone.model.get_classifier().parameters():
-        parameter.requires_grad = False
+    for backbone in tower.backbones:
+        for parameter in backbone.model.get_classifier().parameters():
+            parameter.requires_grad = False
 
 
 def _keep_batchnorm_frozen(model: RelevanceModel) -> None:
@@ -206,8 +215,8 @@ class Trainer:
         texts = torch.cat([j["text"], p_texts])
         mask = self.known_positives[p_texts][:, p_images]
         device = self.accelerator.device
-        to = lambda batch: {k: v.to(device, non_blocking=True) for k, v in batch.items()}  # noqa: E731
-        return (to(self.inputs.image_batch(images, train=True)), to(self.inputs.text_batch(texts)),
+        return (batch_to(self.inputs.image_batch(images, train=True), device),
+                batch_to(self.inputs.text_batch(texts), device),
                 j["target"].to(device), j["weight"].to(device), j["source"].to(device), mask.to(device),
                 len(j["image"]))
 
@@ -263,10 +272,10 @@ class Trainer:
         us, vs = [], []
         with self.accelerator.autocast():
             for chunk in image_index.split(256):
-                batch = {k: v.to(device) for k, v in self.inputs.image_batch(chunk, train=False).items()}
+                batch = batch_to(self.inputs.image_batch(chunk, train=False), device)
                 us.append(model.encode_images(batch).float())
             for chunk in text_index.split(512):
-                batch = {k: v.to(device) for k, v in self.inputs.text_batch(chunk).items()}
+                batch = batch_to(self.inputs.text_batch(chunk), device)
                 vs.append(model.encode_texts(batch).float())
         return torch.cat(us), torch.cat(vs)
 
