@@ -54,16 +54,16 @@ class FrozenFeatures:
     def text_encoder(self):
         return create_text_encoder(self.config.text_model)
 
-    def _cache(self, i: int) -> EmbeddingCache:
-        return EmbeddingCache(self.cache_dir / f"{backbone_fingerprints(self.config)[i]}.npz")
+    def _caches(self) -> list[EmbeddingCache]:
+        """One cache per backbone of the tower, in order."""
+        return [EmbeddingCache(self.cache_dir / f"{name}.npz") for name in backbone_fingerprints(self.config)]
 
     def images(self, paths: Sequence[Path], keys: Sequence[str] | None = None) -> np.ndarray:
         """Pooled features of photo files, each backbone's cached apart (a backbone shared by two towers is run
         once); `keys`: the files' sha256 where the caller has them already."""
         keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
         parts = []
-        for i in range(len(self.config.image_backbone.backbones())):
-            cache = self._cache(i)
+        for i, cache in enumerate(self._caches()):
             # Exporting a backbone to ONNX takes a few seconds: only when some photo is not cached yet.
             runtime = self.config.embedding.image_runtime if any(key not in cache for key in keys) else "torch"
             encoder = PhotoEncoder(self.image_backbone.single(i), self.config.image_backbone, runtime=runtime,
@@ -84,8 +84,7 @@ class FrozenFeatures:
     def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store pooled features computed elsewhere by the same tower (keys: the photos' sha256)."""
         widths = self.image_backbone.widths
-        for i, part in enumerate(np.split(vectors, np.cumsum(widths)[:-1], axis=1)):
-            cache = self._cache(i)
+        for cache, part in zip(self._caches(), np.split(vectors, np.cumsum(widths)[:-1], axis=1)):
             if any(key not in cache for key in keys):
                 cache.put(keys, part)
                 cache.save()

@@ -55,7 +55,8 @@ class OnnxImagePath(OnnxPath):
 
     what, setting = "image tower", SETTING
 
-    def __init__(self, backbone, directory: str | Path, size: int, threads: int | None = None):
+    def __init__(self, backbone, directory: str | Path, threads: int | None = None):
+        size = backbone.image_size
         self.file_prefix = f"{FILE_PREFIX}{backbone.name}-"
         path = Path(directory) / f"{self.file_prefix}{image_path_key(backbone, size)}.onnx"
         probe = probe_pixels(size)

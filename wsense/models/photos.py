@@ -111,7 +111,7 @@ class PhotoEncoder:
                 raise WsenseError("the ONNX image tower needs a folder to keep its export in")
             from wsense.models.image_onnx import OnnxImagePath
 
-            self.onnx = [OnnxImagePath(backbone, onnx_dir, backbone.image_size) for backbone in tower.backbones]
+            self.onnx = [OnnxImagePath(backbone, onnx_dir) for backbone in tower.backbones]
 
     def pixels(self, path: str | Path) -> Pixels:
         """One photo's normalised views per backbone; a WsenseError names an unreadable file."""

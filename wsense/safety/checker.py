@@ -14,7 +14,7 @@ import numpy as np
 
 from wsense.config import Config, ImageBackboneConfig
 from wsense.errors import WsenseError
-from wsense.features import FrozenFeatures, image_fingerprint
+from wsense.features import FrozenFeatures, backbone_fingerprints, image_fingerprint
 from wsense.io import file_sha256
 from wsense.data import load_image
 from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos, shared_analyzer
@@ -75,10 +75,8 @@ class PhotoChecker:
         """How many leading columns of a model's pooled photo features are exactly the check's frozen features (a
         frozen-mode model whose first backbone is the check's pretrained one), so that indexing can hand them over
         instead of running the backbone twice; None where they are not."""
-        first = copy.deepcopy(model_config)
-        first.image_backbone = model_config.image_backbone.first_only()
         if (model_config.training.mode == "frozen" and model_config.image_backbone.pretrained
-                and image_fingerprint(first) == self.check.feature_fingerprint):
+                and backbone_fingerprints(model_config)[0] == self.check.feature_fingerprint):
             return len(self.check.mean) - len(FACE_FEATURES)
         return None
 
