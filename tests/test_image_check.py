@@ -191,3 +191,13 @@ def test_checker_flags_photos_by_their_features(tmp_path):
     results = PhotoChecker(check, settings()).check_photos(paths, progress=False)
     assert [r.verdict.child for r in results] == [False, True, False]
     assert results[1].to_dict()["reason"].startswith("photo classifier: child score")
+
+
+def test_the_check_takes_the_leading_columns_of_a_frozen_model_whose_first_backbone_is_its_own():
+    checker = PhotoChecker(make_check(), settings())
+    model = settings()  # Lite0 and Lite2 side by side: the check's Lite0 features are the first 1,280 columns
+    assert checker.shared_columns(model) == 1280
+    model.training.mode = "partial"  # fine-tuned backbones: their features are no longer the check's
+    assert checker.shared_columns(model) is None
+    other = settings(image_backbone__image_size=256)  # another first backbone
+    assert checker.shared_columns(other) is None
