@@ -34,6 +34,8 @@ def test_partial_config_keeps_defaults(tmp_path):
     ("search:\n  text_runtime: tensorrt\n", "search.text_runtime must be one of onnx, onnx_int8, torch"),
     ("search:\n  query_threads: 0\n", "search.query_threads must be a whole number from 1"),
     ("search:\n  query_cache: -1\n", "search.query_cache must be a whole number from 0"),
+    ("search:\n  multilingual_gloss: 1.5\n", "search.multilingual_gloss must be a number from 0 to 1, got 1.5"),
+    ("search:\n  multilingual_gloss: half\n", "search.multilingual_gloss must be a number from 0 to 1"),
     ("safety:\n  uncertain: allow\n", "safety.uncertain must be one of strict, exclude, classifier"),
     ("safety:\n  child_age: 0\n", "safety.child_age must be a whole number of years from 1 to 80"),
     ("safety:\n  target_recall: 1.5\n", "safety.target_recall must be in"),

@@ -127,7 +127,10 @@ def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint
     assert scorer.text_map is not None and (checkpoint / "text_map.npz").is_file()
     queries = ["чёрная собака прыгает через бревно", "black dog jumping over a log"]
     vectors = scorer.embed_texts(queries)
-    assert torch.allclose(vectors[0], scorer.text_map([queries[0]])[0], atol=1e-5)
+    # Russian: the map and the gloss through the English tower, at the config's share.
+    gloss_weight = scorer.config.search.multilingual_gloss
+    assert gloss_weight == 0.5 and scorer.text_map.glossary is not None
+    assert torch.allclose(vectors[0], scorer.text_map([queries[0]], scorer.embed_english, gloss_weight)[0], atol=1e-5)
     assert torch.allclose(vectors[1], scorer.embed_english([queries[1]])[0], atol=1e-5)
     # Translations land near each other through the map; the English tower alone cannot read Russian.
     english_only = scorer.embed_english(queries)
@@ -228,7 +231,9 @@ def test_multilingual_validation_holds_the_validation_captions_out_of_the_map(ti
                                                     or original(cls, pairs, *a)))
     rows = validate_multilingual(path, config)
     names = [row["model"] for row in rows]
-    assert len(rows) == 4 and sum("[ru]" in name for name in names) == 2
+    # fusion, cosine and the query-bank cosine (search.ranking's default), in English and in Russian
+    assert len(rows) == 6 and sum("[ru]" in name for name in names) == 3
+    assert sum(name.endswith("[cosine, query bank]") for name in names) == 2
     assert all("[val captions]" in name and 0 <= row["r1"] <= row["r5"] <= 1 for name, row in zip(names, rows))
     held = int(rows[0]["queries"].split("(")[1].split(")")[0])
     assert held >= 1

@@ -167,6 +167,7 @@ class SearchConfig:
     multilingual: str = "use_map"
     multilingual_alpha: float = 0.1  # the map's kernel ridge: regularisation
     multilingual_gamma: float = 1.0  # and RBF width, exp(-gamma |x - y|^2) on unit USE vectors
+    multilingual_gloss: float = 0.5  # share of the query's word-by-word English gloss, in [0, 1] (0: the map alone)
     # The query text tower on CPU: onnx_int8 (MiniLM in ONNX Runtime with int8 weights) | onnx (the same fp32
     # model) | torch. Exported once beside the checkpoint.
     text_runtime: str = "onnx_int8"
@@ -272,6 +273,9 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
         raise WsenseError(f"{source}: data.target must be one of {', '.join(TARGETS)}, got '{config.data.target}'")
     if config.search.multilingual not in ("use_map", "none"):
         raise WsenseError(f"{source}: search.multilingual must be use_map or none, got '{config.search.multilingual}'")
+    gloss = config.search.multilingual_gloss
+    if isinstance(gloss, bool) or not isinstance(gloss, (int, float)) or not 0 <= gloss <= 1:
+        raise WsenseError(f"{source}: search.multilingual_gloss must be a number from 0 to 1, got {gloss!r}")
     if config.search.text_runtime not in TEXT_RUNTIMES:
         raise WsenseError(f"{source}: search.text_runtime must be one of {', '.join(TEXT_RUNTIMES)}, got "
                           f"'{config.search.text_runtime}'")

@@ -54,6 +54,9 @@ class RetrievalEvaluator:
         return retrieval_metrics(scores, self.true_index)
 
 
+RANKING_LABELS = {"fusion": "", "cosine": " [cosine]", "qb_cosine": " [cosine, query bank]"}  # rows' name suffixes
+
+
 @torch.no_grad()
 def catalog_scores(model, v: torch.Tensor, u: torch.Tensor, offsets: np.ndarray | None = None
                    ) -> dict[str, np.ndarray]:

@@ -15,17 +15,18 @@ import pandas as pd
 from wsense.config import Config
 from wsense.data import load_data
 from wsense.errors import WsenseError
-from wsense.evaluation.evaluators import RetrievalEvaluator, catalog_scores
+from wsense.evaluation.evaluators import RANKING_LABELS, RetrievalEvaluator, catalog_scores
 from wsense.evaluation.report import model_name
 from wsense.models.checkpoint import load_checkpoint
-from wsense.serving.scoring import RelevanceScorer, fit_text_map, read_translations
+from wsense.serving.query_bank import bank_offsets
+from wsense.serving.scoring import RelevanceScorer, build_query_bank, fit_text_map, read_translations
 from wsense.training.sets import build_training_sets
 
 NOTE = ("[val captions]: the own captions of the checkpoint's validation-fold images (never trained on), held "
-        "out of the multilingual map's fit, each retrieving its image among the fold's images; [ru] = their "
-        "hand-written Russian versions through USE and the map. The multilingual method is chosen on these rows, "
-        "never on the Russian test queries: the RBF kernel ridge map over the linear ridge map (5 fold "
-        "checkpoints, 680 captions: Russian R@1 / R@5 0.236 / 0.587 against 0.202 / 0.530).")
+        "out of the multilingual map's fit, the gloss's alignment and the query bank, each retrieving its image "
+        "among the fold's images; [ru] = their hand-written Russian versions through USE and the map, with the "
+        "gloss. The multilingual method is chosen on these rows, never on the Russian test queries (docs/"
+        "experiments.md, Russian queries).")
 
 
 def held_out_captions(data, config: Config) -> tuple[pd.DataFrame, list[str]]:
@@ -58,11 +59,15 @@ def validate_multilingual(checkpoint: str | Path, settings: Config | None = None
     scorer = RelevanceScorer(model, config, device)
     scorer.text_map = fit_text_map(scorer, config, exclude_images=catalog)
     u = scorer.embed_images([data.train_image_dir / name for name in catalog], progress=False)
+    offsets = None
+    if config.search.ranking == "qb_cosine":  # the bank, too, without the held-out captions
+        bank = build_query_bank(scorer, config, exclude_images=catalog)
+        offsets = config.search.bank_weight * bank_offsets(bank, u.numpy(), config.search.bank_beta)
     rows = []
     for language, column in (("", "query_text"), (" [ru]", "query_text_ru")):
         v = scorer.embed_texts(queries[column].tolist())
-        for ranking, matrix in catalog_scores(model, v, u).items():
-            ranking = "" if ranking == "fusion" else f" [{ranking}]"
+        for ranking, matrix in catalog_scores(model, v, u, offsets).items():
+            ranking = RANKING_LABELS[ranking]
             metrics = RetrievalEvaluator(queries, catalog)(matrix)
             rows.append({"model": model_name(config) + " [val captions]" + language + ranking,
                          "features": f"trained, {config.training.mode}",

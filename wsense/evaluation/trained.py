@@ -12,7 +12,8 @@ import pandas as pd
 from wsense.config import Config
 from wsense.data import WithSenseData, load_data
 from wsense.errors import WsenseError
-from wsense.evaluation.evaluators import CorrelationEvaluator, RetrievalEvaluator, ValidationEvaluator, catalog_scores
+from wsense.evaluation.evaluators import (RANKING_LABELS, CorrelationEvaluator, RetrievalEvaluator, ValidationEvaluator,
+                                         catalog_scores)
 from wsense.evaluation.report import model_name
 from wsense.safety import mentions_child
 from wsense.serving.scoring import RelevanceScorer, read_translations
@@ -43,9 +44,6 @@ def train_validated(config: Config, *, cpu: bool = False, resume: bool = False, 
     evaluator = (ValidationEvaluator(sets.val_pairs, sets.val_positives)
                  if config.training.val_fold is not None else None)
     return train(config, cpu=cpu, resume=resume, data=data, sets=sets, evaluator=evaluator)
-
-
-RANKING_LABELS = {"fusion": "", "cosine": " [cosine]", "qb_cosine": " [cosine, query bank]"}
 
 
 def cross_validate_training(config: Config, *, cpu: bool = False, resume: bool = False) -> dict:

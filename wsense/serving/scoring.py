@@ -166,7 +166,8 @@ class RelevanceScorer:
         russian = [i for i, t in enumerate(texts) if is_cyrillic(t)]
         other = [i for i, t in enumerate(texts) if not is_cyrillic(t)]
         vectors = torch.zeros(len(texts), self.model.text_projection.out_features)
-        vectors[russian] = self.text_map([texts[i] for i in russian])
+        vectors[russian] = self.text_map([texts[i] for i in russian], self.embed_english,
+                                         self.config.search.multilingual_gloss)
         if other:
             vectors[other] = self.embed_english([texts[i] for i in other], batch_size)
         return vectors
