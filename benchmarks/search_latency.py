@@ -24,12 +24,34 @@ from wsense.models.photos import PhotoEncoder
 from wsense.safety import mentions_child
 from wsense.serving.first_stage import FirstStage
 from wsense.safety.checker import load_or_fit_check
+from wsense.serving.scoring import read_translations
 from wsense.serving.search import SearchEngine, torch_threads
 
 
 def percentiles(times: list[float]) -> str:
     ms = np.array(times) * 1000
     return f"p50 {np.percentile(ms, 50):6.2f} ms, p95 {np.percentile(ms, 95):6.2f} ms"
+
+
+def russian_latency(engine: SearchEngine, config, count: int) -> None:
+    """Russian queries (USE, the map, and the gloss through the English tower) with the gloss and without it."""
+    search = engine.scorer.config.search
+    queries = [q for q in read_translations(config.data.russian_queries) if not mentions_child(q)]
+    queries = (queries * (count // len(queries) + 1))[:count]
+    configured = search.multilingual_gloss
+    times: dict[float, list[float]] = {configured: [], 0.0: []}
+    engine.search(queries[0])
+    for i, block in enumerate(range(0, len(queries), 25)):
+        for weight in list(times)[::1 if i % 2 else -1]:
+            search.multilingual_gloss = weight
+            for query in queries[block:block + 25]:
+                start = time.perf_counter()
+                engine.search(query, top_k=1)
+                times[weight].append(time.perf_counter() - start)
+    search.multilingual_gloss = configured
+    for weight, measured in times.items():
+        print(f"{len(engine.images):>9} real images, Russian queries, text tower {search.text_runtime}, "
+              f"multilingual_gloss {weight:g}: {percentiles(measured)}")
 
 
 def main() -> None:
@@ -111,8 +133,10 @@ def main() -> None:
         print(f"{name} / torch p50 {ratio:.2f}; query embeddings max |difference| "
               f"{np.abs(embedded[name] - embedded[reference]).max():.1e}; same top result for {same} of "
               f"{len(queries)} queries")
-    default = engine.config.search.text_runtime  # the synthetic catalogs below: the configured text tower
+    default = engine.config.search.text_runtime  # the Russian queries and the synthetic catalogs: the configured one
     scorer.onnx_text = runtimes.get(default)
+    if config.data.russian_queries and scorer.text_map is not None:
+        russian_latency(engine, config, args.queries)
 
     rng = np.random.default_rng(0)
     base = engine.embeddings.numpy()
