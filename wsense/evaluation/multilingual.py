@@ -18,7 +18,6 @@ from wsense.errors import WsenseError
 from wsense.evaluation.evaluators import RANKING_LABELS, RetrievalEvaluator, catalog_scores
 from wsense.evaluation.report import model_name
 from wsense.models.checkpoint import load_checkpoint
-from wsense.serving.query_bank import bank_offsets
 from wsense.serving.scoring import RelevanceScorer, build_query_bank, fit_text_map, read_translations
 from wsense.training.sets import build_training_sets
 
@@ -59,10 +58,9 @@ def validate_multilingual(checkpoint: str | Path, settings: Config | None = None
     scorer = RelevanceScorer(model, config, device)
     scorer.text_map = fit_text_map(scorer, config, exclude_images=catalog)
     u = scorer.embed_images([data.train_image_dir / name for name in catalog], progress=False)
-    offsets = None
     if config.search.ranking == "qb_cosine":  # the bank, too, without the held-out captions
-        bank = build_query_bank(scorer, config, exclude_images=catalog)
-        offsets = config.search.bank_weight * bank_offsets(bank, u.numpy(), config.search.bank_beta)
+        scorer.bank = build_query_bank(scorer, config, exclude_images=catalog)
+    offsets = scorer.photo_offsets(u) if scorer.bank is not None else None
     rows = []
     for language, column in (("", "query_text"), (" [ru]", "query_text_ru")):
         v = scorer.embed_texts(queries[column].tolist())
