@@ -28,6 +28,7 @@ from wsense.serving.batching import QueryBatcher
 from wsense.serving.metadata import FILTER_NAMES, ORIENTATIONS, PhotoFilter
 from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
 from wsense.serving.watch import CatalogWatcher
+from wsense.safety import check_query
 from wsense.serving.search import MAX_QUERY_CHARS, SearchRequest, SearchResult, UnknownPhoto, disclaimer
 
 PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
@@ -487,6 +488,8 @@ def serve(engine, host: str = "127.0.0.1", port: int = 8000, watch: bool = False
     import uvicorn
 
     app = create_app(engine, watch=watch)
+    # The query check's sentence encoder loads its weights on first use (seconds): before the first request.
+    check_query("warm-up query")
     # The model and the catalog are long-lived: kept out of the garbage collector's full passes, which otherwise
     # stop every request in flight now and then.
     gc.freeze()
