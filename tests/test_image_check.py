@@ -201,3 +201,33 @@ def test_the_check_takes_the_leading_columns_of_a_frozen_model_whose_first_backb
     assert checker.shared_columns(model) is None
     other = settings(image_backbone__image_size=256)  # another first backbone
     assert checker.shared_columns(other) is None
+
+
+def _labels_file(path, rows):
+    path.write_text("image,split,label,note,reviewers\n" + "".join(f"{r},note,H1\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_the_check_is_fitted_on_labels_by_looking_without_the_unsure_photos(shared_data, tmp_path):
+    from conftest import TRAIN_IMAGES, settings
+    from wsense.safety.checker import training_photos
+
+    rows = [f"{name},train,{label}" for name, label in zip(TRAIN_IMAGES, ["child", "adult", "unsure", "none"] * 9)]
+    config = settings(data__dir=str(shared_data), safety__labels=str(_labels_file(tmp_path / "l.csv", rows)))
+    _, paths, labels = training_photos(config)
+    kept = [name for name, label in zip(TRAIN_IMAGES, ["child", "adult", "unsure", "none"] * 9) if label != "unsure"]
+    assert [p.name for p in paths] == kept
+    assert labels.tolist() == [int(r.split(",")[2] == "child") for r in rows if not r.endswith("unsure")]
+
+
+@pytest.mark.parametrize("rows, why", [
+    (["a.jpg,train,kid"], "row 2: label 'kid' is not one of child, adult, none, unsure"),
+    (None, "not found"),
+])
+def test_photo_labels_errors_are_one_line(tmp_path, rows, why):
+    path = tmp_path / "labels.csv"
+    if rows is not None:
+        _labels_file(path, rows)
+    with pytest.raises(WsenseError, match=why) as error:
+        ic.photo_labels(path)
+    assert "\n" not in str(error.value)

@@ -37,19 +37,22 @@ def test_fitted_check_reaches_the_floors_on_training_and_test_photos(config, fit
     from sklearn.metrics import roc_auc_score
 
     from wsense.data import load_data
-    from wsense.safety.image_check import own_caption_labels, rates
+    from wsense.safety.image_check import photo_labels, rates
 
-    check, labels, oof, _ = fitted
-    # reports/child_check.md: AUC 0.906 out of fold, default policy 0.931 recall at 0.342 FP; test 0.909, 0.886/0.321.
-    assert min(roc_auc_score(labels, s) for s in oof) >= 0.88
+    check, labels, oof, _, _ = fitted
+    # reports/child_check.md (labels by looking): AUC 0.919 out of fold, default policy 0.953 recall at 0.374 FP;
+    # test 0.919, 0.943 at 0.423.
+    assert len(labels) > 900 and min(roc_auc_score(labels, s) for s in oof) >= 0.90
     data = load_data(FULL_DATA, check_images=False)
-    test = own_caption_labels(data)
-    results = PhotoChecker.from_config(config).check_photos([data.test_image_dir / n for n in test.index],
+    looked = photo_labels(config.safety.labels)
+    test = looked[(looked["split"] == "test") & (looked["label"] != "unsure")]
+    results = PhotoChecker.from_config(config).check_photos([data.test_image_dir / n for n in test["image"]],
                                                             progress=False)
     scores = np.array([r.verdict.score for r in results])
-    got = rates([r.verdict.child for r in results], test.to_numpy())
-    assert roc_auc_score(test, scores) >= 0.85
-    assert got["recall"] >= 0.85 and got["fpr"] <= 0.40, got
+    truth = (test["label"] == "child").astype(int).to_numpy()
+    got = rates([r.verdict.child for r in results], truth)
+    assert roc_auc_score(truth, scores) >= 0.88
+    assert got["recall"] >= 0.90 and got["fpr"] <= 0.48, got
 
 
 def test_report_command_writes_the_figures_and_roc_curves(config, fitted, tmp_path):
@@ -58,8 +61,11 @@ def test_report_command_writes_the_figures_and_roc_curves(config, fitted, tmp_pa
     md = write_child_check_report(config, tmp_path)
     report = json.loads((tmp_path / "child_check.json").read_text())
     strict = report["train"]["policies"]["strict"]
-    assert np.mean(strict["recall"]) >= 0.9 and np.mean(strict["fpr"]) <= 0.35, strict
-    assert "| strict (default) |" in md.read_text()
+    assert np.mean(strict["recall"]) >= 0.94 and np.mean(strict["fpr"]) <= 0.40, strict
+    text = md.read_text()
+    assert "| strict (default) |" in text and "## Both label sets side by side" in text
+    assert [row["photos"].split(":")[1].strip() for row in report["side_by_side"]] == [
+        "labels by looking", "labels from captions", "labels by looking (unsure left out)", "labels from captions"]
     for name in ("child_check_roc_train.png", "child_check_roc_test.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

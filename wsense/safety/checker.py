@@ -18,8 +18,7 @@ from wsense.features import FrozenFeatures, backbone_fingerprints, image_fingerp
 from wsense.io import file_sha256
 from wsense.data import load_image
 from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos, shared_analyzer
-from wsense.safety.image_check import (CHECK_FILE, FACE_FEATURES, ChildCheck, Verdict, child_photo_labels,
-                                       fit_child_check)
+from wsense.safety.image_check import CHECK_FILE, FACE_FEATURES, ChildCheck, Verdict, fit_child_check, photo_labels
 
 
 def configured_check(config: Config) -> ChildCheck:
@@ -33,6 +32,7 @@ class FittedCheck(NamedTuple):
     labels: np.ndarray  # training photos: 1 shows a child
     scores: np.ndarray  # (seeds, photos) out-of-fold classifier scores
     faces: list[PhotoFaces]  # the training photos' face analyses
+    paths: list[Path]  # the training photos the check was fitted on (those safety.labels knows either way)
 
 
 @dataclass
@@ -108,7 +108,8 @@ class PhotoChecker:
 
 
 def training_photos(config: Config):
-    """The data set, its training photos' files and their child labels (image_check.child_photo_labels)."""
+    """The data set, and the files and labels (1: shows a child) of its training photos that safety.labels knows
+    either way: photos labelled unsure are left out of fitting and thresholds."""
     from wsense.data import load_data
 
     try:
@@ -116,8 +117,14 @@ def training_photos(config: Config):
     except WsenseError as error:
         raise WsenseError(f"the image check is fitted on the data set's training photos, which are missing: "
                           f"{error}") from None
-    labels = child_photo_labels(data)
-    return data, [data.train_image_dir / name for name in labels.index], labels.to_numpy()
+    labels = photo_labels(config.safety.labels)
+    labels = labels[(labels["split"] == "train") & (labels["label"] != "unsure")]
+    unknown = sorted(set(labels["image"]) - set(data.train_images))
+    if unknown:
+        raise WsenseError(f"{config.safety.labels}: {len(unknown)} labelled training photo(s) are not in the data "
+                          f"set, e.g. {unknown[0]}")
+    return (data, [data.train_image_dir / name for name in labels["image"]],
+            (labels["label"] == "child").astype(int).to_numpy())
 
 
 def fit_check_from_data(config: Config) -> FittedCheck:
@@ -136,7 +143,7 @@ def fit_check_from_data(config: Config) -> FittedCheck:
     path = check.save(config.safety.check)
     print(f"wsense: fitted the image check on {len(labels)} training photos ({int(labels.sum())} with children) in "
           f"{time.perf_counter() - start:.0f} s: {path}", file=sys.stderr)
-    return FittedCheck(check, labels, oof, faces)
+    return FittedCheck(check, labels, oof, faces, paths)
 
 
 def load_or_fit_check(config: Config) -> PhotoChecker:

@@ -225,6 +225,30 @@ def child_photo_labels(data, images: Sequence[str] | None = None, expert_fit: fl
     return pd.Series([int(name in children) for name in images], index=images, name="child")
 
 
+PHOTO_LABELS = ("child", "adult", "none", "unsure")
+
+
+def photo_labels(path: str | Path) -> pd.DataFrame:
+    """The labels made by looking (labels/photos.csv): columns image, split, label (PHOTO_LABELS), note, reviewers;
+    one-line errors when the file is missing or malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise WsenseError(f"safety.labels: {path} not found (what each data set photo shows, labelled by looking; "
+                          "see labels/README.md)")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise WsenseError(f"{path}: cannot read the photo labels ({exc})") from None
+    missing = {"image", "split", "label"} - set(frame.columns)
+    if missing:
+        raise WsenseError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    bad = ~frame["label"].isin(PHOTO_LABELS)
+    if bad.any():
+        raise WsenseError(f"{path}: row {int(bad.to_numpy().argmax()) + 2}: label {frame['label'][bad].iloc[0]!r} is "
+                          f"not one of {', '.join(PHOTO_LABELS)}")
+    return frame
+
+
 def own_caption_labels(data) -> pd.Series:
     """1 for a test photo whose own captions (the test queries) mention a child."""
     verdicts = data.test_queries.groupby("image")["query_text"].apply(lambda texts: any(map(mentions_child, texts)))
