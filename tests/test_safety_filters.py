@@ -29,3 +29,17 @@ def test_child_images_use_only_the_images_own_descriptions():
 def test_catalog_keeps_described_child_photos_out():
     descriptions = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "text": ["Ребёнок на пляже", "a lighthouse"]})
     assert child_images(descriptions) == {"a.jpg"}
+
+
+def test_training_filter_drops_photos_seen_to_show_a_child_whatever_their_captions(tiny_data, tmp_path):
+    from wsense.safety.filters import children_seen
+
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,split,label,note,reviewers\n1000_a0.jpg,train,child,boy on a bike,H1\n"
+                      "1001_a1.jpg,train,unsure,far figure,H1\n1003_a3.jpg,train,adult,man,H1\n", encoding="utf-8")
+    data = load_data(tiny_data)
+    seen = children_seen(labels)
+    assert seen == {"1000_a0.jpg"}
+    kept, summary = filter_training_pairs(data.pairs, data.captions, seen)
+    assert not {"1000_a0.jpg", "1002_a2.jpg"} & set(kept["image"])
+    assert "1001_a1.jpg" in set(kept["image"]) and summary.images_removed == 2

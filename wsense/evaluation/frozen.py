@@ -16,7 +16,7 @@ from wsense.folds import grouped_folds
 from wsense.features import FrozenFeatures
 from wsense.models.label_bridge import LabelBridge, imagenet_label_prompts
 from wsense.safety import mentions_child
-from wsense.safety.filters import filter_training_pairs
+from wsense.safety.filters import children_seen, filter_training_pairs
 
 FEATURE_SETS = ("concat", "concat_bridge")
 
@@ -77,7 +77,7 @@ def _label_bridge_rows(data: WithSenseData, features: FrozenFeatures, bridge: La
 def run_frozen_baselines(config: Config, models: list[str] | None = None) -> tuple[list[dict], list[str]]:
     """Rows for the report (and notes saying what the rows rest on)."""
     data = load_data(config.data_dir)
-    pairs, summary = filter_training_pairs(data.pairs, data.captions)
+    pairs, summary = filter_training_pairs(data.pairs, data.captions, children_seen(config.safety.labels))
     print(summary, file=sys.stderr)
     folds = grouped_folds(pairs, config.baselines.folds, config.baselines.seed, captions=data.captions)
     features = FrozenFeatures(config)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
+from wsense.safety.image_check import photo_labels
 from wsense.safety.rules import mentions_child
 
 
@@ -36,12 +39,20 @@ class FilterSummary:
         )
 
 
-def filter_training_pairs(pairs: pd.DataFrame, captions: pd.DataFrame) -> tuple[pd.DataFrame, FilterSummary]:
-    """Drop pairs whose image any of its captions describes as showing a child, and pairs whose caption does.
+def children_seen(labels_path: str | Path) -> set[str]:
+    """Photos that show a child by looking (safety.labels, labels/README.md), whatever their captions say."""
+    labels = photo_labels(labels_path)
+    return set(labels.loc[labels["label"] == "child", "image"])
+
+
+def filter_training_pairs(pairs: pd.DataFrame, captions: pd.DataFrame, seen: Iterable[str] = ()
+                          ) -> tuple[pd.DataFrame, FilterSummary]:
+    """Drop pairs whose image any of its captions describes as showing a child or that shows one by looking
+    (`seen`: children_seen), and pairs whose caption mentions one.
 
     `pairs` has columns image and query_text; `captions` has query_text and image (the caption's own image).
     """
-    children = child_images(captions.rename(columns={"query_text": "text"}))
+    children = child_images(captions.rename(columns={"query_text": "text"})) | set(seen)
     child_image = pairs["image"].isin(children)
     child_caption = _mentions(pairs["query_text"].fillna(""))
     keep = ~(child_image | child_caption)

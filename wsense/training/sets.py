@@ -8,7 +8,7 @@ import pandas as pd
 from wsense.config import Config
 from wsense.data import WithSenseData, make_target
 from wsense.folds import captions_of, grouped_folds
-from wsense.safety.filters import FilterSummary, child_images, filter_training_pairs
+from wsense.safety.filters import FilterSummary, child_images, children_seen, filter_training_pairs
 
 
 @dataclass
@@ -28,7 +28,8 @@ class TrainingSets:
 def build_training_sets(data: WithSenseData, config: Config, val_fold: int | None) -> TrainingSets:
     """Legal filter first, then the grouped fold `val_fold` held out (None: train on everything): its images, and
     every training pair whose text is one of their captions (see grouped_folds)."""
-    pairs, summary = filter_training_pairs(data.pairs, data.captions)
+    seen = children_seen(config.safety.labels)
+    pairs, summary = filter_training_pairs(data.pairs, data.captions, seen)
     val_images: set[str] = set()
     if val_fold is not None:
         folds = grouped_folds(pairs, config.baselines.folds, config.baselines.seed)
@@ -45,7 +46,7 @@ def build_training_sets(data: WithSenseData, config: Config, val_fold: int | Non
     }).dropna(subset=["target"])
 
     crowd = data.crowd[data.crowd["query_text"] != ""]
-    crowd, _ = filter_training_pairs(crowd, data.captions)
+    crowd, _ = filter_training_pairs(crowd, data.captions, seen)
     crowd = crowd[~crowd["image"].isin(val_images) & ~crowd["query_text"].isin(held_texts)]
     if config.training.crowd_weight > 0:
         judged_keys = set(zip(judged["image"], judged["query_text"]))
@@ -55,8 +56,8 @@ def build_training_sets(data: WithSenseData, config: Config, val_fold: int | Non
             "target": crowd_only["crowd_share"], "weight": config.training.crowd_weight, "source": 1,
         })], ignore_index=True)
 
-    children = child_images(data.captions.rename(columns={"query_text": "text"}))
-    own, _ = filter_training_pairs(data.true_pairs(), data.captions)
+    children = child_images(data.captions.rename(columns={"query_text": "text"})) | seen
+    own, _ = filter_training_pairs(data.true_pairs(), data.captions, seen)
     confirmed = crowd[crowd["crowd_share"] >= config.training.crowd_positive_threshold]
     positives = pd.concat([own[["image", "query_text"]], confirmed[["image", "query_text"]]], ignore_index=True)
     positives = positives.drop_duplicates().reset_index(drop=True)
