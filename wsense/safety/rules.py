@@ -70,6 +70,8 @@ def _leet(word: str) -> str | None:
     plain = word.translate(_LEET)
     plain = plain[:-1] + "s" if plain.endswith("z") else plain
     return plain if plain != word else None
+
+
 _WORD = re.compile(r"[\w'’&]+(?:-[\w']+)*")
 _NAMES = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(name) for name in sorted(v.NAMES, key=len, reverse=True))
                     + r")(?!\w)")
@@ -117,8 +119,8 @@ def _heads_a_thing(after: list[str], things, stems=()) -> bool:
     return False
 
 
-ANIMAL_OWNERS = ("puppy", "puppies", "dog", "dogs", "doggy", "doggie", "pet", "pets", "cat", "cats", "kitten")
-_ADULT_AGE = re.compile(r"(?:1[89]|[2-9]\d)(?:[ -]?(?:years?|yrs?)[ -]?old|[ -]?(?:лет|года?))")
+_ADULT_AGE_BEFORE = re.compile(r"(?<!\d)(?:1[89]|[2-9]\d)[ -]?(?:years?|yrs?)[ -]?old$")  # "my 30 year old son"
+_ADULT_AGE_AFTER = re.compile(r"(?:1[89]|[2-9]\d)[ -]?(?:лет|года?|years?\b)")  # "сын 40 лет"
 
 
 def _is_child_thing(term: str, match: re.Match) -> bool:
@@ -130,14 +132,14 @@ def _is_child_thing(term: str, match: re.Match) -> bool:
             or re.sub(r"[ -]", " ", term) in v.CHILD_THINGS)
 
 
-def _names_an_adult(term: str, previous: str, following: str, before: list[str], after: list[str]) -> bool:
-    """A family word right beside an adult marker or an adult age: "adult children", "взрослая дочь", "my 30 year
-    old son", "сын 40 лет", "father and adult daughter"."""
+def _names_an_adult(term: str, before: list[str], after: list[str]) -> bool:
+    """A family word right after an adult marker or an adult age, or right before an adult age: "adult children",
+    "взрослая дочь", "my 30 year old son", "сын 40 лет"."""
     if not (term in v.FAMILY or term.startswith(v.FAMILY_STEMS)):
         return False
-    return (previous in v.ADULT_MARKERS or _ADULT_AGE.fullmatch(" ".join(before[-3:])[-14:].strip()) is not None
-            or _ADULT_AGE.match(" ".join(after[:2])) is not None
-            or _ADULT_AGE.search(" ".join(before[-3:])) is not None and previous in ("old", "лет"))
+    return ((bool(before) and before[-1] in v.ADULT_MARKERS)
+            or _ADULT_AGE_BEFORE.search(" ".join(before[-4:])) is not None
+            or _ADULT_AGE_AFTER.match(" ".join(after[:2])) is not None)
 
 
 def _other_sense(match: re.Match, norm: str, names: list[tuple[int, int]]) -> bool:
@@ -150,9 +152,9 @@ def _other_sense(match: re.Match, norm: str, names: list[tuple[int, int]]) -> bo
     previous, following = (before[-1] if before else ""), (after[0] if after else "")
     if previous in ("without", "no", "nor", "без"):
         return True  # "a playground without children", "без детей"
-    if _is_child_thing(term, match) and (_EMPTY.search(norm) or previous in ANIMAL_OWNERS):
+    if _is_child_thing(term, match) and (_EMPTY.search(norm) or previous in v.ANIMAL_OWNERS):
         return True  # "детская площадка зимой без людей", "an empty stroller", "puppy kindergarten"
-    if _names_an_adult(term, previous, following, before, after):
+    if _names_an_adult(term, before, after):
         return True  # "adult children", "взрослая дочь", "my 30 year old son", "сын 40 лет"
     if kind == "age":
         year = re.search(r"(?:19|20)\d\d", term)

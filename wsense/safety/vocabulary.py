@@ -231,6 +231,7 @@ CHILD_THINGS = ("stroller", "strollers", "pram", "prams", "pushchair", "pushchai
                 "kindergarten", "kindergartens", "preschool", "preschools", "daycare", "daycares", "day care",
                 "nursery school", "primary school", "elementary school", "schoolyard", "montessori")
 CHILD_THING_STEMS = ("детск", "коляск", "подгузник", "пустышк", "ясл", "детсад", "роддом", "подростков")
+ANIMAL_OWNERS = ("puppy", "puppies", "dog", "dogs", "doggy", "doggie", "pet", "pets", "cat", "cats", "kitten")
 # A family word with an adult right beside it is an adult: "adult children", "взрослая дочь", "сын 40 лет".
 FAMILY = ("son", "sons", "daughter", "daughters", "grandson", "grandsons", "granddaughter", "granddaughters",
           "children", "kids", "child", "kid", "stepson", "stepdaughter")
