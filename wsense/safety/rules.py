@@ -47,6 +47,7 @@ _CHECKS = re.compile(
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _EMPTY = re.compile(r"\b(?:" + "|".join(v.EMPTY) + ")")
 _CHILD_WORD = re.compile(rf"(?:{v.EN_CHILD}|{v.RU_CHILD})")
+_SPACED = re.compile(r"(?<!\w)(?:\w[ .]){2,}\w(?!\w)")  # letters one by one, split by spaces or dots
 _LEET = str.maketrans({"1": "i", "0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 
 
@@ -249,6 +250,10 @@ def rule_matches(text: str) -> list[tuple[str, str]]:
     found = [(m.lastgroup.removesuffix("_ru"), m.group(m.lastgroup)) for m in matches
              if not _other_sense(m, norm, names)]
     if not found:  # misspelt or disguised: "childern", "k1ds", "девачка"; words the rules judged are left alone
+        for spaced in _SPACED.finditer(norm):  # "k i d s", "b.a.b.y", "д е т и в парке" (a one-letter word beside)
+            joined = re.sub(r"[ .]", "", spaced.group(0))
+            if any(_CHILD_WORD.fullmatch(run) or _spelling_slip(run) for run in (joined, joined[:-1], joined[1:])):
+                found.append(("child", spaced.group(0)))
         judged = names + [(m.start(), m.end()) for m in matches]
         for word_match in re.finditer(r"[\w@$]+", norm):
             if any(start <= word_match.start() < end for start, end in judged):
