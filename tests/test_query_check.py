@@ -47,9 +47,9 @@ def test_the_learned_check_refuses_what_no_rule_holds_and_says_so_in_the_query_l
 
 def test_development_tables_in_sample():
     frame, refused, child = _refused(development_table())
-    assert len(frame) >= 3000 and 0.4 < child.mean() < 0.6
+    assert len(frame) >= 4500 and 0.4 < child.mean() < 0.6
     # Fitted on these rows: better than out of fold (reports/query_check.md), and the rules' own calls stand.
-    assert refused[child].mean() >= 0.90 and refused[~child].mean() <= 0.06
+    assert refused[child].mean() >= 0.87 and refused[~child].mean() <= 0.06
 
 
 @pytest.mark.parametrize("table", HELDOUT_TABLES)

@@ -174,7 +174,9 @@ def test_ages_in_every_form_refuse_whatever_follows(age, form, follower):
     "первоклассники на линейке", "младшеклассник с рюкзаком", "ученики 3 класса", "пятого класса",
     "a wee one in a stroller", "little ones at play", "a tyke on a trike", "bairns on the beach", "малышня в саду",
     "карапуз на ковре", "шкет с удочкой", "childern on a slide", "k1ds at a party", "девачка с косичками",
-    "k i d s at the park", "b.a.b.y in a tub", "д е т и в парке",
+    "k i d s at the park", "b.a.b.y in a tub", "д е т и в парке", "t-o-d-d-l-e-r eating spaghetti",
+    "9 mo in a laundry basket", "8U softball team", "under 5s football", "deti v parke", "rebenok spit",
+    "спиногрызы на даче", "3 г. на пляже", "nephue, 6, building lego",
 ])
 def test_grades_informal_words_and_slips_refuse(query):
     assert mentions_child(query)
@@ -185,7 +187,10 @@ def test_grades_informal_words_and_slips_refuse(query):
     "a 5-year-old sourdough starter", "a 10-year-old golden retriever on the beach", "whisky aged 12 years",
     "10-летний коньяк", "дуб 15 лет", "пять лет назад", "двадцать пять лет", "билет первого класса",
     "baby elephant in the river", "U2 concert", "a minor chord", "sea urchin", "dilated pupils",
-    "k i d n e y beans in a jar", "U S A flag",
+    "k i d n e y beans in a jar", "U S A flag", "the Infanta in the Prado", "empty infant car seat product shot",
+    "his daughter's wedding day", "сын-пенсионер с мамой", "пёс по кличке Малыш", "улица Детская",
+    "девочки из бухгалтерии на корпоративе", "a lamb taking its first steps",
+    "торжественная линейка 1 сентября в академии",
 ])
 def test_other_senses_need_explicit_evidence(query):
     assert not mentions_child(query)

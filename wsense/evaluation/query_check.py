@@ -26,8 +26,9 @@ from wsense.safety.query_check import QUERY_CLASSIFIER, QueryClassifier, check_q
 from wsense.safety.rules import check_rules, mentions_child, normalize
 
 TABLES = Path(__file__).resolve().parents[2] / "tests" / "data"
-DEV_TABLES = ("queries_dev.tsv", "queries_dev2_a.tsv", "queries_dev2_b.tsv", "queries_dev2_c.tsv", "queries_dev2_d.tsv")
-HELDOUT_TABLES = ("queries_heldout.tsv", "queries_heldout2.tsv")
+DEV_TABLES = ("queries_dev.tsv", "queries_dev2_a.tsv", "queries_dev2_b.tsv", "queries_dev2_c.tsv", "queries_dev2_d.tsv",
+              "queries_dev3_e.tsv", "queries_dev3_f.tsv")
+HELDOUT_TABLES = ("queries_heldout.tsv", "queries_heldout2.tsv", "queries_heldout3.tsv", "queries_heldout4.tsv")
 RULES_TABLE = "legal_queries.tsv"
 C_GRID = (3.0, 10.0, 30.0)
 CAPTION_WEIGHTS = (0.2, 1.0)
@@ -184,9 +185,9 @@ def write_query_check_report(config, out: Path, classifier_path: Path = QUERY_CL
         f"never saw the row it scores; {len(dev)} queries); every choice was made on them. Held-out tables: each "
         "written by a writer who saw neither the code nor the other tables, and used for nothing but this table: "
         "`queries_heldout.tsv` before the rules changed (read once with the first development table, so the rules "
-        "and tables written after it are not blind to it), `queries_heldout2.tsv` before the classifier was refitted "
-        "on all development tables. A held-out query also written, word for word, in a development table is left "
-        "out of training.",
+        "and tables written after it are not blind to it), `queries_heldout2.tsv` before the second round of "
+        "development tables was fitted (read once then), `queries_heldout3.tsv` and `queries_heldout4.tsv` before "
+        "the third. A held-out query also written, word for word, in a development table is left out of training.",
         "",
         "| table | language | child / harmless queries | child passed (rules) | harmless refused (rules) | "
         "child passed (rules + learned) | harmless refused (rules + learned) |",

@@ -46,9 +46,25 @@ _CHECKS = re.compile(
 )
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _EMPTY = re.compile(r"\b(?:" + "|".join(v.EMPTY) + ")")
+_ADULT_SCHOOLING = re.compile(r"\b(?:" + "|".join(v.ADULT_SCHOOLING) + ")")
+_OFFICE = re.compile(r"\b(?:корпоратив|офис|бухгалтери|отдел|тимбилдинг|coworkers|office|accounting)")
 _CHILD_WORD = re.compile(rf"(?:{v.EN_CHILD}|{v.RU_CHILD})")
-_SPACED = re.compile(r"(?<!\w)(?:\w[ .]){2,}\w(?!\w)")  # letters one by one, split by spaces or dots
+_SPACED = re.compile(r"(?<!\w)(?:\w[ .-]){2,}\w(?!\w)")  # letters one by one, split by spaces, dots or hyphens
+# Russian written in Latin letters ("deti v parke", "rebenok"), longest letter groups first.
+_TRANSLIT = [("shch", "щ"), ("sch", "щ"), ("zh", "ж"), ("kh", "х"), ("ch", "ч"), ("sh", "ш"), ("ts", "ц"),
+             ("yu", "ю"), ("ya", "я"), ("yo", "е"), ("iy", "ий"), ("yj", "ый"), ("yy", "ый"), ("ja", "я"),
+             ("ju", "ю"), ("a", "а"), ("b", "б"), ("v", "в"), ("g", "г"), ("d", "д"), ("e", "е"), ("z", "з"),
+             ("i", "и"), ("j", "й"), ("k", "к"), ("l", "л"), ("m", "м"), ("n", "н"), ("o", "о"), ("p", "п"),
+             ("r", "р"), ("s", "с"), ("t", "т"), ("u", "у"), ("f", "ф"), ("h", "х"), ("c", "к"), ("y", "ы"),
+             ("w", "в"), ("x", "кс"), ("q", "к")]
+_TRANSLIT_RE = re.compile("|".join(re.escape(latin) for latin, _ in _TRANSLIT))
+_TRANSLIT_MAP = dict(_TRANSLIT)
+_RU_CHILD_WORD = re.compile(rf"(?:{v.RU_CHILD})")
 _LEET = str.maketrans({"1": "i", "0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+
+
+def _cyrillic(word: str) -> str:
+    return _TRANSLIT_RE.sub(lambda m: _TRANSLIT_MAP[m.group(0)], word)
 
 
 def _deletions(word: str) -> set[str]:
@@ -61,7 +77,8 @@ _SLIPS = {variant: key for key in v.SPELLING_KEYS for variant in _deletions(key)
 
 def _spelling_slip(word: str) -> bool:
     """A word of six letters or more one slip (a letter missing, extra, wrong or swapped) from a child word."""
-    return len(word) >= 6 and (word in _SLIPS or any(variant in _SLIPS for variant in _deletions(word)))
+    return (len(word) >= 6 and word not in v.NOT_SLIPS
+            and (word in _SLIPS or any(variant in _SLIPS for variant in _deletions(word))))
 
 
 def _leet(word: str) -> str | None:
@@ -121,7 +138,8 @@ def _heads_a_thing(after: list[str], things, stems=()) -> bool:
 
 
 _ADULT_AGE_BEFORE = re.compile(r"(?<!\d)(?:1[89]|[2-9]\d)[ -]?(?:years?|yrs?)[ -]?old$")  # "my 30 year old son"
-_ADULT_AGE_AFTER = re.compile(r"(?:1[89]|[2-9]\d)[ -]?(?:лет|года?|years?\b)")  # "сын 40 лет"
+_ADULT_AGE_AFTER = re.compile(r"(?:1[89]|[2-9]\d)[ -]?(?:лет|года?|years?\b)"  # "сын 40 лет", "дочь за 40"
+                              r"|за (?:[2-9]\d|тридцать|сорок|пятьдесят|шестьдесят)")
 
 
 def _is_child_thing(term: str, match: re.Match) -> bool:
@@ -129,18 +147,20 @@ def _is_child_thing(term: str, match: re.Match) -> bool:
     if match.lastgroup == "school":  # a school place, not its pupils: "an empty elementary classroom"
         return re.search(r"(?:ers?|pupils?|students?|kids|children|scouts?|players?|teams?|guides?|troops?)$",
                          term) is None
+    following = _words(match.string[match.end():])[:1]
     return (term in v.CHILD_THINGS or term.startswith(v.CHILD_THING_STEMS) or match.group(0).endswith(("'s", "s'"))
-            or re.sub(r"[ -]", " ", term) in v.CHILD_THINGS)
+            or re.sub(r"[ -]", " ", term) in v.CHILD_THINGS or bool(following and following[0] in v.CHILD_PRODUCTS))
 
 
 def _names_an_adult(term: str, before: list[str], after: list[str]) -> bool:
-    """A family word right after an adult marker or an adult age, or right before an adult age: "adult children",
-    "взрослая дочь", "my 30 year old son", "сын 40 лет"."""
+    """A family word right after an adult age, right before one, or before a wedding: "my 30 year old son", "сын 40
+    лет", "мать и дочь за 40", "his daughter's wedding"."""
     if not (term in v.FAMILY or term.startswith(v.FAMILY_STEMS)):
         return False
-    return ((bool(before) and before[-1] in v.ADULT_MARKERS)
-            or _ADULT_AGE_BEFORE.search(" ".join(before[-4:])) is not None
-            or _ADULT_AGE_AFTER.match(" ".join(after[:2])) is not None)
+    return (_ADULT_AGE_BEFORE.search(" ".join(before[-4:])) is not None
+            or _ADULT_AGE_AFTER.match(" ".join(after[:2])) is not None
+            or bool({"wedding", "bride", "groom"} & set(after[:3]))
+            or any(w.startswith(("свадьб", "невест", "жених")) for w in after[:3]))
 
 
 def _other_sense(match: re.Match, norm: str, names: list[tuple[int, int]]) -> bool:
@@ -153,19 +173,34 @@ def _other_sense(match: re.Match, norm: str, names: list[tuple[int, int]]) -> bo
     previous, following = (before[-1] if before else ""), (after[0] if after else "")
     if previous in ("without", "no", "nor", "без"):
         return True  # "a playground without children", "без детей"
+    if previous in v.NAME_BEFORE or previous in v.ADULT_MARKERS:
+        return True  # "улица Детская", "пёс по кличке Малыш"; "former child actor", "бывшие ученики"
+    if following.startswith(("студент", "пенсионер", "курсант")):
+        return True  # "внучка-студентка", "сын-пенсионер"
+    if ("first steps" in term or term.startswith("первы")) and (
+            set(_words(norm)) & set(v.YOUNG_ANIMALS) or any(w.startswith(v.RU_YOUNG_ANIMALS) for w in _words(norm))):
+        return True  # "a lamb taking its first steps", "котёнок, первые шаги"
+    if term.startswith(("девоч", "девчон", "мальчик", "girls", "boys")) and _OFFICE.search(norm):
+        return True  # "девочки из бухгалтерии на корпоративе": colleagues
+    if (match.lastgroup == "school" or "сентябр" in term) and _ADULT_SCHOOLING.search(norm):
+        return True  # "1 сентября в академии", "kindergarten teacher training for adults"
     if _is_child_thing(term, match) and (_EMPTY.search(norm) or previous in v.ANIMAL_OWNERS):
         return True  # "детская площадка зимой без людей", "an empty stroller", "puppy kindergarten"
     if _names_an_adult(term, before, after):
         return True  # "adult children", "взрослая дочь", "my 30 year old son", "сын 40 лет"
     if kind == "age":
         year = re.search(r"(?:19|20)\d\d", term)
-        if year:  # a birth year: a child only if born less than 16 years ago
-            return int(year.group(0)) <= datetime.date.today().year - 16
+        if year:  # a birth year: a child if born less than 16 years ago; a class graduating at 18 in 3 years or later
+            this_year = datetime.date.today().year
+            if term.startswith("class of"):
+                return int(year.group(0)) < this_year + 3
+            return int(year.group(0)) <= this_year - 16
         if _CYRILLIC.search(term):
             if previous in v.RU_TENS or previous in v.RU_DURATION_BEFORE or following in v.RU_DURATION_AFTER:
                 return True
             # "10-летний коньяк", "дуб 15 лет": a thing right after the age, or right before a "N лет".
-            return _heads_a_thing(after[:1], (), v.RU_AGED_THINGS) or previous.startswith(tuple(v.RU_AGED_THINGS))
+            things = v.RU_AGED_THINGS + v.RU_YOUNG_ANIMALS
+            return _heads_a_thing(after[:1], (), things) or previous.startswith(things)
         if re.search(r"old|y\.?/?o|yrs?|age|months?|weeks?|days?", term) is None:
             return False  # "5th birthday" has no other sense
         # "a 12 year old scotch" (attributive: the noun after), "whisky aged 12 years", "a tree 10 years old" (the
@@ -186,7 +221,7 @@ def _other_sense(match: re.Match, norm: str, names: list[tuple[int, int]]) -> bo
     if term in ("kiddie", "kiddy"):
         return following in ("pool", "pools")
     if term.startswith("коляск"):
-        return any(word.startswith(("инвалидн", "мотоцикл")) for word in before[-2:] + after[:2])
+        return any(word.startswith(("инвалидн", "мотоцикл", "кукольн")) for word in before[-2:] + after[:2])
     if term in ("nanny", "nannies"):
         return following in ("goat", "goats", "cam", "cams", "state")
     if term in ("kid", "kids"):
@@ -251,7 +286,7 @@ def rule_matches(text: str) -> list[tuple[str, str]]:
              if not _other_sense(m, norm, names)]
     if not found:  # misspelt or disguised: "childern", "k1ds", "девачка"; words the rules judged are left alone
         for spaced in _SPACED.finditer(norm):  # "k i d s", "b.a.b.y", "д е т и в парке" (a one-letter word beside)
-            joined = re.sub(r"[ .]", "", spaced.group(0))
+            joined = re.sub(r"[ .-]", "", spaced.group(0))
             if any(_CHILD_WORD.fullmatch(run) or _spelling_slip(run) for run in (joined, joined[:-1], joined[1:])):
                 found.append(("child", spaced.group(0)))
         judged = names + [(m.start(), m.end()) for m in matches]
@@ -259,6 +294,9 @@ def rule_matches(text: str) -> list[tuple[str, str]]:
             if any(start <= word_match.start() < end for start, end in judged):
                 continue
             word = word_match.group(0)
+            if re.fullmatch(r"[a-z]{3,}", word) and _RU_CHILD_WORD.fullmatch(_cyrillic(word)):
+                found.append(("child", word))  # "deti", "rebenok", "malysh"
+                continue
             plain = _leet(word)
             if (plain and _CHILD_WORD.fullmatch(plain)) or _spelling_slip(word):
                 found.append(("child", word))

@@ -30,7 +30,9 @@ EN_CHILD = alternatives(
     r"santa'?s[ -](?:lap|knee)", r"school[ -]run", r"easter[ -]egg[ -]hunts?", r"(?:lad|lass|laddie|lassie|bairn)s? of",
     r"trick[ -]or[ -]treaters?",
     r"strollers?", r"prams?", r"pushchairs?", r"bassinets?", r"playpens?", r"diapers?", r"nappy", r"nappies",
-    r"pacifiers?", r"onesies?", r"sippy[ -]cups?", r"high[ -]?chairs?", r"flower[ -]girls?", r"ring[ -]bearers?",
+    r"pacifiers?", r"sippy[ -]cups?", r"babys", r"weans", r"littlies", r"pickney", r"gurls?", r"pre-?skool",
+    r"(?:rainbows?|brownies?|daisy|daisies)[ -](?:units?|troops?|guides?)", r"high[ -]?chairs?", r"flower[ -]girls?",
+    r"ring[ -]bearers?",
 )
 
 # School years and youth groups: "third graders", "a 5th grade class", "middle schoolers", "U12", "cub scouts".
@@ -51,7 +53,7 @@ EN_SCHOOL = alternatives(
     r"brownies?[ -](?:troops?|guides?|pack)",
     r"girl[ -]guides?", r"little[ -]league(?:rs?)?", r"pee[ -]?wee(?:s)?", r"pop[ -]warner",
     r"t-?ball", r"tee[ -]?ball", r"u-?(?:[6-9]|1[0-8])s?",
-    r"under[ -](?:[6-9]|1[0-8])s", r"under-(?:[6-9]|1[0-8])",
+    r"under[ -](?:[1-9]|1[0-8])s", r"(?:[5-9]|1[0-8])u", r"under-(?:[6-9]|1[0-8])",
     r"under[ -](?:twos|threes|fours|fives|sixes|sevens|eights|nines|tens|elevens|twelves)",
     r"under (?:[6-9]|1[0-8]) (?:teams?|league|squad|side|players?)",
 )
@@ -76,6 +78,7 @@ EN_AGE = alternatives(
     rf"(?<!\w)aged[ -](?:{EN_NUMBER_0_15})\b", rf"(?<!\w)ages?[ -](?:{EN_NUMBER_0_15})\b",
     # Anyone counted in months, weeks or days is a baby; animals are excepted by the words around (AGED_THINGS).
     rf"(?<!\w)(?:\d+|{EN_NUMBER_0_15}|{EN_NUMBER_WORDS})[ -]?(?:months?|weeks?|days?)[ -]?olds?",
+    r"(?<!\w)\d{1,2}[ -]?mos?\b(?! ago)", r"(?<!\w)class of (?:20\d\d)\b",
     # A birth year no more than 15 years back: "born in 2014", "2014 года рождения", "2016 г.р." (checked in rules).
     r"(?<!\w)born (?:in )?(?:19|20)\d\d\b", r"(?<!\w)(?:19|20)\d\d (?:года? рождения|г\.? ?р\b\.?)",
     rf"(?<!\w){_ORDINAL_0_15}[ -]birthdays?",
@@ -102,7 +105,10 @@ RU_CHILD = alternatives(
     r"первы\w* шаг\w*", r"перв\w* сентябр\w*", r"1 сентября",
     # Spellings by ear: "децкий сад", "первакласники", "мальчег".
     r"децк\w*", r"перв[оа]клас+ни[кц]\w*", r"мальч(?:ег|ек|ишк)\w*",
-    r"детсадовц\w*", r"ясл(?:и|ях|ям|ей)", r"утренник\w*", r"октябрят\w*", r"скаут\w*",
+    r"детсадовц\w*", r"ясл(?:и|ях|ям|ей)", r"ясельк\w*", r"дошколен\w*", r"лял(?:я|и|е|ю|ей|ечк\w*)",
+    r"голопузик\w*", r"хлопч\w*", r"дытын\w*", r"спиногрыз\w*", r"бэби", r"кид(?:ы|ов|ам|ами|ах|у|ом)?",
+    r"дэт(?:и|ей|ям|ьми|ях)", r"полгодик\w*", r"(?:дней|дня|недел\w*) от рождения", r"утренник\w*", r"октябрят\w*",
+    r"скаут\w*",
     r"подрост(?:ок|к\w*)", r"тинейджер\w*", r"юн(?:ый|ая|ое|ые|ого|ой|ому|ым|ых|ыми|ую|ом)",
     r"младен(?:ец|ц\w*|ч\w*)", r"новорожденн\w*", r"груднич\w*", r"коляск\w*", r"подгузник\w*", r"пустышк\w*",
     r"сын(?:а|у|ом|е|ы|ов|ам|ами|ах|овь\w*|ок|к[аеиоу]\w*|очек|ишк\w*)?",  # not сыр
@@ -130,7 +136,7 @@ RU_AGE = alternatives(
     rf"(?<!\w)(?:{_RU_COMPOUND_0_15})летк\w*", r"\b\w*годовал\w*", r"годовасик\w*",
     # "мальчик 5 лет", "2 года", "пяти лет", "10 месяцев"; durations are excepted by the words around.
     rf"(?<!\w)(?:1[0-5]|[0-9]|{RU_NUMBER_0_15}) (?:лет|года?|годик\w*|годков)\b",
-    rf"(?<!\w)(?:\d+|{RU_NUMBER_0_15}) (?:месяц\w*|мес\b\.?|недел[ьи])",
+    rf"(?<!\w)(?:\d+|{RU_NUMBER_0_15}) (?:месяц\w*|мес\b\.?|недел[ьи])", r"(?<!\w)(?:1[0-5]|[0-9]) г\.(?! ?р)",
     r"в возрасте (?:до )?(?:1[0-5]|[0-9]|" + RU_NUMBER_0_15 + r")\b",
 )
 RU_SCHOOL = alternatives(
@@ -158,7 +164,10 @@ NAMES = (
     "girl groups", "boy band", "boy bands", "the boys tv", "boys in blue", "gossip girl", "boys noize", "baby yoda",
     "happy baby pose", "girl scout cookie", "girl scout cookies", "tater tots", "детский мир", "детское село",
     "детском селе", "детского села", "малышка на миллион", "дети пикассо", "дети picasso", "малыш на драйве",
-    "капитанская дочка", "капитанской дочки", "child node", "child nodes", "child element", "child elements",
+    "капитанская дочка", "капитанской дочки", "gibson girl", "gibson girls", "teenage mutant ninja turtles",
+    "smells like teen spirit", "child's play", "sweet child o' mine", "sweet child o mine", "son heung-min",
+    "big boy", "дети арбата", "дети солнца", "дети капитана гранта", "child node", "child nodes", "child element",
+    "child elements",
     "children's book",
     "children's books", "children's literature", "поза ребенка", "позе ребенка", "позу ребенка", "позы ребенка",
 )
@@ -178,7 +187,8 @@ YOUNG_ANIMALS = (
 BABY_THINGS = (
     "blue", "pink", "carrot", "carrots", "spinach", "corn", "potato", "potatoes", "tomato", "tomatoes", "bok",
     "back", "grand", "shower", "showers", "boomer", "boomers", "bump", "pool", "breath", "doll", "dolls",
-    "monitor", "food",
+    "monitor", "food", "formula", "wipes", "powder", "shampoo", "lotion", "oil", "clothes", "shoes", "bottle",
+    "bottles", "gate", "gates",
 )
 MINOR_THINGS = ("league", "leaguer", "leaguers", "key", "chord", "chords", "scale", "scales", "detail", "details",
                 "injury", "injuries", "repair", "repairs", "damage", "road", "roads", "planet", "planets", "prophet",
@@ -220,7 +230,13 @@ EMPTY = ("empty", "deserted", "abandoned", "nobody", "no people", "without peopl
          "furniture store", "store display", "for sale", "museum", "без людей", "без детей", "без учеников",
          "для взрослых", "пуст", "заброшенн", "безлюдн", "на белом фоне", "флэтлей", "в музее", "в магазине",
          "building", "exterior", "facade", "здание", "здания", "фасад", "снаружи", "для щенков", "для собак",
-         "для кошек")
+         "для кошек", "для животных", "для питомцев", "для кукол", "кукольн", "shelf", "shelves", "aisle",
+         "supermarket", "pharmacy", "folded", "сложен", "склад", "в коробке", "упаковк", "витрин")
+# Evidence of grown-up schooling for a school word: "1 сентября в академии", "kindergarten teacher training".
+ADULT_SCHOOLING = ("university", "college", "academy", "cadets", "adult", "adults", "вуз", "университет",
+                   "академи", "курсант", "студент", "институт", "взросл")
+# Words just before a child word that make it a name: "улица Детская", "пёс по кличке Малыш".
+NAME_BEFORE = ("улица", "улицы", "ул", "станция", "метро", "кличке", "named", "called", "street")
 # After "детский": an adult who works with children, not a child ("детский врач", "детская писательница").
 RU_CHILD_PROFESSIONS = ("врач", "психолог", "писател", "поэт", "стоматолог", "хирург", "офтальмолог", "невролог",
                         "омбудсмен", "фотограф")
@@ -230,13 +246,19 @@ CHILD_THINGS = ("stroller", "strollers", "pram", "prams", "pushchair", "pushchai
                 "onesies", "sippy cup", "sippy cups", "high chair", "high chairs", "highchair", "highchairs",
                 "kindergarten", "kindergartens", "preschool", "preschools", "daycare", "daycares", "day care",
                 "nursery school", "primary school", "elementary school", "schoolyard", "montessori")
-CHILD_THING_STEMS = ("детск", "коляск", "подгузник", "пустышк", "ясл", "детсад", "роддом", "подростков")
+CHILD_THING_STEMS = ("детск", "коляск", "подгузник", "пустышк", "ясл", "детсад", "роддом", "подростков", "утренник",
+                     "1 сентябр", "первое сентябр")
+# A child word right before one of these names a product, not a child: "an empty infant car seat", "toddler bed".
+CHILD_PRODUCTS = ("car", "seat", "seats", "bed", "beds", "formula", "food", "clothes", "clothing", "shoes", "toys",
+                  "books", "furniture", "monitor", "bottle", "bottles", "gate", "crib", "cot", "stroller", "carrier",
+                  "swing", "bike", "helmet", "costume", "costumes", "section")
 ANIMAL_OWNERS = ("puppy", "puppies", "dog", "dogs", "doggy", "doggie", "pet", "pets", "cat", "cats", "kitten")
 # A family word with an adult right beside it is an adult: "adult children", "взрослая дочь", "сын 40 лет".
 FAMILY = ("son", "sons", "daughter", "daughters", "grandson", "grandsons", "granddaughter", "granddaughters",
           "children", "kids", "child", "kid", "stepson", "stepdaughter")
 FAMILY_STEMS = ("сын", "доч", "вну", "дет", "племянн")
-ADULT_MARKERS = ("adult", "adults", "grown", "grown-up", "grownup", "middle-aged", "взрослый", "взрослая",
+ADULT_MARKERS = ("adult", "adults", "grown", "grown-up", "grownup", "middle-aged", "former", "бывшие", "бывший",
+                 "бывшая", "бывших", "взрослый", "взрослая",
                  "взрослые", "взрослого", "взрослой", "взрослым", "взрослыми", "взрослых", "взрослую", "взрослое")
 # Correct spellings that a one-letter slip of a query should still find ("childern", "ребенек", "девачка").
 SPELLING_KEYS = (
@@ -245,11 +267,13 @@ SPELLING_KEYS = (
     "ребенок", "ребенка", "ребенку", "ребенком", "детишки", "детишек", "девочка", "девочки", "девочку", "девочкой",
     "мальчик", "мальчики", "мальчика", "школьник", "школьники", "школьница", "школьницы", "малыши", "малышка",
     "младенец", "детский", "детская", "детские", "первоклассник", "первоклассники", "подросток", "подростки",
+    "child", "infant", "nephew", "nephews", "nieces", "ребятишки", "детишки",
 )
+NOT_SLIPS = ("infanta", "infantas", "chilly", "chilled")  # real words one slip from a key
 RU_YOUNG_ANIMALS = (  # stems after "новорожденный"
     "жереб", "теленок", "теля", "ягнен", "ягнят", "козл", "щен", "кот", "тюлен", "слон", "медвеж", "поросен",
     "поросят", "лисят", "волчон", "олен", "зебр", "жираф", "кенгуру", "панд", "птен", "цыпл", "утят", "гусят",
-    "детеныш", "кроль", "зайч", "бельк", "верблюж",
+    "детеныш", "кроль", "зайч", "бельк", "верблюж", "тигр", "львен", "львят", "бегемот", "жирафен",
 )
 # Words that end the description of an aged noun: "a 5-year-old with his dog" is about the 5-year-old.
 STOP = {"with", "and", "or", "on", "in", "at", "of", "by", "for", "to", "from", "playing", "holding", "under",
