@@ -7,6 +7,7 @@ import pytest
 
 from wsense.errors import WsenseError
 from wsense.evaluation.query_check import HELDOUT_TABLES, TABLES, development_table, read_query_table
+from wsense.safety import query_check
 from wsense.safety.query_check import QueryClassifier, check_queries, check_query, shipped_classifier
 
 REPORT = Path(__file__).resolve().parents[1] / "reports" / "query_check.json"
@@ -34,17 +35,23 @@ def test_a_damaged_classifier_file_is_a_one_line_error(tmp_path, text, why):
     assert "\n" not in str(error.value)
 
 
-def test_the_learned_check_refuses_what_no_rule_holds_and_says_so_in_the_query_language():
+def test_the_learned_check_refuses_what_no_rule_holds_and_says_so_in_the_query_language(monkeypatch):
+    asked = []
+    monkeypatch.setattr(query_check, "sentence_vectors",
+                        lambda texts: asked.extend(texts) or np.zeros((len(texts), 512)))
     always = QueryClassifier(np.zeros(512), 5.0, 0.5)  # a classifier that refuses everything it is asked about
     english, russian, by_rule, empty = check_queries(["a lighthouse", "маяк на скале", "two boys", ""], always)
     assert english.refused and english.reason.startswith("reads as a query about children")
     assert russian.refused and russian.reason.startswith("похоже на запрос о детях")
     assert by_rule.reason == 'mentions a child ("boys")'  # the rules answer first, with their reason
     assert not empty.refused  # an empty query is the caller's to handle
+    assert asked == ["a lighthouse", "маяк на скале"]  # only what the rules allow, and not the empty query
     never = QueryClassifier(np.zeros(512), -5.0, 0.5)
     assert not check_query("a lighthouse", never).refused
 
 
+@pytest.mark.e2e
+@pytest.mark.weights
 def test_development_tables_in_sample():
     frame, refused, child = _refused(development_table())
     assert len(frame) >= 4500 and 0.4 < child.mean() < 0.6
@@ -52,6 +59,8 @@ def test_development_tables_in_sample():
     assert refused[child].mean() >= 0.87 and refused[~child].mean() <= 0.06
 
 
+@pytest.mark.e2e
+@pytest.mark.weights
 @pytest.mark.parametrize("table", HELDOUT_TABLES)
 def test_heldout_tables_do_no_worse_than_their_report(table):
     """The held-out tables are never used to fit or tune; this only keeps the reported figures from slipping."""
