@@ -24,6 +24,7 @@ def free_port() -> int:
 def test_two_processes_train_and_save_one_checkpoint(tiny_data, tmp_path):
     config = load_config().to_dict()
     config["data"].update(dir=str(tiny_data), russian_queries=None, russian_train_captions=None)
+    config["safety"]["labels"] = str(ROOT / "labels" / "photos.csv")  # relative paths are the working directory's
     config["cache_dir"] = str(tmp_path / "cache")
     config["training"].update(output_dir=str(tmp_path / "run"), epochs=2, batch_size=4, contrastive_batch_size=2,
                               warmup_steps=1)
