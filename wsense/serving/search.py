@@ -27,6 +27,7 @@ from wsense.models.checkpoint import model_fingerprint
 from wsense.safety import check_query
 from wsense.safety.checker import PhotoChecker, configured_check
 from wsense.safety.image_check import CHECK_FILE
+from wsense.safety.rules import language_of, normalize
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, IndexReport, update_index
 from wsense.serving.metadata import PhotoFilter, unknown_metadata
@@ -45,7 +46,12 @@ class UnknownPhoto(WsenseError):
 
 def disclaimer(query: str) -> str:
     """The refusal notice in the query's own language (Russian for a query in Cyrillic)."""
-    return DISCLAIMER_RU if check_query(query).language == "ru" else DISCLAIMER
+    return DISCLAIMER_RU if language_of(normalize(query)) == "ru" else DISCLAIMER
+
+
+def reason_label(query: str) -> str:
+    """"Reason" in the query's own language, before the refusal's reason (which is in it already)."""
+    return "Причина" if language_of(normalize(query)) == "ru" else "Reason"
 
 
 @dataclass

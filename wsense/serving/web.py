@@ -29,7 +29,8 @@ from wsense.serving.metadata import FILTER_NAMES, ORIENTATIONS, PhotoFilter
 from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
 from wsense.serving.watch import CatalogWatcher
 from wsense.safety import check_query
-from wsense.serving.search import MAX_QUERY_CHARS, SearchRequest, SearchResult, UnknownPhoto, disclaimer
+from wsense.serving.search import (MAX_QUERY_CHARS, SearchRequest, SearchResult, UnknownPhoto, disclaimer,
+                                   reason_label)
 
 PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
@@ -259,7 +260,7 @@ def _results_html(result: dict, k: int, min_score: float | None, filters: dict |
     query, like = escape(result["query"]), result["like"]
     if result["refused"]:
         return (f'<div class="notice" role="alert"><p>{escape(disclaimer(result["query"]))}</p>'
-                f'<p>Reason: {escape(result["reason"] or "")}</p></div>')
+                f'<p>{reason_label(result["query"])}: {escape(result["reason"] or "")}</p></div>')
     example = "your photo" if like == UPLOADED and not pageable else like
     what = " and ".join(part for part in (f"“{query}”" if query else "",
                                           f"photos like {escape(example)}" if like else "") if part)
