@@ -45,7 +45,8 @@ from wsense.features import FrozenFeatures
 from wsense.io import file_sha256
 from wsense.models import create_image_backbone
 from wsense.safety.faces import FaceCache, analyze_photos
-from wsense.safety.image_check import child_photo_labels, face_features, has_young_face, photo_labels, readable_faces
+from wsense.safety.image_check import (child_photo_labels, face_features, has_young_face, photo_labels, rates,
+                                       readable_faces, threshold_for_recall)
 
 CROP_PX, SEEDS, FOLDS, TARGET = 160, (0, 1), 5, 0.95
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -103,11 +104,9 @@ def ages(photo) -> np.ndarray:
 
 
 def fp_at_target(scores, labels, forced):
-    children = labels == 1
-    free = np.sort(scores[children & ~forced])[::-1]
-    need = int(np.ceil(TARGET * children.sum())) - int((children & forced).sum())
-    threshold = free[min(need, len(free)) - 1] if need > 0 else np.inf
-    return float((forced | (scores >= threshold))[~children].mean())
+    """The share of photos without a child kept out when the product's rule keeps out TARGET of the child photos."""
+    threshold = threshold_for_recall(scores, labels, forced, TARGET)
+    return rates(forced | (scores >= threshold), labels)["fpr"]
 
 
 def main() -> None:
