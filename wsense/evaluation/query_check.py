@@ -29,7 +29,7 @@ from wsense.safety.rules import check_rules, mentions_child, normalize
 
 TABLES = Path(__file__).resolve().parents[2] / "tests" / "data"
 DEV_TABLES = ("queries_dev.tsv", "queries_dev2_a.tsv", "queries_dev2_b.tsv", "queries_dev2_c.tsv", "queries_dev2_d.tsv",
-              "queries_dev3_e.tsv", "queries_dev3_f.tsv")
+              "queries_dev3_e.tsv", "queries_dev3_f.tsv", "queries_dev4_terse.tsv")
 HELDOUT_TABLES = ("queries_heldout.tsv", "queries_heldout2.tsv", "queries_heldout3.tsv", "queries_heldout4.tsv",
                   "queries_heldout5.tsv", "queries_heldout6.tsv")
 RULES_TABLE = "legal_queries.tsv"
