@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import sparse
 
 from wsense.errors import WsenseError
 from wsense.evaluation.query_check import HELDOUT_TABLES, TABLES, development_table, read_query_table
@@ -56,8 +57,8 @@ def test_a_damaged_classifier_file_is_a_one_line_error(tmp_path, damage, why):
 
 def test_the_learned_check_refuses_what_no_rule_holds_and_says_so_in_the_query_language(monkeypatch):
     asked = []
-    monkeypatch.setattr(query_check, "sentence_vectors",
-                        lambda texts: asked.extend(texts) or np.zeros((len(texts), 512)))
+    monkeypatch.setattr(query_check, "query_inputs", lambda texts: asked.extend(texts) or (
+        np.zeros((len(texts), 512)), sparse.csr_matrix((len(texts), query_check.GRAM_FEATURES))))
     always = _classifier(intercept=5.0)  # a classifier that refuses everything it is asked about
     english, russian, by_rule, empty = check_queries(["a lighthouse", "маяк на скале", "two boys", ""], always)
     assert english.refused and english.reason.startswith("reads as a query about children")

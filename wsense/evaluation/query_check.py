@@ -23,8 +23,7 @@ import pandas as pd
 from scipy import sparse
 
 from wsense.errors import WsenseError
-from wsense.safety.query_check import (GRAM_FEATURES, QUERY_CLASSIFIER, QueryClassifier, character_grams,
-                                       check_queries, sentence_vectors)
+from wsense.safety.query_check import GRAM_FEATURES, QUERY_CLASSIFIER, QueryClassifier, check_queries, query_inputs
 from wsense.safety.rules import check_rules, mentions_child, normalize
 
 TABLES = Path(__file__).resolve().parents[2] / "tests" / "data"
@@ -90,8 +89,9 @@ def caption_texts(config) -> pd.DataFrame:
 
 
 def _features(texts: list[str]):
-    """The classifier's inputs, side by side: the sentence embedding, then the character n-grams (sparse rows)."""
-    return sparse.hstack([sparse.csr_matrix(sentence_vectors(texts)), character_grams(texts)]).tocsr()
+    """The classifier's inputs side by side, as sparse rows: the sentence embedding, then the character n-grams."""
+    vectors, grams = query_inputs(texts)
+    return sparse.hstack([sparse.csr_matrix(vectors), grams]).tocsr()
 
 
 def _fit(x, y: np.ndarray, weights: np.ndarray, c: float):

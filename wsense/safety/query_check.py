@@ -33,26 +33,21 @@ GRAM_FEATURES = 2 ** 16  # hashed character 3- to 5-grams of the words (scikit-l
 GRAM_WEIGHT = 0.5  # the n-grams' scale beside the unit-length sentence embedding
 
 
-def sentence_vectors(texts: Sequence[str]) -> np.ndarray:
-    """(n, 512) L2-normalised USE embeddings of the texts as the classifier reads them (normalised, without the words
-    the rules excused)."""
-    from wsense.models.multilingual import universal_sentence_encoder
-
-    if not texts:
-        return np.zeros((0, 512), np.float32)
-    vectors = np.asarray(universal_sentence_encoder().encode([excused_text(t) for t in texts]),
-                         dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
-
-def character_grams(texts: Sequence[str]):
-    """(n, GRAM_FEATURES) sparse, L2-normalised counts of the texts' hashed character 3- to 5-grams (within words),
-    as the classifier reads them: spellings and word parts that the sentence embedding smooths over."""
+def query_inputs(texts: Sequence[str]):
+    """What the classifier reads of each text, normalised and without the words the rules excused: its (n, 512)
+    L2-normalised USE embedding, and the (n, GRAM_FEATURES) sparse, L2-normalised counts of its hashed character 3-
+    to 5-grams within words (spellings and word parts the embedding smooths over), scaled by GRAM_WEIGHT."""
     from sklearn.feature_extraction.text import HashingVectorizer
 
+    from wsense.models.multilingual import universal_sentence_encoder
+
+    read = [excused_text(t) for t in texts]
     grams = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=GRAM_FEATURES,
-                              alternate_sign=False, norm="l2")
-    return grams.transform([excused_text(t) for t in texts]) * GRAM_WEIGHT
+                              alternate_sign=False, norm="l2").transform(read) * GRAM_WEIGHT
+    if not read:
+        return np.zeros((0, 512), np.float32), grams
+    vectors = np.asarray(universal_sentence_encoder().encode(read), dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12), grams
 
 
 @dataclass
@@ -116,8 +111,7 @@ def check_queries(texts: Sequence[str], classifier: QueryClassifier | None = Non
     ask = [i for i, (text, verdict) in enumerate(zip(texts, verdicts)) if not verdict.refused and normalize(text)]
     if ask:
         classifier = classifier or shipped_classifier()
-        asked = [texts[i] for i in ask]
-        scores = classifier.probabilities(sentence_vectors(asked), character_grams(asked))
+        scores = classifier.probabilities(*query_inputs([texts[i] for i in ask]))
         for i, score in zip(ask, scores):
             if score >= classifier.threshold:
                 language = language_of(normalize(texts[i]))
