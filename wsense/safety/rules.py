@@ -17,6 +17,7 @@ Design (operators' version: docs/legal_filter.md):
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -142,14 +143,13 @@ _ADULT_AGE_AFTER = re.compile(r"(?:1[89]|[2-9]\d)[ -]?(?:лет|года?|years?
                               r"|за (?:[2-9]\d|тридцать|сорок|пятьдесят|шестьдесят)")
 
 
-def _is_child_thing(term: str, match: re.Match) -> bool:
+def _is_child_thing(term: str, match: re.Match, following: str) -> bool:
     """A place or thing made for children (or a possessive: "children's shoes"), not a child."""
     if match.lastgroup == "school":  # a school place, not its pupils: "an empty elementary classroom"
         return re.search(r"(?:ers?|pupils?|students?|kids|children|scouts?|players?|teams?|guides?|troops?)$",
                          term) is None
-    following = _words(match.string[match.end():])[:1]
     return (term in v.CHILD_THINGS or term.startswith(v.CHILD_THING_STEMS) or match.group(0).endswith(("'s", "s'"))
-            or re.sub(r"[ -]", " ", term) in v.CHILD_THINGS or bool(following and following[0] in v.CHILD_PRODUCTS))
+            or re.sub(r"[ -]", " ", term) in v.CHILD_THINGS or following in v.CHILD_PRODUCTS)
 
 
 def _names_an_adult(term: str, before: list[str], after: list[str]) -> bool:
@@ -177,14 +177,14 @@ def _other_sense(match: re.Match, norm: str, names: list[tuple[int, int]]) -> bo
         return True  # "улица Детская", "пёс по кличке Малыш"; "former child actor", "бывшие ученики"
     if following.startswith(("студент", "пенсионер", "курсант")):
         return True  # "внучка-студентка", "сын-пенсионер"
-    if ("first steps" in term or term.startswith("первы")) and (
-            set(_words(norm)) & set(v.YOUNG_ANIMALS) or any(w.startswith(v.RU_YOUNG_ANIMALS) for w in _words(norm))):
+    if ("first steps" in term or term.startswith("первы")) and any(
+            w in v.YOUNG_ANIMALS or w.startswith(v.RU_YOUNG_ANIMALS) for w in before + after):
         return True  # "a lamb taking its first steps", "котёнок, первые шаги"
     if term.startswith(("девоч", "девчон", "мальчик", "girls", "boys")) and _OFFICE.search(norm):
         return True  # "девочки из бухгалтерии на корпоративе": colleagues
     if (match.lastgroup == "school" or "сентябр" in term) and _ADULT_SCHOOLING.search(norm):
         return True  # "1 сентября в академии", "kindergarten teacher training for adults"
-    if _is_child_thing(term, match) and (_EMPTY.search(norm) or previous in v.ANIMAL_OWNERS):
+    if _is_child_thing(term, match, following) and (_EMPTY.search(norm) or previous in v.ANIMAL_OWNERS):
         return True  # "детская площадка зимой без людей", "an empty stroller", "puppy kindergarten"
     if _names_an_adult(term, before, after):
         return True  # "adult children", "взрослая дочь", "my 30 year old son", "сын 40 лет"
@@ -265,13 +265,21 @@ def _other_sense(match: re.Match, norm: str, names: list[tuple[int, int]]) -> bo
     return False
 
 
+@functools.lru_cache(maxsize=4096)
+def _judged(norm: str) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[re.Match, bool], ...]]:
+    """The known names' spans in normalised text, and each rule match with whether explicit evidence excuses it:
+    computed once per text for both the rules' verdict and what the learned check reads."""
+    names = [(m.start(), m.end()) for m in _NAMES.finditer(norm)]
+    return tuple(names), tuple((m, _other_sense(m, norm, names)) for m in _CHECKS.finditer(norm))
+
+
 def excused_text(text: str) -> str:
     """The normalised text without the words the rules excused on explicit evidence ("Boy George on stage" -> "on
     stage", "baby penguins huddled" -> "penguins huddled"): what the learned check reads, so that evidence of
     another sense counts for both."""
     norm = normalize(text)
-    names = [(m.start(), m.end()) for m in _NAMES.finditer(norm)]
-    spans = names + [(m.start(), m.end()) for m in _CHECKS.finditer(norm) if _other_sense(m, norm, names)]
+    names, matches = _judged(norm)
+    spans = list(names) + [(m.start(), m.end()) for m, excused in matches if excused]
     for start, end in sorted(spans, reverse=True):
         norm = norm[:start] + " " + norm[end:]
     return " ".join(norm.split())
@@ -280,16 +288,15 @@ def excused_text(text: str) -> str:
 def rule_matches(text: str) -> list[tuple[str, str]]:
     """(kind, matched words) for each rule that refuses `text`, in order: kind is age, child or school."""
     norm = normalize(text)
-    names = [(m.start(), m.end()) for m in _NAMES.finditer(norm)]
-    matches = list(_CHECKS.finditer(norm))
-    found = [(m.lastgroup.removesuffix("_ru"), m.group(m.lastgroup)) for m in matches
-             if not _other_sense(m, norm, names)]
+    names, judged_matches = _judged(norm)
+    matches = [m for m, _ in judged_matches]
+    found = [(m.lastgroup.removesuffix("_ru"), m.group(m.lastgroup)) for m, excused in judged_matches if not excused]
     if not found:  # misspelt or disguised: "childern", "k1ds", "девачка"; words the rules judged are left alone
         for spaced in _SPACED.finditer(norm):  # "k i d s", "b.a.b.y", "д е т и в парке" (a one-letter word beside)
             joined = re.sub(r"[ .-]", "", spaced.group(0))
             if any(_CHILD_WORD.fullmatch(run) or _spelling_slip(run) for run in (joined, joined[:-1], joined[1:])):
                 found.append(("child", spaced.group(0)))
-        judged = names + [(m.start(), m.end()) for m in matches]
+        judged = list(names) + [(m.start(), m.end()) for m in matches]
         for word_match in re.finditer(r"[\w@$]+", norm):
             if any(start <= word_match.start() < end for start, end in judged):
                 continue
