@@ -41,7 +41,7 @@ from sklearn.preprocessing import StandardScaler
 
 from wsense.config import ImageBackboneConfig, load_config
 from wsense.data import load_data
-from wsense.features import FrozenFeatures
+from wsense.models.frozen_features import FrozenFeatures
 from wsense.io import file_sha256
 from wsense.models import create_image_backbone
 from wsense.safety.faces import FaceCache, analyze_photos

@@ -40,7 +40,7 @@ import wsense.training.loop as loop_mod
 from wsense.config import load_config
 from wsense.data import load_data
 from wsense.evaluation.evaluators import RetrievalEvaluator, ValidationEvaluator, catalog_scores
-from wsense.features import FrozenFeatures
+from wsense.models.frozen_features import FrozenFeatures
 from wsense.models.relevance import build_relevance_model
 from wsense.safety.faces import FaceCache, analyze_photos
 from wsense.safety.image_check import face_features, readable_faces

@@ -131,7 +131,7 @@ def make_check(coef=None, intercept: float = -8.0, thresholds=None, features: in
     sigmoid(intercept)); `thresholds`: {"photo": t, "uncertain": u} for every policy."""
     import dataclasses
 
-    from wsense.features import image_fingerprint
+    from wsense.models.frozen_features import image_fingerprint
     from wsense.safety.image_check import FACE_FEATURES, UNCERTAIN_POLICIES, ChildCheck
 
     config = load_config()

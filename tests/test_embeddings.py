@@ -3,7 +3,7 @@ import torch
 
 from conftest import write_image
 from wsense.data import load_image
-from wsense.embeddings import EmbeddingCache, embed_images, embed_texts
+from wsense.models.embedding_cache import EmbeddingCache, embed_images, embed_texts
 
 
 class CountingEncoder:

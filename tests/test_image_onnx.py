@@ -87,7 +87,7 @@ def test_image_runtime_is_chosen_by_the_users_config_with_clear_errors(checkpoin
 
 
 def test_frozen_features_through_onnx_match_torch_and_export_only_for_uncached_photos(photos, tmp_path):
-    from wsense.features import FrozenFeatures
+    from wsense.models.frozen_features import FrozenFeatures
 
     config = load_config()
     config.cache_dir = str(tmp_path / "onnx-cache")

@@ -164,7 +164,7 @@ def test_unknown_views_are_a_clear_error():
 
 def test_frozen_feature_cache_names_each_backbone_with_its_size_and_the_views():
     from wsense.config import load_config
-    from wsense.features import backbone_fingerprints, image_fingerprint
+    from wsense.models.frozen_features import backbone_fingerprints, image_fingerprint
 
     config = load_config()
     config.image_backbone.views = ["center"]

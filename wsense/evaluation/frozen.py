@@ -13,7 +13,7 @@ from wsense.data import WithSenseData, load_data
 from wsense.errors import WsenseError
 from wsense.evaluation.evaluators import CorrelationEvaluator, RetrievalEvaluator
 from wsense.folds import grouped_folds
-from wsense.features import FrozenFeatures
+from wsense.models.frozen_features import FrozenFeatures
 from wsense.models.label_bridge import LabelBridge, imagenet_label_prompts
 from wsense.safety import mentions_child
 from wsense.safety.filters import children_seen, filter_training_pairs

@@ -14,7 +14,7 @@ import numpy as np
 
 from wsense.config import Config, ImageBackboneConfig
 from wsense.errors import WsenseError
-from wsense.features import FrozenFeatures, backbone_fingerprints, image_fingerprint
+from wsense.models.frozen_features import FrozenFeatures, backbone_fingerprints, image_fingerprint
 from wsense.io import file_sha256
 from wsense.data import load_image
 from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos, shared_analyzer

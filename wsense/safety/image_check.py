@@ -99,7 +99,7 @@ class Verdict:
 class ChildCheck:
     """A fitted check: standardisation and logistic regression over [image features, face features], and the
     thresholds of each uncertain-photo policy."""
-    feature_fingerprint: str  # the frozen image features it reads (wsense.features.image_fingerprint)
+    feature_fingerprint: str  # the frozen image features it reads (wsense.models.frozen_features.image_fingerprint)
     image_backbone: dict  # the image_backbone settings that make those features
     mean: np.ndarray
     scale: np.ndarray

@@ -1,7 +1,7 @@
 """Model inputs held in memory for a training run, gathered into batches by index.
 
-Frozen mode keeps the towers' outputs (cached on disk by wsense.features); partial and full modes keep each
-photo's views (image_backbone.views, as search embeds it) decoded once at training resolution as uint8 tensors
+Frozen mode keeps the towers' outputs (cached on disk by wsense.models.frozen_features); partial and full modes keep
+each photo's views (image_backbone.views, as search embeds it) decoded once at training resolution as uint8 tensors
 on the training device (augmented there in batches, never decoded again) and captions tokenised once.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from wsense.config import Config
 from wsense.data import load_image
-from wsense.features import FrozenFeatures
+from wsense.models.frozen_features import FrozenFeatures
 from wsense.models.image import VIEWS, check_views
 from wsense.models.relevance import RelevanceModel
 

@@ -1,4 +1,4 @@
-"""Frozen features of the data set from the configured towers, cached on disk (see wsense.embeddings)."""
+"""Frozen features of the data set from the configured towers, cached on disk (see wsense.models.embedding_cache)."""
 from __future__ import annotations
 
 from functools import cached_property
@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from wsense.config import Config
-from wsense.embeddings import EmbeddingCache, embed_images, embed_texts
+from wsense.models.embedding_cache import EmbeddingCache, embed_images, embed_texts
 from wsense.io import file_sha256
 from wsense.models import create_image_backbone, create_text_encoder
 from wsense.models.photos import PhotoEncoder
