@@ -124,7 +124,7 @@ def main() -> None:
     print(f"query path: torch {engine.query_threads} thread(s), ONNX Runtime {onnx.threads} (search.query_threads, "
           "torch threads)")
     for name in runtimes:
-        print(f"{len(engine.images):>9} real images, exact first stage, ranking {engine.ranking}, text tower "
+        print(f"{len(engine.images):>9} real images, exact first stage, ranking {engine.ranker.ranking}, text tower "
               f"{name:>16}: {percentiles(times[name])}")
     reference = list(runtimes)[0]
     for name in list(runtimes)[1:]:
@@ -147,9 +147,9 @@ def main() -> None:
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
         # As SearchEngine: under ranking qb_cosine the first stage subtracts the photos' query-bank offsets and its
         # top 10 are the results (fusion relevance for those 10 only); under fusion it re-ranks `candidates`.
-        qb = engine.ranking != "fusion"
-        offsets = scorer.photo_offsets(vectors) if engine.ranking == "qb_cosine" else None
-        depth = 10 if qb else engine.candidates
+        qb = engine.ranker.ranking != "fusion"
+        offsets = scorer.photo_offsets(vectors) if engine.ranker.ranking == "qb_cosine" else None
+        depth = 10 if qb else engine.ranker.candidates
         start = time.perf_counter()
         stage = FirstStage(vectors, "faiss", nprobe=config.search.faiss_nprobe, offsets=offsets)
         build = time.perf_counter() - start
@@ -166,7 +166,8 @@ def main() -> None:
                 _, shortlist = stage.search(v.numpy(), depth)
                 scorer.relevance(v, embeddings[torch.from_numpy(shortlist[0])])
             times.append(time.perf_counter() - start)
-        what = f"ranking {engine.ranking}, fusion score of the top 10" if qb else f"re-rank top {engine.candidates}"
+        ranker = engine.ranker
+        what = f"ranking {ranker.ranking}, fusion score of the top 10" if qb else f"re-rank top {ranker.candidates}"
         print(f"{size:>9} synthetic, FAISS IVF (built in {build:.0f}s), {what}, {default}: "
               f"{percentiles(times)}; recall@10 vs exact {recall:.3f}")
         del vectors, exact, stage, embeddings

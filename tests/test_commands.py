@@ -199,14 +199,14 @@ def faiss_engine(checkpoint, catalog, catalog_index) -> SearchEngine:
 @pytest.mark.parametrize("candidates", [3, 6])
 def test_faiss_first_stage_finds_what_the_exact_one_finds(faiss_engine, exact_engine, candidates, monkeypatch):
     # candidates below the catalog's 8 photos, or the whole catalog is re-ranked and no first stage runs at all
-    monkeypatch.setattr(faiss_engine, "candidates", candidates)
-    monkeypatch.setattr(exact_engine, "candidates", candidates)
-    assert faiss_engine.first_stage.method == "faiss" and faiss_engine.first_stage.index is not None
-    assert exact_engine.first_stage.method == "exact"
+    monkeypatch.setattr(faiss_engine.ranker, "candidates", candidates)
+    monkeypatch.setattr(exact_engine.ranker, "candidates", candidates)
+    assert faiss_engine.catalog.first_stage.method == "faiss" and faiss_engine.catalog.first_stage.index is not None
+    assert exact_engine.catalog.first_stage.method == "exact"
     assert faiss_engine.images == exact_engine.images
     calls = []
-    search = faiss_engine.first_stage.search
-    monkeypatch.setattr(faiss_engine.first_stage, "search",
+    search = faiss_engine.catalog.first_stage.search
+    monkeypatch.setattr(faiss_engine.catalog.first_stage, "search",
                         lambda queries, k, **options: calls.append(k) or search(queries, k, **options))
     for query in QUERIES:
         faiss = faiss_engine.search(query, top_k=5).results
@@ -219,23 +219,23 @@ def test_faiss_first_stage_finds_what_the_exact_one_finds(faiss_engine, exact_en
 
 def test_search_re_ranks_the_cosine_shortlist_by_fusion_relevance(exact_engine):
     engine = exact_engine
-    assert engine.candidates == 3
-    assert engine.first_stage.method == "exact" and len(engine.images) == 8
+    assert engine.ranker.candidates == 3
+    assert engine.catalog.first_stage.method == "exact" and len(engine.images) == 8
     for query in QUERIES:
         v = engine.scorer.embed_texts([query])
         cosine = (v @ engine.embeddings.T)[0]
         rows = torch.argsort(cosine, descending=True)[:3]
         relevance = engine.scorer.relevance(v, engine.embeddings[rows])[0]
         expected = [(engine.images[int(rows[i])], round(float(relevance[i]), 4))
-                    for i in torch.argsort(relevance, descending=True)]
-        found = [(r["image"], r["score"]) for r in engine.search(query, top_k=3).results]
+                    for i in torch.argsort(relevance, descending=True, stable=True)]
+        found = [(r["image"], r["relevance"]) for r in engine.search(query, top_k=3).results]
         assert found == expected, query
         assert len(engine.search(query, top_k=5).results) == 5  # the shortlist grows to top_k
 
 
 def test_top_k_above_the_shortlist_re_ranks_the_cosine_top_k(exact_engine):
     engine = exact_engine
-    assert engine.candidates == 3
+    assert engine.ranker.candidates == 3
     query = QUERIES[0]
     v = engine.scorer.embed_texts([query])
     rows = torch.argsort((v @ engine.embeddings.T)[0], descending=True)[:5]

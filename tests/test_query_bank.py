@@ -1,5 +1,5 @@
 """Query-bank normalisation: the offsets, the first stage that subtracts them (exact and FAISS), and search ranked
-by them with the fusion relevance shown."""
+by them, showing that score calibrated."""
 import numpy as np
 import pytest
 import torch
@@ -50,8 +50,8 @@ def test_first_stage_ranks_by_cosine_minus_offsets(method):
         assert np.allclose(scores, np.take_along_axis(queries @ vectors.T - offsets, rows, axis=1), atol=1e-5)
 
 
-def test_search_ranks_by_the_query_bank_and_shows_the_fusion_relevance(checkpoint_copy, shared_data, tmp_path,
-                                                                       monkeypatch):
+def test_search_ranks_by_the_query_bank_and_shows_that_score_calibrated(checkpoint_copy, shared_data, tmp_path,
+                                                                         monkeypatch):
     monkeypatch.setenv("WSENSE_DATA_DIR", str(shared_data))  # the bank's captions: the checkpoint's data set
     config = settings(search__ranking="qb_cosine")
     engine = SearchEngine(checkpoint_copy, shared_data / "test_images", None, index_dir=tmp_path / "index",
@@ -63,9 +63,11 @@ def test_search_ranks_by_the_query_bank_and_shows_the_fusion_relevance(checkpoin
     v = scorer.embed_texts(["a dog swimming in a lake"])
     corrected = (v @ engine.embeddings.T)[0].numpy() - scorer.photo_offsets(engine.embeddings)
     assert [r["image"] for r in result.results] == [engine.images[i] for i in np.argsort(-corrected)]
+    calibrated = engine.ranker.calibration(corrected)
+    assert [r["score"] for r in result.results] == pytest.approx(
+        [calibrated[engine.images.index(r["image"])] for r in result.results], abs=2e-4)
     relevance = scorer.relevance(v, engine.embeddings)[0]
-    shown = {engine.images[i]: round(float(relevance[i]), 4) for i in range(len(engine.images))}
-    assert all(r["score"] == shown[r["image"]] for r in result.results)
+    assert all(r["relevance"] == round(float(relevance[engine.images.index(r["image"])]), 4) for r in result.results)
     assert {r["image"] for r in result.results} == set(TEST_IMAGES)
     mtime = (checkpoint_copy / BANK_FILE).stat().st_mtime_ns
     SearchEngine(checkpoint_copy, index_dir=tmp_path / "index", settings=config)  # the stored bank is reused
@@ -78,6 +80,7 @@ def test_a_zero_bank_weight_is_the_plain_cosine(checkpoint_copy, shared_data, tm
                          settings=settings(search__ranking="cosine"))
     weightless = SearchEngine(checkpoint_copy, index_dir=tmp_path / "index",
                               settings=settings(search__ranking="qb_cosine", search__bank_weight=0.0))
-    for query in ("a dog", "a man on a mountain", "snow"):
-        assert plain.search(query, 3).results == weightless.search(query, 3).results
+    for query in ("a dog", "a man on a mountain", "snow"):  # the same ranking (each shows its own calibration)
+        assert [(r["image"], r["relevance"]) for r in plain.search(query, 3).results] == [
+            (r["image"], r["relevance"]) for r in weightless.search(query, 3).results]
     assert torch.equal(plain.embeddings, weightless.embeddings)

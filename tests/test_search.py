@@ -9,7 +9,8 @@ from wsense.errors import WsenseError
 from conftest import TEST_IMAGES, settings
 from wsense.models.checkpoint import save_checkpoint
 from wsense.models.relevance import build_relevance_model
-from wsense.serving.search import MAX_QUERY_CHARS, SearchEngine
+from wsense.serving.requests import MAX_QUERY_CHARS
+from wsense.serving.search import SearchEngine
 
 
 def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, checkpoint):
@@ -34,11 +35,12 @@ def test_the_fusion_head_reranks_the_first_stage_shortlist(tiny_data, checkpoint
     cosine_order = torch.argsort((v @ engine.embeddings.T)[0], descending=True)
     shortlist = cosine_order[:max(candidates, 3)]
     relevance = engine.scorer.relevance(v, engine.embeddings[shortlist])[0]
-    expected = [(engine.images[int(shortlist[i])], round(float(relevance[i]), 4))
-                for i in torch.argsort(relevance, descending=True)]
+    calibrated = engine.ranker.calibration(relevance.numpy())  # the score shown: the fusion ranking's, calibrated
+    expected = [(engine.images[int(shortlist[i])], pytest.approx(float(calibrated[i]), abs=2e-4))
+                for i in torch.argsort(relevance, descending=True, stable=True)]
     found = [(item["image"], item["score"]) for item in engine.search(query, top_k=3).results]
     assert found == expected
-    engine.candidates = candidates  # top-1: only the first stage's best `candidates` photos are re-ranked
+    engine.ranker.candidates = candidates  # top-1: only the first stage's best `candidates` photos are re-ranked
     shortlist = cosine_order[:candidates]
     relevance = engine.scorer.relevance(v, engine.embeddings[shortlist])[0]
     best = engine.images[int(shortlist[int(relevance.argmax())])]

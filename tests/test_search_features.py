@@ -17,7 +17,8 @@ from conftest import make_check, settings, visible_text, write_image
 from wsense.cli import main
 from wsense.safety.checker import PhotoChecker
 from wsense.serving import web
-from wsense.serving.search import SearchEngine, UnknownPhoto
+from wsense.serving.requests import UnknownPhoto
+from wsense.serving.search import SearchEngine
 from wsense.serving.web import create_app
 
 QUERY = "a dog swimming in a lake"
@@ -77,7 +78,7 @@ def test_min_score_leaves_out_lower_scores_and_counts_the_rest(engine):
 
 def test_min_score_widens_the_first_stage_until_the_page_is_full(engine, monkeypatch):
     # candidates 4 of 8 photos: a cut-off that leaves fewer than k of the first 4 must look further
-    monkeypatch.setattr(engine, "candidates", 2)
+    monkeypatch.setattr(engine.ranker, "candidates", 2)
     result = engine.search(QUERY, 5, min_score=0.0)
     assert names(result) == names(engine.search(QUERY, 5)) and result.total >= 5
     narrow = engine.search(QUERY, 1, min_score=0.0)
@@ -113,8 +114,10 @@ def test_text_and_example_combine_and_negative_terms_push_away(engine):
     assert names(both) == cosine_order(engine, v[0] + 0.7 * u, leave_out=example)
     relevance = engine.scorer.relevance(v[:1], engine.embeddings)[0]
     assert both.score == "relevance" and all(
-        item["score"] == pytest.approx(float(relevance[engine.images.index(item["image"])]), abs=1e-4)
+        item["relevance"] == pytest.approx(float(relevance[engine.images.index(item["image"])]), abs=1e-4)
         for item in both.results)
+    scores = [item["score"] for item in both.results]
+    assert scores == sorted(scores, reverse=True)  # the score shown follows the ranking
     away = engine.search(QUERY, 8, negatives=["snow on a mountain"], negative_weight=2.0)
     assert names(away) == cosine_order(engine, v[0] - 2.0 * v[1])
     assert names(away) != names(engine.search(QUERY, 8))
@@ -191,7 +194,7 @@ def test_api_similar_by_upload_is_checked_first_and_kept_nowhere(client, engine,
     combined = client.post("/api/similar", params={"k": 2, "q": QUERY}, content=data,
                            headers={"content-type": "image/jpeg"}).json()
     assert combined["score"] == "relevance" and len(combined["results"]) == 2
-    monkeypatch.setattr(engine, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    monkeypatch.setattr(engine.live, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
     refused = client.post("/api/similar", content=data, headers={"content-type": "image/jpeg"}).json()
     assert refused["refused"] is True and refused["results"] == [] and refused["reason"].startswith("image check")
     assert cache_files(engine) == before  # neither the faces nor the features of an upload are kept
@@ -248,7 +251,7 @@ def test_the_page_upload_button_gets_results_in_place(client, engine, monkeypatc
     assert wrong.status_code == 415 and 'class="error"' in wrong.text and "Content-Type" in wrong.text
     broken = client.post("/similar", content=b"not a photo", headers={"content-type": "image/jpeg"})
     assert broken.status_code == 400 and "the uploaded photo" in broken.text
-    monkeypatch.setattr(engine, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    monkeypatch.setattr(engine.live, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
     refused = client.post("/similar", content=jpeg(7), headers={"content-type": "image/jpeg"})
     assert refused.status_code == 200 and "<img" not in refused.text and "image check" in refused.text
 
@@ -279,7 +282,7 @@ def test_queries_waiting_together_run_as_one_batch_with_their_own_results(engine
 
     from wsense.errors import WsenseError
     from wsense.serving.batching import QueryBatcher
-    from wsense.serving.search import SearchRequest
+    from wsense.serving.requests import SearchRequest
 
     release, calls = threading.Event(), []
 
@@ -310,7 +313,7 @@ def test_queries_waiting_together_run_as_one_batch_with_their_own_results(engine
 
 
 def test_a_batch_embeds_its_texts_once_and_matches_one_by_one(engine, monkeypatch):
-    from wsense.serving.search import SearchRequest
+    from wsense.serving.requests import SearchRequest
 
     requests = [SearchRequest(QUERY, 8), SearchRequest("a red car", 8, negatives=["snow", "rain"]),
                 SearchRequest("", 3, like="photo2.jpg")]
@@ -394,7 +397,7 @@ def test_near_duplicates_fold_into_the_best_ranked_one(engine, monkeypatch):
     similarity = vectors[rows] @ vectors[rows].T
     # a threshold between the pairs: some photos fold, others stay
     threshold = float(torch.quantile(similarity[torch.triu(torch.ones(8, 8, dtype=torch.bool), 1)], 0.9))
-    monkeypatch.setattr(engine, "duplicate_threshold", threshold)
+    monkeypatch.setattr(engine.ranker, "duplicate_threshold", threshold)
     folded = engine.search(QUERY, 8)
     shown = [item["image"] for item in folded.results]
     hidden = [s["image"] for item in folded.results for s in item.get("similar", [])]
@@ -416,7 +419,7 @@ def test_near_duplicates_fold_into_the_best_ranked_one(engine, monkeypatch):
 
 
 def test_the_page_marks_folded_duplicates_and_expands_them(engine, client, monkeypatch):
-    monkeypatch.setattr(engine, "duplicate_threshold", 0.0)  # every photo folds into the first
+    monkeypatch.setattr(engine.ranker, "duplicate_threshold", 0.0)  # every photo folds into the first
     result = engine.search(QUERY, 3)
     assert len(result.results) == 1 and len(result.results[0]["similar"]) == 7 and result.total == 1
     page = client.get("/", params={"q": QUERY, "k": 3}).text

@@ -73,7 +73,7 @@ def test_new_photos_are_checked_before_they_are_searchable(engine, folder, tmp_p
     assert client.get("/images/girl.jpg").status_code == 404
 
     write_image(tmp_path / "flagged.jpg", 3, size=(64, 48))
-    engine.checker = flagging(engine.checker, tmp_path / "flagged.jpg", [folder / n for n in engine.images])
+    engine.live.checker = flagging(engine.live.checker, tmp_path / "flagged.jpg", [folder / n for n in engine.images])
     shutil.copy(tmp_path / "flagged.jpg", folder / "flagged.jpg")
     report = engine.refresh()
     assert report.excluded_by_image_check == 1 and "flagged.jpg" not in engine.images

@@ -157,8 +157,8 @@ class SearchConfig:
     milvus_uri: str | None = None  # first_stage milvus: a Milvus Lite file or a server's URI (default: in cache_dir)
     milvus_collection: str | None = None  # default: one per index folder
     # How results are ordered: qb_cosine (the projections' cosine minus bank_weight x each photo's query-bank
-    # offset, against hubs) | cosine | fusion (the fusion head re-ranks `candidates`). The score shown is always
-    # the fusion head's relevance.
+    # offset, against hubs) | cosine | fusion (the fusion head re-ranks `candidates`). The score shown is this
+    # ranking's score, calibrated on held-out expert pairs (wsense.models.calibration).
     ranking: str = "qb_cosine"
     bank_beta: float = 20.0  # > 0: inverse temperature of the query-bank offset
     bank_weight: float = 0.25  # >= 0: how much of the offset is subtracted

@@ -10,7 +10,7 @@ import queue
 import threading
 from concurrent.futures import Future
 
-from wsense.serving.search import SearchRequest
+from wsense.serving.requests import SearchRequest
 
 
 class QueryBatcher:

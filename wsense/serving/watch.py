@@ -45,7 +45,7 @@ class CatalogWatcher:
     """Refreshes `engine` on every change to its folder, from a background thread, until `stop`."""
 
     def __init__(self, engine, debounce_ms: int = 1600, log=None):
-        if engine.image_dir is None:
+        if engine.live.image_dir is None:
             raise WsenseError("--watch needs the image folder (--images FOLDER): an index folder alone has none to "
                               "follow")
         self.engine = engine
@@ -73,10 +73,10 @@ class CatalogWatcher:
     def _run(self) -> None:
         engine = self.engine
         ignore = [Path(engine.index_dir).resolve(), Path(engine.config.cache_dir).resolve()]
-        changes = watch(Path(engine.image_dir).resolve(), watch_filter=CatalogChanges(ignore),
+        changes = watch(Path(engine.live.image_dir).resolve(), watch_filter=CatalogChanges(ignore),
                         debounce=self.debounce_ms, stop_event=self._stop, raise_interrupt=False,
                         rust_timeout=500, yield_on_timeout=True)
-        self.log(f"watching {engine.image_dir} for added, changed and removed photos")
+        self.log(f"watching {engine.live.image_dir} for added, changed and removed photos")
         for found in changes:
             self._started.set()  # the first (empty) set arrives once the watch is in place
             if found:
