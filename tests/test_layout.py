@@ -94,7 +94,7 @@ def test_static_import_graph_goes_only_downwards_between_rooms():
 
 def test_the_import_graph_parser_sees_imports_inside_functions():
     """The graph test's own check: a function-level import is collected, with its line."""
-    file = PACKAGE / "cli.py"
+    file = PACKAGE / "cli" / "commands.py"
     lines = {module for _, module in _imports(file)}
     assert "wsense.evaluation.trained" in lines and "wsense.serving.search" in lines
 
@@ -105,3 +105,22 @@ def test_default_yaml_equals_the_dataclass_defaults(monkeypatch):
     differing = {key: (loaded.get(key), defaults.get(key)) for key in set(loaded) | set(defaults)
                  if loaded.get(key) != defaults.get(key)}
     assert loaded == defaults, f"configs/default.yaml differs from wsense/config.py: {differing}"
+
+
+def test_no_module_is_over_400_lines():
+    """One job per file: a module past 400 lines is doing more than one."""
+    long = {str(file.relative_to(PACKAGE.parent)): n for file in PACKAGE.rglob("*.py")
+            if (n := len(file.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, f"modules over 400 lines: {long}"
+
+
+def test_the_entry_points_are_exported_from_the_package_and_load_on_use():
+    code = ("import sys, wsense\n"
+            "assert 'wsense.training' not in sys.modules and 'wsense.serving.search' not in sys.modules\n"
+            "from wsense import SearchEngine, load_config, train, check_query\n"
+            "print(SearchEngine.__module__, load_config.__module__, train.__module__, check_query.__module__)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["wsense.serving.search", "wsense.config", "wsense.training.loop",
+                                   "wsense.safety.query_check"]

@@ -1,0 +1,5 @@
+import sys
+
+from wsense.cli import main
+
+sys.exit(main())
