@@ -25,7 +25,7 @@ from PIL import Image
 
 from conftest import TEST_IMAGES, artefact, make_check, require, visible_text
 from wsense.safety.checker import PhotoChecker
-from wsense.serving.search import disclaimer
+from wsense.serving.requests import disclaimer
 from wsense.serving.web import create_app
 
 pytestmark = pytest.mark.e2e
@@ -269,7 +269,7 @@ frame.src = decodeURIComponent(location.hash.slice(1));
 
 @pytest.mark.usefixtures("needs_chromium")
 def test_near_duplicates_show_as_one_result_whose_marker_expands(tmp_path, base_url, engine, monkeypatch):
-    monkeypatch.setattr(engine, "duplicate_threshold", 0.0)  # every photo folds into the first
+    monkeypatch.setattr(engine.ranker, "duplicate_threshold", 0.0)  # every photo folds into the first
     similar = len(engine.search("a dog", 3).results[0]["similar"])
     page = f"{base_url}/?q=a+dog&k=3"
     chromium(tmp_path, page, f"--screenshot={artefact('near_duplicates.png')}", "--window-size=1200,900")
@@ -341,7 +341,7 @@ def test_the_upload_button_shows_photos_like_the_chosen_one(tmp_path, base_url, 
     assert status == "400" and "the uploaded photo" in dom and "<img" not in dom
     status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/gif")
     assert status == "415" and "Content-Type" in dom
-    monkeypatch.setattr(engine, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    monkeypatch.setattr(engine.live, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
     status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/jpeg")  # the image check keeps it out
     assert status == "200" and "image check" in dom and "<img" not in dom
 

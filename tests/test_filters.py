@@ -133,7 +133,7 @@ def test_filters_through_the_cli_the_api_and_the_page(engine, checkpoint, tmp_pa
 
 
 def test_the_page_carries_each_photos_details_for_the_lightbox(engine):
-    from wsense.serving.web import describe
+    from wsense.serving.pages import describe
 
     client = TestClient(create_app(engine, max_k=5))
     page = client.get("/", params={"q": QUERY, "k": 5, "camera": "nikon"}).text

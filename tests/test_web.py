@@ -1,6 +1,7 @@
 """The web page and JSON API, through FastAPI's TestClient, over a real small engine on the tiny data set."""
 import re
 from html import escape
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import TEST_IMAGES, write_image
-from wsense.serving.search import DISCLAIMER_RU, MAX_QUERY_CHARS, disclaimer
+from wsense.serving.requests import DISCLAIMER_RU, MAX_QUERY_CHARS, disclaimer
 from wsense.serving.web import create_app
 
 REFUSED = ["two boys playing", "девочка в парке", "a 5-year-old", "Kids at the beach", "малыш на руках"]
@@ -28,7 +29,9 @@ def test_api_returns_the_engines_results(client, engine):
     assert body == engine.search("a dog swimming in a lake", 5).to_dict()
     assert body["refused"] is False and body["reason"] is None and body["query"] == "a dog swimming in a lake"
     assert {item["image"] for item in body["results"]} == set(engine.images)
-    assert all(set(item) == {"image", "score"} and 0 <= item["score"] <= 1 for item in body["results"])
+    assert all(set(item) == {"image", "score", "relevance"} and 0 <= item["score"] <= 1 for item in body["results"])
+    scores = [item["score"] for item in body["results"]]
+    assert scores == sorted(scores, reverse=True)  # the score shown is the ranking's
     assert len(client.get("/api/search", params={"q": "a dog"}).json()["results"]) == 1  # k defaults to 1
 
 
@@ -92,8 +95,9 @@ def test_page_escapes_the_query(client):
     page = client.get("/", params={"q": attack})
     assert "<script>alert" not in page.text and "<img src=x" not in page.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;&gt;" in page.text
-    # Defence in depth: only the page's own inline script may run.
-    assert "script-src 'sha256-" in page.headers["content-security-policy"]
+    # Defence in depth: only the script this server sends as a file may run, no inline script at all.
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
 
 
 def test_served_image_is_the_files_bytes(client, engine):
@@ -140,3 +144,40 @@ def test_symlink_out_of_the_catalog_is_not_served(tmp_path):
 def test_russian_refusal_gets_the_russian_disclaimer(client):
     page = client.get("/", params={"q": "Малыши играют в песочнице", "k": 3})
     assert page.status_code == 200 and escape(DISCLAIMER_RU) in page.text and "<img" not in page.text
+
+
+@pytest.mark.parametrize("params", [{}, {"q": "a dog", "k": 5}, {"q": "two boys playing"}, {"q": "a dog", "k": 0}])
+def test_page_has_no_inline_script_or_style(client, params):
+    page = client.get("/", params=params)
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.text, re.S)
+    assert scripts == [(' src="/static/wsense.js"', "")]
+    assert "<style" not in page.text and not re.search(r"\sstyle=", page.text)
+    assert not re.search(r"\son[a-z]+=", page.text)  # no inline event handlers either
+    assert '<link rel="stylesheet" href="/static/wsense.css">' in page.text
+    for header in ("content-security-policy", "x-content-type-options"):
+        assert header in page.headers
+
+
+@pytest.mark.parametrize("name, kind", [("wsense.css", "text/css"), ("wsense.js", "javascript")])
+def test_static_files_come_with_their_type_and_the_security_headers(client, name, kind):
+    response = client.get(f"/static/{name}")
+    assert response.status_code == 200 and kind in response.headers["content-type"]
+    assert response.headers["content-security-policy"] == client.get("/").headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-cache" and response.headers["etag"]
+    again = client.get(f"/static/{name}", headers={"if-none-match": response.headers["etag"]})
+    assert again.status_code == 304 and again.headers["cache-control"] == "no-cache"
+
+
+@pytest.mark.parametrize("path", ["nowhere.js", "%2e%2e/web.py", "..%2fweb.py", "", "../templates/page.html"])
+def test_only_the_static_files_are_served_from_static(client, path):
+    assert client.get(f"/static/{path}").status_code == 404
+
+
+def test_no_html_css_or_javascript_in_python_strings():
+    """The page and the contact sheet live in wsense/serving/templates and static/, none of them in Python."""
+    package = Path(__file__).resolve().parent.parent / "wsense"
+    markers = ["<div", "<html", "<script", "<style", "<p>", "{font-", "addEventListener", "querySelector"]
+    found = [(file.relative_to(package).as_posix(), marker) for file in sorted(package.rglob("*.py"))
+             for marker in markers if marker in file.read_text(encoding="utf-8")]
+    assert not found

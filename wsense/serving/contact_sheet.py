@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 
 from PIL import Image
 
 from wsense.io import atomic_write_text
-from wsense.serving.search import SearchResult, disclaimer
+from wsense.serving.pages import TEMPLATES
+from wsense.serving.requests import SearchResult, disclaimer
 
 
 def _thumbnail(path: Path, size: int = 240) -> str:
@@ -27,23 +27,11 @@ def write_contact_sheet(path: str | Path, root: Path, results: list[SearchResult
     expected = expected or [None] * len(results)
     rows = []
     for result, truth in zip(results, expected):
-        cells = []
-        if result.refused:
-            cells.append(f'<div class="refused">{html.escape(disclaimer(result.query))}<br>'
-                         f'<small>{html.escape(result.reason or "")}</small></div>')
-        for item in result.results:
-            hit = " hit" if truth and item["image"] == truth else ""
-            cells.append(f'<figure class="{hit.strip()}"><img src="{_thumbnail(root / item["image"])}">'
-                         f'<figcaption>{item["score"]:.3f} · {html.escape(item["image"])}</figcaption></figure>')
-        if truth and not result.refused:
-            cells.append(f'<figure class="expected"><img src="{_thumbnail(root / truth)}">'
-                         f"<figcaption>expected · {html.escape(truth)}</figcaption></figure>")
-        rows.append(f'<section><h2>{html.escape(result.query)}</h2><div class="row">{"".join(cells)}</div></section>')
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>wsense results</title><style>
-body{{font-family:sans-serif;margin:2em;background:#fafafa}} h2{{font-size:1.05em;margin:.2em 0}}
-.row{{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:1.5em}} figure{{margin:0;background:#fff;padding:6px;
-border:2px solid #ddd}} figure.hit{{border-color:#2a2}} figure.expected{{border-style:dashed}}
-figcaption{{font-size:.8em;color:#444}} .refused{{color:#a00}}</style></head><body>
-<h1>wsense results</h1>{"".join(rows)}</body></html>"""
-    atomic_write_text(path, page)
+        rows.append({
+            "query": result.query, "refused": result.refused, "disclaimer": disclaimer(result.query),
+            "reason": result.reason or "",
+            "photos": [{"image": item["image"], "score": item["score"], "src": _thumbnail(root / item["image"]),
+                       "hit": bool(truth) and item["image"] == truth} for item in result.results],
+            "expected": {"image": truth, "src": _thumbnail(root / truth)} if truth and not result.refused else None})
+    atomic_write_text(path, TEMPLATES.get_template("contact_sheet.html").render(rows=rows))
     return Path(path)
