@@ -17,7 +17,7 @@ from pathlib import Path
 
 from wsense.config import load_config
 from wsense.data import load_data
-from wsense.safety.checker import PhotoChecker, load_or_fit_check
+from wsense.safety.screener import PhotoScreener, load_or_fit_screener
 from wsense.safety.faces import FaceAnalyzer, FaceCache, analyze_photos
 from wsense.serving.search import SearchEngine
 
@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=100, help="how many test photos")
     args = parser.parse_args()
     config = load_config(args.config)
-    load_or_fit_check(config)
+    load_or_fit_screener(config)
     data = load_data(config.data_dir, check_images=False)
     names = data.test_images[:args.photos]
     paths = [data.test_image_dir / name for name in names]
@@ -41,9 +41,9 @@ def main() -> None:
         start = time.perf_counter()
         list(analyze_photos(paths, FaceCache(empty), progress=False))
         faces = time.perf_counter() - start
-        checker = PhotoChecker.from_config(fresh)
+        checker = PhotoScreener.from_config(fresh)
         start = time.perf_counter()
-        checker.check_photos(paths, progress=False)  # faces cached now: image features and verdicts
+        checker.screen_photos(paths, progress=False)  # faces cached now: image features and verdicts
         features = time.perf_counter() - start
     print(f"check alone, {len(paths)} photos: {len(paths) / (faces + features):.1f} photos/s "
           f"(faces, ages and people {len(paths) / faces:.1f}/s; frozen image features and verdict "
@@ -58,7 +58,7 @@ def main() -> None:
         fresh.cache_dir = str(Path(empty) / "cache")
         start = time.perf_counter()
         engine = SearchEngine(args.checkpoint, catalog, None, index_dir=Path(empty) / "index", settings=fresh,
-                              checker=PhotoChecker.from_config(fresh))
+                              checker=PhotoScreener.from_config(fresh))
         with_check = time.perf_counter() - start
     shared = "shared with the search model" if engine.scorer.config.training.mode == "frozen" else "computed apart"
     print(f"indexing with the check, {len(paths)} photos: {len(paths) / with_check:.1f} photos/s "

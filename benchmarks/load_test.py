@@ -31,14 +31,14 @@ def serve(args) -> None:
 
     from wsense.config import load_config
     from wsense.data import load_data
-    from wsense.safety.checker import load_or_fit_check
+    from wsense.safety.screener import load_or_fit_screener
     from wsense.serving.search import SearchEngine
     from wsense.serving.web import create_app
 
     config = load_config(args.config)
     config.search.query_cache = args.query_cache
     data = load_data(config.data_dir)
-    engine = SearchEngine(args.checkpoint, data.test_image_dir, settings=config, checker=load_or_fit_check(config))
+    engine = SearchEngine(args.checkpoint, data.test_image_dir, settings=config, checker=load_or_fit_screener(config))
     app = create_app(engine, max_batch=args.max_batch)
     app.add_api_route("/_batches", lambda: {"batches": app.state.batcher.batches,
                                             "requests": app.state.batcher.requests})

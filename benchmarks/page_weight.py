@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from wsense.config import load_config
 from wsense.data import load_data
 from wsense.safety import mentions_child
-from wsense.safety.checker import load_or_fit_check
+from wsense.safety.screener import load_or_fit_screener
 from wsense.models.checkpoint import model_fingerprint
 from wsense.serving.index import CatalogIndex
 from wsense.serving.metadata import unknown_metadata
@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config(args.config)
     data = load_data(config.data_dir)
-    checker = load_or_fit_check(config)
+    checker = load_or_fit_screener(config)
     engine = SearchEngine(args.checkpoint, data.test_image_dir, settings=config, checker=checker)
     client = TestClient(create_app(engine, max_k=50))
     queries = [q for q in data.test_queries["query_text"].drop_duplicates() if not mentions_child(q)][:args.queries]

@@ -23,7 +23,7 @@ from wsense.models.image import stack_pixels
 from wsense.models.photos import PhotoEncoder
 from wsense.safety import mentions_child
 from wsense.serving.first_stage import FirstStage
-from wsense.safety.checker import load_or_fit_check
+from wsense.safety.screener import load_or_fit_screener
 from wsense.serving.scoring import read_translations
 from wsense.serving.search import SearchEngine, torch_threads
 
@@ -69,7 +69,7 @@ def main() -> None:
     config.search.query_cache = 0  # every query through the text tower: the latency of a new query
     data = load_data(config.data_dir)
     engine = SearchEngine(args.checkpoint, data.test_image_dir, index_dir="/tmp/wsense-bench-index", rebuild=True,
-                          settings=config, checker=load_or_fit_check(config))
+                          settings=config, checker=load_or_fit_screener(config))
     scorer = engine.scorer
     engine.query_threads = args.query_threads or engine.query_threads
     from wsense.models.text_onnx import OnnxTextPath

@@ -45,7 +45,7 @@ from wsense.models.frozen_features import FrozenFeatures
 from wsense.io import file_sha256
 from wsense.models import create_image_backbone
 from wsense.safety.faces import FaceCache, analyze_photos
-from wsense.safety.image_check import (child_photo_labels, face_features, has_young_face, photo_labels, rates,
+from wsense.safety.child_classifier import (child_photo_labels, face_features, has_young_face, photo_labels, rates,
                                        readable_faces, threshold_for_recall)
 
 CROP_PX, SEEDS, FOLDS, TARGET = 160, (0, 1), 5, 0.95

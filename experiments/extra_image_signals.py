@@ -11,7 +11,7 @@ each fold's photos for their own captions, ranked by fusion, cosine and the quer
 0.25, bank without the fold's captions). Prints one JSON line per fold and the mean; writes
 runs/experiments/extra_image_signals/<kind>-<seeds>.json.
 
-- people (17 columns): the image check's face features (wsense.safety.image_check.face_features) and the log
+- people (17 columns): the image check's face features (wsense.safety.child_classifier.face_features) and the log
   count of readable faces per gender and age band (under 16, 16-59, 60+), from the shared face analysis.
 - colour (55): the square root of the share of pixels per basic colour name (black, white, gray, red, orange,
   brown, yellow, green, blue, purple, pink; HSV rules) over the whole photo, its top, middle and bottom thirds and
@@ -43,7 +43,7 @@ from wsense.evaluation.evaluators import RetrievalEvaluator, ValidationEvaluator
 from wsense.models.frozen_features import FrozenFeatures
 from wsense.models.relevance import build_relevance_model
 from wsense.safety.faces import FaceCache, analyze_photos
-from wsense.safety.image_check import face_features, readable_faces
+from wsense.safety.child_classifier import face_features, readable_faces
 from wsense.serving.query_bank import bank_offsets, bank_texts
 from wsense.training.loop import train
 from wsense.training.sets import build_training_sets

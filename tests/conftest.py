@@ -127,19 +127,19 @@ TEST_CHECK = Path(tempfile.mkdtemp(prefix="wsense-test-check-"))
 
 
 def make_check(coef=None, intercept: float = -8.0, thresholds=None, features: int = 1280):
-    """A ChildCheck over the default image features with the given numbers (zeros: every photo scores
+    """A ChildClassifier over the default image features with the given numbers (zeros: every photo scores
     sigmoid(intercept)); `thresholds`: {"photo": t, "uncertain": u} for every policy."""
     import dataclasses
 
     from wsense.models.frozen_features import image_fingerprint
-    from wsense.safety.image_check import FACE_FEATURES, UNCERTAIN_POLICIES, ChildCheck
+    from wsense.safety.child_classifier import FACE_FEATURES, UNCERTAIN_POLICIES, ChildClassifier
 
     config = load_config()
     width = features + len(FACE_FEATURES)
     coef = np.zeros(width) if coef is None else np.asarray(coef, float)
     thresholds = thresholds or {"photo": 0.5, "uncertain": 0.3}
     config.image_backbone = config.image_backbone.first_only()  # a check reads the first backbone's features
-    return ChildCheck(image_fingerprint(config), dataclasses.asdict(config.image_backbone), np.zeros(width),
+    return ChildClassifier(image_fingerprint(config), dataclasses.asdict(config.image_backbone), np.zeros(width),
                       np.ones(width), coef, intercept, {policy: dict(thresholds) for policy in UNCERTAIN_POLICIES})
 
 

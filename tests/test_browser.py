@@ -24,7 +24,7 @@ from fastapi.responses import HTMLResponse, Response
 from PIL import Image
 
 from conftest import TEST_IMAGES, artefact, make_check, require, visible_text
-from wsense.safety.checker import PhotoChecker
+from wsense.safety.screener import PhotoScreener
 from wsense.serving.requests import disclaimer
 from wsense.serving.web import create_app
 
@@ -341,7 +341,7 @@ def test_the_upload_button_shows_photos_like_the_chosen_one(tmp_path, base_url, 
     assert status == "400" and "the uploaded photo" in dom and "<img" not in dom
     status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/gif")
     assert status == "415" and "Content-Type" in dom
-    monkeypatch.setattr(engine.live, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    monkeypatch.setattr(engine.live, "checker", PhotoScreener(make_check(intercept=8.0), engine.config))
     status, dom = upload(tmp_path, base_url, "/_test/photo.jpg", "image/jpeg")  # the image check keeps it out
     assert status == "200" and "image check" in dom and "<img" not in dom
 

@@ -19,7 +19,7 @@ from wsense.errors import WsenseError
 from wsense.models.checkpoint import (CONFIG_FILE, FORMAT, METADATA_FILE, WEIGHTS_FILE, load_checkpoint,
                                       load_checkpoint_config, model_fingerprint, save_checkpoint)
 from wsense.models.relevance import build_relevance_model
-from wsense.safety.checker import PhotoChecker
+from wsense.safety.screener import PhotoScreener
 from wsense.serving.index import CatalogIndex, update_index
 from wsense.serving.scoring import RelevanceScorer
 
@@ -185,7 +185,7 @@ def test_failed_index_save_keeps_the_old_index_and_no_temp_folder(checkpoint, tm
     scorer = RelevanceScorer.from_checkpoint(checkpoint, config)
     fingerprint = model_fingerprint(checkpoint)
     directory = tmp_path / "cache" / "index"
-    index, _ = update_index(photos, directory, scorer, fingerprint, PhotoChecker.from_config(config))
+    index, _ = update_index(photos, directory, scorer, fingerprint, PhotoScreener.from_config(config))
     saved = (directory / "embeddings.npy").read_bytes()
 
     def disk_full(*args, **kwargs):

@@ -23,7 +23,7 @@ from wsense.data import (
     EXPERT_ANNOTATIONS,
     TEST_QUERIES,
     TRAIN_DATASET,
-    check_image,
+    validate_image_file,
     load_data,
     load_image,
     make_target,
@@ -408,18 +408,18 @@ def test_missing_test_image_row_number_counts_header(tiny_data):
 
 def test_check_image_corrupt(tiny_data):
     path = tiny_data / "train_images" / TRAIN_IMAGES[1]
-    check_image(path)
-    check_image(path, decode=True)
+    validate_image_file(path)
+    validate_image_file(path, decode=True)
     path.write_bytes(b"not a jpeg")
     for decode in (False, True):
         with pytest.raises(WsenseError, match=re.escape(TRAIN_IMAGES[1]) + r": not a readable image") as err:
-            check_image(path, decode=decode)
+            validate_image_file(path, decode=decode)
         one_line_error(err)
 
 
 def test_check_image_missing(tmp_path):
     with pytest.raises(WsenseError, match=r"nothing\.jpg: image file not found") as err:
-        check_image(tmp_path / "nothing.jpg")
+        validate_image_file(tmp_path / "nothing.jpg")
     one_line_error(err)
 
 
@@ -435,7 +435,7 @@ def test_truncated_jpeg(tiny_data):
     path = tiny_data / "train_images" / TRAIN_IMAGES[0]
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(WsenseError, match=re.escape(TRAIN_IMAGES[0]) + r": not a readable image") as err:
-        check_image(path, decode=True)
+        validate_image_file(path, decode=True)
     one_line_error(err)
     load_fails(tiny_data, re.escape(str(path)) + r": not a readable image", decode_images=True)
 
@@ -445,7 +445,7 @@ def test_jpeg_truncated_in_scan_data_fails_full_decode(tmp_path):
     data = jpeg_bytes(size=(256, 256))
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(WsenseError, match=r"half\.jpg: not a readable image") as err:
-        check_image(path, decode=True)
+        validate_image_file(path, decode=True)
     one_line_error(err)
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from conftest import settings, visible_text
 from wsense.cli import main
 from wsense.errors import WsenseError
-from wsense.serving.metadata import PhotoFilter, photo_metadata
+from wsense.serving.metadata import MetadataFilter, photo_metadata
 from wsense.serving.search import SearchEngine
 from wsense.serving.web import create_app
 
@@ -87,12 +87,12 @@ def test_the_index_keeps_each_photos_metadata(engine):
 ])
 def test_filters_keep_the_ranking_of_the_photos_they_allow(engine, filters, expected):
     full = [item["image"] for item in engine.search(QUERY, 5).results]
-    result = engine.search(QUERY, 5, filters=PhotoFilter.parse(**filters))
+    result = engine.search(QUERY, 5, filters=MetadataFilter.parse(**filters))
     assert [item["image"] for item in result.results] == [name for name in full if name in expected]
     assert result.total == len(expected) and result.total_exact
-    cut = engine.search(QUERY, 5, min_score=0.0, filters=PhotoFilter.parse(**filters))
+    cut = engine.search(QUERY, 5, min_score=0.0, filters=MetadataFilter.parse(**filters))
     assert cut.results == result.results and cut.total == len(expected)  # candidates 2: the search widened
-    assert result.filters == PhotoFilter.parse(**filters).to_dict()
+    assert result.filters == MetadataFilter.parse(**filters).to_dict()
 
 
 @pytest.mark.parametrize("filters, message", [({"orientation": "round"}, "orientation must be one of"),
@@ -100,7 +100,7 @@ def test_filters_keep_the_ranking_of_the_photos_they_allow(engine, filters, expe
                                               ({"folder": "../other"}, "subfolder of the catalog")])
 def test_bad_filters_are_clear_errors(filters, message):
     with pytest.raises(WsenseError, match=message):
-        PhotoFilter.parse(**filters)
+        MetadataFilter.parse(**filters)
 
 
 def test_filters_through_the_cli_the_api_and_the_page(engine, checkpoint, tmp_path, capsys):
@@ -111,13 +111,14 @@ def test_filters_through_the_cli_the_api_and_the_page(engine, checkpoint, tmp_pa
     assert main(["search", QUERY, "--top-k", "5", "--camera", "canon", "--taken-to", "2024-07-05", "--json",
                  "--checkpoint", str(checkpoint), "--index-dir", str(engine.index_dir), "--config", str(config)]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    expected = engine.search(QUERY, 5, filters=PhotoFilter.parse(camera="canon", taken_to="2024-07-05")).to_dict()
+    expected = engine.search(QUERY, 5, filters=MetadataFilter.parse(camera="canon", taken_to="2024-07-05")).to_dict()
     assert line == expected and {item["image"] for item in line["results"]} == {"trips/alps/a.jpg", "trips/sea/c.jpg"}
 
     client = TestClient(create_app(engine, max_k=5))
     params = {"q": QUERY, "k": 1, "folder": "trips", "orientation": "portrait"}
     body = client.get("/api/search", params=params).json()
-    assert body == engine.search(QUERY, 1, filters=PhotoFilter.parse(folder="trips", orientation="portrait")).to_dict()
+    wanted = MetadataFilter.parse(folder="trips", orientation="portrait")
+    assert body == engine.search(QUERY, 1, filters=wanted).to_dict()
     assert body["total"] == 2 and body["filters"] == {"folder": "trips", "orientation": "portrait"}
     bad = client.get("/api/search", params={"q": QUERY, "taken_to": "yesterday"})
     assert bad.status_code == 400 and "taken_to must be a date" in bad.json()["detail"]

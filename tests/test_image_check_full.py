@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from conftest import FULL_DATA, require, settings
 from wsense.cli import main
-from wsense.safety.checker import PhotoChecker, fit_check_from_data
+from wsense.safety.screener import PhotoScreener, fit_classifier_from_data
 from wsense.serving.search import SearchEngine
 from wsense.serving.web import create_app
 
@@ -30,14 +30,14 @@ def config(full_data_cache, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(config):
-    return fit_check_from_data(config)
+    return fit_classifier_from_data(config)
 
 
 def test_fitted_check_reaches_the_floors_on_training_and_test_photos(config, fitted):
     from sklearn.metrics import roc_auc_score
 
     from wsense.data import load_data
-    from wsense.safety.image_check import photo_labels, rates
+    from wsense.safety.child_classifier import photo_labels, rates
 
     check, labels, oof, _, _ = fitted
     # reports/child_check.md (labels by looking): AUC 0.919 out of fold, default policy 0.953 recall at 0.374 FP;
@@ -46,7 +46,7 @@ def test_fitted_check_reaches_the_floors_on_training_and_test_photos(config, fit
     data = load_data(FULL_DATA, check_images=False)
     looked = photo_labels(config.safety.labels)
     test = looked[(looked["split"] == "test") & (looked["label"] != "unsure")]
-    results = PhotoChecker.from_config(config).check_photos([data.test_image_dir / n for n in test["image"]],
+    results = PhotoScreener.from_config(config).screen_photos([data.test_image_dir / n for n in test["image"]],
                                                             progress=False)
     scores = np.array([r.verdict.score for r in results])
     truth = (test["label"] == "child").astype(int).to_numpy()

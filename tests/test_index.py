@@ -8,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from conftest import make_check, settings, write_image
 from wsense.errors import WsenseError
 from wsense.models.checkpoint import model_fingerprint
-from wsense.safety.checker import PhotoChecker
+from wsense.safety.screener import PhotoScreener
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, update_index
 from wsense.serving.scoring import RelevanceScorer
@@ -34,7 +34,7 @@ def scorer(checkpoint):
 
 @pytest.fixture(scope="module")
 def checker():
-    return PhotoChecker.from_config(settings())
+    return PhotoScreener.from_config(settings())
 
 
 @pytest.fixture
@@ -125,7 +125,7 @@ def test_described_children_and_image_check_keep_photos_out(photos, tmp_path, sc
 
 
 def _check_flagging_two(photos, index, checker):
-    from wsense.safety.checker import PhotoChecker
+    from wsense.safety.screener import PhotoScreener
 
     features = checker.features.images([photos / e["path"] for e in index.entries])
     direction = np.random.default_rng(0).standard_normal(features.shape[1])
@@ -134,7 +134,7 @@ def _check_flagging_two(photos, index, checker):
     middle = float(logits[order[1:3]].mean())
     check = make_check(coef=np.concatenate([direction, np.zeros(len(checker.check.coef) - len(direction))]),
                        intercept=-middle, thresholds={"photo": 0.5, "uncertain": 0.5})
-    return PhotoChecker(check, settings()), order
+    return PhotoScreener(check, settings()), order
 
 
 def test_a_changed_check_rechecks_photos_without_embedding_them_again(photos, tmp_path, scorer, checkpoints,
@@ -156,7 +156,7 @@ def test_a_changed_check_rechecks_photos_without_embedding_them_again(photos, tm
     SearchEngine(checkpoints[0], index_dir=tmp_path / "ix", settings=settings())  # opened as it is: a warning
     assert "checked by another version of the image check" in capsys.readouterr().err
     config = settings(safety__uncertain="exclude")  # another policy is another version: checked again
-    _, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, PhotoChecker(flagging.check, config))
+    _, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, PhotoScreener(flagging.check, config))
     assert report.checked == 4 and embedded == []
 
 

@@ -12,7 +12,7 @@ from conftest import settings, write_image  # noqa: E402
 from wsense.errors import WsenseError  # noqa: E402
 from wsense.serving import milvus_store  # noqa: E402
 from wsense.serving.first_stage import FirstStage  # noqa: E402
-from wsense.serving.metadata import PhotoFilter  # noqa: E402
+from wsense.serving.metadata import MetadataFilter  # noqa: E402
 from wsense.serving.milvus_store import MilvusFirstStage, filter_expression  # noqa: E402
 from wsense.serving.search import SearchEngine  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_exclusions_filters_deletes_and_a_restart(tmp_path):
     _, rows = stage.search(query, 60)
     assert sorted(rows[0][rows[0] >= 0]) == list(range(58))  # every searchable photo, and no kept-out one
 
-    trips = PhotoFilter.parse(folder="trips", camera="eos", taken_from="2024-06-10")
+    trips = MetadataFilter.parse(folder="trips", camera="eos", taken_from="2024-06-10")
     _, rows = stage.search(np.vstack([query, query]), 60, filters=[trips, None])
     allowed = [row for row, i in enumerate(searchable) if trips.allows(entries[i]["meta"])]
     assert sorted(rows[0][rows[0] >= 0]) == allowed and len(allowed) >= 3
@@ -83,7 +83,7 @@ def test_a_collection_of_another_model_and_an_unreachable_server(tmp_path):
 
 
 def test_filter_expression_quotes_what_a_user_typed():
-    wanted = PhotoFilter.parse(folder='a"b', camera='x" or excluded == true or "', taken_to="2024-01-31")
+    wanted = MetadataFilter.parse(folder='a"b', camera='x" or excluded == true or "', taken_to="2024-01-31")
     expression = filter_expression(wanted)
     assert expression.startswith("excluded == false and ")
     assert 'folder == "a\\"b"' in expression and 'camera like "%x\\" or excluded == true or \\"%"' in expression
@@ -106,7 +106,7 @@ def test_the_engine_on_milvus_gives_the_results_of_the_engine_in_memory(checkpoi
     on_milvus = SearchEngine(checkpoint, photos, described, index_dir=tmp_path / "ix", settings=settings(
         search__first_stage="milvus", search__milvus_uri=str(tmp_path / "m.db"), **common))
     assert on_milvus.first_stage.method == "milvus"
-    for options in ({}, {"filters": PhotoFilter.parse(folder="sub")}, {"offset": 2}, {"like": "sub/photo3.jpg"}):
+    for options in ({}, {"filters": MetadataFilter.parse(folder="sub")}, {"offset": 2}, {"like": "sub/photo3.jpg"}):
         assert (on_milvus.search("a dog on the grass", 3, **options).to_dict()
                 == memory.search("a dog on the grass", 3, **options).to_dict()), options
     assert "photo2.jpg" not in [item["image"] for item in on_milvus.search("a dog", 8).results]

@@ -5,7 +5,7 @@ import pytest
 
 from conftest import settings, write_image
 from wsense.models.calibration import ScoreCalibration
-from wsense.serving.metadata import PhotoFilter
+from wsense.serving.metadata import MetadataFilter
 from wsense.serving.search import SearchEngine
 
 QUERY = "a dog swimming in a lake"
@@ -27,7 +27,7 @@ def engine(request, checkpoint, photos, tmp_path_factory) -> SearchEngine:
 
 
 REQUESTS = [dict(query=QUERY), dict(query=QUERY, like="photo2.jpg"), dict(query=QUERY, negatives=["snow"]),
-            dict(like="photo2.jpg"), dict(query=QUERY, filters=PhotoFilter.parse("sub")),
+            dict(like="photo2.jpg"), dict(query=QUERY, filters=MetadataFilter.parse("sub")),
             dict(query=QUERY, min_score=0.0), dict(query=QUERY, offset=3)]
 
 

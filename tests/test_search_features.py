@@ -15,7 +15,7 @@ from PIL import Image
 
 from conftest import make_check, settings, visible_text, write_image
 from wsense.cli import main
-from wsense.safety.checker import PhotoChecker
+from wsense.safety.screener import PhotoScreener
 from wsense.serving import web
 from wsense.serving.requests import UnknownPhoto
 from wsense.serving.search import SearchEngine
@@ -194,7 +194,7 @@ def test_api_similar_by_upload_is_checked_first_and_kept_nowhere(client, engine,
     combined = client.post("/api/similar", params={"k": 2, "q": QUERY}, content=data,
                            headers={"content-type": "image/jpeg"}).json()
     assert combined["score"] == "relevance" and len(combined["results"]) == 2
-    monkeypatch.setattr(engine.live, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    monkeypatch.setattr(engine.live, "checker", PhotoScreener(make_check(intercept=8.0), engine.config))
     refused = client.post("/api/similar", content=data, headers={"content-type": "image/jpeg"}).json()
     assert refused["refused"] is True and refused["results"] == [] and refused["reason"].startswith("image check")
     assert cache_files(engine) == before  # neither the faces nor the features of an upload are kept
@@ -251,7 +251,7 @@ def test_the_page_upload_button_gets_results_in_place(client, engine, monkeypatc
     assert wrong.status_code == 415 and 'class="error"' in wrong.text and "Content-Type" in wrong.text
     broken = client.post("/similar", content=b"not a photo", headers={"content-type": "image/jpeg"})
     assert broken.status_code == 400 and "the uploaded photo" in broken.text
-    monkeypatch.setattr(engine.live, "checker", PhotoChecker(make_check(intercept=8.0), engine.config))
+    monkeypatch.setattr(engine.live, "checker", PhotoScreener(make_check(intercept=8.0), engine.config))
     refused = client.post("/similar", content=jpeg(7), headers={"content-type": "image/jpeg"})
     assert refused.status_code == 200 and "<img" not in refused.text and "image check" in refused.text
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from conftest import make_check, settings, write_image
 from wsense.errors import WsenseError
-from wsense.safety.checker import PhotoChecker
+from wsense.safety.screener import PhotoScreener
 from wsense.serving import index as index_module
 from wsense.serving.index import CatalogIndex
 from wsense.serving.search import SearchEngine
@@ -34,7 +34,7 @@ def engine(checkpoint, folder, tmp_path):
     return SearchEngine(checkpoint, folder, DESCRIPTIONS, index_dir=folder / "index", settings=settings())
 
 
-def flagging(checker: PhotoChecker, flagged, allowed) -> PhotoChecker:
+def flagging(checker: PhotoScreener, flagged, allowed) -> PhotoScreener:
     """A check whose classifier keeps out the photo `flagged` and allows the photos `allowed`, by their image
     features."""
     features = checker.features.images([flagged, *allowed])
@@ -42,7 +42,7 @@ def flagging(checker: PhotoChecker, flagged, allowed) -> PhotoChecker:
     logits = features @ direction
     threshold = float(logits[0] + logits[1:].max()) / 2
     coef = np.concatenate([direction, np.zeros(len(checker.check.coef) - len(direction))])
-    return PhotoChecker(make_check(coef=coef, intercept=-threshold, thresholds={"photo": 0.5, "uncertain": 0.5}),
+    return PhotoScreener(make_check(coef=coef, intercept=-threshold, thresholds={"photo": 0.5, "uncertain": 0.5}),
                         settings())
 
 

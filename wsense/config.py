@@ -179,7 +179,7 @@ class SearchConfig:
 
 @dataclass
 class SafetyConfig:
-    # The image-side legal check (wsense.safety.image_check), run on every catalog photo.
+    # The image-side legal check (wsense.safety.child_classifier), run on every catalog photo.
     check: str = "runs/child_check"  # folder of the fitted check; fitted on first use from the data set
     # Photos with people but no face the age model can read: strict (a lower classifier threshold of their own) |
     # exclude (all kept out) | classifier (the same threshold as other photos).

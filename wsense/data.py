@@ -162,7 +162,7 @@ def read_test_images(path: Path) -> pd.DataFrame:
     return _read_table(path, sep=",", names=["image"], header=True)
 
 
-def check_image(path: Path, *, decode: bool = False) -> None:
+def validate_image_file(path: Path, *, decode: bool = False) -> None:
     """Raise a one-line error when an image is missing or not a readable picture."""
     if not path.is_file():
         raise WsenseError(f"{path}: image file not found")
@@ -250,7 +250,7 @@ def _check_images_exist(table: Path, frame: pd.DataFrame, names: pd.Series, fold
         name = names[missing].iloc[0]
         raise WsenseError(f"{table}: row {frame['_line'][missing].iloc[0]}: image '{name}' not found in {folder}")
     for name in sorted(present):
-        check_image(folder / name, decode=decode)
+        validate_image_file(folder / name, decode=decode)
 
 
 def load_data(root: str | Path, *, check_images: bool = True, decode_images: bool = False) -> WithSenseData:

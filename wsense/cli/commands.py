@@ -27,11 +27,11 @@ def fit_query_check(args: argparse.Namespace) -> int:
 
 
 def check_image(args: argparse.Namespace) -> int:
-    from wsense.safety.checker import load_or_fit_check
+    from wsense.safety.screener import load_or_fit_screener
 
-    checker = load_or_fit_check(config_of(args))
+    checker = load_or_fit_screener(config_of(args))
     failed = 0
-    for result in checker.check_photos(args.photos, skip_unreadable=True, progress=len(args.photos) > 20):
+    for result in checker.screen_photos(args.photos, skip_unreadable=True, progress=len(args.photos) > 20):
         failed += result.verdict is None
         print(json.dumps(result.to_dict(), ensure_ascii=False))
     if failed:
@@ -41,9 +41,9 @@ def check_image(args: argparse.Namespace) -> int:
 
 
 def fit_check(args: argparse.Namespace) -> int:
-    from wsense.safety.checker import fit_check_from_data
+    from wsense.safety.screener import fit_classifier_from_data
 
-    check = fit_check_from_data(config_of(args)).check
+    check = fit_classifier_from_data(config_of(args)).check
     print(json.dumps({"check": check.version, "thresholds": check.thresholds, "fitted_on": check.fitted_on}))
     return 0
 
@@ -176,9 +176,9 @@ def engine_of(args: argparse.Namespace, config):
     checkpoint = search_checkpoint(args, config)
     checker = None
     if image_dir is not None:
-        from wsense.safety.checker import load_or_fit_check
+        from wsense.safety.screener import load_or_fit_screener
 
-        checker = load_or_fit_check(config)
+        checker = load_or_fit_screener(config)
     photo_batches = None
     if getattr(args, "ray", False) or getattr(args, "ray_address", None) or getattr(args, "ray_gpus", False):
         from wsense.serving.ray_index import RayPhotoBatches
@@ -221,9 +221,10 @@ def search(args: argparse.Namespace) -> int:
         raise WsenseError("no query: give one as an argument, or use --like PHOTO, --batch FILE or --demo")
     engine = engine_of(args, config)
     like = example_of(engine, args.like) if args.like is not None else None
-    from wsense.serving.metadata import PhotoFilter
+    from wsense.serving.metadata import MetadataFilter
 
-    filters = PhotoFilter.parse(args.folder, args.orientation, args.camera, args.lens, args.taken_from, args.taken_to)
+    filters = MetadataFilter.parse(args.folder, args.orientation, args.camera, args.lens, args.taken_from,
+                                   args.taken_to)
     options = {"offset": args.offset, "min_score": args.min_score, "like": like, "negatives": args.negatives,
                "like_weight": args.like_weight, "negative_weight": args.not_weight, "filters": filters or None}
     results = [engine.search(query, args.top_k, **options) for query in queries or [""]]

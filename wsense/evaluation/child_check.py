@@ -17,8 +17,8 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from wsense.config import UNCERTAIN_POLICIES, Config
 from wsense.data import load_data
-from wsense.safety.checker import PhotoChecker, fit_check_from_data
-from wsense.safety.image_check import (PHOTO_LABELS, child_photo_labels, has_young_face, is_uncertain,
+from wsense.safety.screener import PhotoScreener, fit_classifier_from_data
+from wsense.safety.child_classifier import (PHOTO_LABELS, child_photo_labels, has_young_face, is_uncertain,
                                        own_caption_labels, photo_labels, policy_exclusions, policy_thresholds, rates)
 
 RECALL_POINTS = (0.85, 0.90, 0.93, 0.95, 0.97, 0.99)
@@ -74,7 +74,7 @@ def write_child_check_report(config: Config, out: Path) -> Path:
     """Fit the check on the training photos' labels by looking (saved to safety.check), measure it against those
     labels and the caption-derived ones, write child_check.{md,json} and ROC PNGs to `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    check, labels, oof, faces, paths = fit_check_from_data(config)
+    check, labels, oof, faces, paths = fit_classifier_from_data(config)
     young = np.array([has_young_face(p, check.child_age) for p in faces])
     uncertain = np.array([is_uncertain(p) for p in faces])
     target = check.fitted_on["target_recall"]
@@ -103,7 +103,7 @@ def write_child_check_report(config: Config, out: Path) -> Path:
     captions = pd.concat([child_photo_labels(data), own_caption_labels(data)])
     test_names = list(data.test_images)
     start = time.perf_counter()
-    results = PhotoChecker(check, config).check_photos([data.test_image_dir / n for n in test_names], progress=False)
+    results = PhotoScreener(check, config).screen_photos([data.test_image_dir / n for n in test_names], progress=False)
     print(f"wsense: checked the {len(test_names)} test photos in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     test_scores = np.array([r.verdict.score for r in results])
     test_looked = looked.loc[test_names, "label"]

@@ -7,7 +7,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from wsense.safety.image_check import photo_labels
+from wsense.safety.child_classifier import photo_labels
 from wsense.safety.rules import mentions_child
 
 

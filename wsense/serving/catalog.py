@@ -14,11 +14,11 @@ import torch
 
 from wsense.config import Config
 from wsense.errors import WsenseError
-from wsense.safety.checker import PhotoChecker, configured_check
-from wsense.safety.image_check import CHECK_FILE
+from wsense.safety.screener import PhotoScreener, configured_classifier
+from wsense.safety.child_classifier import CHECK_FILE
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, IndexReport, update_index
-from wsense.serving.metadata import PhotoFilter, unknown_metadata
+from wsense.serving.metadata import MetadataFilter, unknown_metadata
 
 FILTER_MASKS_KEPT = 64
 
@@ -41,7 +41,7 @@ class Catalog:
     embeddings: torch.Tensor  # rows x dim
     first_stage: FirstStage
     fusion_image_part: torch.Tensor | None
-    filter_masks: dict[PhotoFilter, torch.Tensor] = field(default_factory=dict)
+    filter_masks: dict[MetadataFilter, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def ready(cls, index: CatalogIndex, scorer, config: Config, index_dir: Path, fingerprint: str) -> "Catalog":
@@ -76,7 +76,7 @@ class Catalog:
         row = self.row_of.get(name)
         return None if row is None else self.metadata[row]
 
-    def allowed(self, filters: PhotoFilter) -> torch.Tensor:
+    def allowed(self, filters: MetadataFilter) -> torch.Tensor:
         """Which photos the filters allow (kept for the last FILTER_MASKS_KEPT filters)."""
         masks = self.filter_masks
         if filters not in masks:
@@ -96,7 +96,7 @@ class LiveCatalog:
 
     def __init__(self, scorer, fingerprint: str, image_dir: str | Path | None, index_dir: str | Path | None,
                  descriptions: pd.DataFrame | None = None, rebuild: bool = False,
-                 checker: PhotoChecker | None = None, photo_batches=None):
+                 checker: PhotoScreener | None = None, photo_batches=None):
         config = self.config = scorer.config
         if image_dir is None and index_dir is None:
             raise WsenseError("search needs an image folder or an index folder")
@@ -118,15 +118,15 @@ class LiveCatalog:
             raise WsenseError(f"{index.root}: no photos to search (jpg, jpeg, png, webp)")
 
     @property
-    def checker(self) -> PhotoChecker:
+    def checker(self) -> PhotoScreener:
         """The image check run on new photos: the one given, else the fitted check of safety.check (loaded on
         first use: an index opened as it is may never need it)."""
         if self._checker is None:
-            self._checker = PhotoChecker.from_config(self.config)
+            self._checker = PhotoScreener.from_config(self.config)
         return self._checker
 
     @checker.setter
-    def checker(self, checker: PhotoChecker) -> None:
+    def checker(self, checker: PhotoScreener) -> None:
         self._checker = checker
 
     def refresh(self) -> IndexReport:
@@ -148,7 +148,7 @@ class LiveCatalog:
         """A photo from outside the catalog (an upload): its embedding, or why the image check keeps it out.
         Nothing of it is kept (no cache entry, no index row)."""
         with self.photo_lock:
-            check = self.checker.check_transient(path)
+            check = self.checker.screen_transient(path)
             if check.verdict.child:
                 return f"image check: {check.verdict.reason}"
             _, vectors, _ = self.scorer.embed_photos([path], progress=False)
@@ -159,7 +159,7 @@ class LiveCatalog:
         if self._checker is not None:
             version = self._checker.version
         elif (Path(self.config.safety.check) / CHECK_FILE).is_file():
-            version = configured_check(self.config).version
+            version = configured_classifier(self.config).version
         else:
             return
         if {(entry.get("check") or {}).get("version") for entry in index.entries} - {version}:

@@ -27,7 +27,7 @@ import pandas as pd
 from wsense.data import IMAGE_EXTENSIONS
 from wsense.errors import WsenseError
 from wsense.io import atomic_dir, atomic_path, file_sha256
-from wsense.safety.checker import PhotoChecker
+from wsense.safety.screener import PhotoScreener
 from wsense.safety.filters import child_images
 from wsense.serving.scoring import RelevanceScorer
 from wsense.serving.metadata import photo_metadata, unknown_metadata
@@ -177,7 +177,7 @@ class IndexJournal:
 
 
 def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScorer, fingerprint: str,
-                 checker: PhotoChecker, descriptions: pd.DataFrame | None = None, rebuild: bool = False,
+                 checker: PhotoScreener, descriptions: pd.DataFrame | None = None, rebuild: bool = False,
                  photo_batches=None) -> tuple[CatalogIndex, IndexReport]:
     """Bring the index of `root` up to date: embed new and changed photos, drop deleted ones, run the image check
     where its verdict is missing or stale, re-apply the legal filter, and save atomically. `photo_batches`: what
@@ -264,11 +264,11 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     return index, report
 
 
-def _run_image_check(root: Path, entries: list[dict], checker: PhotoChecker, report: IndexReport) -> None:
+def _run_image_check(root: Path, entries: list[dict], checker: PhotoScreener, report: IndexReport) -> None:
     """Give every entry the current check's verdict: photos checked by another version, or not at all, are
     checked now (faces and image features come from their caches where the photo was seen before)."""
     stale = [entry for entry in entries if (entry.get("check") or {}).get("version") != checker.version]
-    results = checker.check_photos([root / entry["path"] for entry in stale], hashes=[e["sha256"] for e in stale],
+    results = checker.screen_photos([root / entry["path"] for entry in stale], hashes=[e["sha256"] for e in stale],
                                    skip_unreadable=True)
     for entry, result in zip(stale, results):
         if result.verdict is None:  # embedded, but too small or damaged for the check: never shown

@@ -57,7 +57,7 @@ def unknown_metadata(path: str) -> dict:
 
 
 @dataclass(frozen=True)
-class PhotoFilter:
+class MetadataFilter:
     """Photos a search may show: under `folder` (a subfolder of the catalog, "" for all), of an `orientation`,
     whose camera or lens name contains the given text (any case), taken on or between the given dates."""
     folder: str = ""
@@ -69,7 +69,7 @@ class PhotoFilter:
 
     @classmethod
     def parse(cls, folder: str | None = None, orientation: str | None = None, camera: str | None = None,
-              lens: str | None = None, taken_from: str | None = None, taken_to: str | None = None) -> "PhotoFilter":
+              lens: str | None = None, taken_from: str | None = None, taken_to: str | None = None) -> "MetadataFilter":
         """From user input (CLI flags, API parameters); a bad value is a WsenseError naming it."""
         if orientation and orientation not in ORIENTATIONS:
             raise WsenseError(f"orientation must be one of {', '.join(ORIENTATIONS)}, not {orientation!r}")
@@ -86,7 +86,7 @@ class PhotoFilter:
                    (lens or "").strip().lower() or None, *dates)
 
     def __bool__(self) -> bool:
-        return self != PhotoFilter()
+        return self != MetadataFilter()
 
     def allows(self, meta: dict) -> bool:
         """Whether a photo's metadata passes; a photo without the field a filter asks about does not."""

@@ -19,7 +19,7 @@ from collections import defaultdict
 import numpy as np
 
 from wsense.errors import WsenseError
-from wsense.serving.metadata import PhotoFilter
+from wsense.serving.metadata import MetadataFilter
 
 FINGERPRINT_PROPERTY = "wsense.fingerprint"
 MAX_LIMIT = 16_384  # Milvus answers at most this many hits per query
@@ -50,7 +50,7 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def filter_expression(filters: PhotoFilter | None) -> str:
+def filter_expression(filters: MetadataFilter | None) -> str:
     """The Milvus filter for the photos a search may show. It may let through more than `filters.allows` (LIKE reads
     % and _ in a name as wildcards), never fewer: the engine applies the exact filter to what comes back."""
     parts = ["excluded == false"]
@@ -177,7 +177,7 @@ class MilvusFirstStage:
         return len(changed), len(gone)
 
     def search(self, queries: np.ndarray, k: int, offset_weight: float | np.ndarray = 1.0,
-               filters: list[PhotoFilter | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               filters: list[MetadataFilter | None] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(scores, engine rows), each (queries x k'), best first, padded with -1 where fewer photos qualify;
         `filters`: one per query (pushed down to Milvus with the legal exclusion)."""
         queries = np.atleast_2d(np.asarray(queries, np.float32))

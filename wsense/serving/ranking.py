@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from wsense.models.calibration import ScoreCalibration
-from wsense.serving.metadata import PhotoFilter
+from wsense.serving.metadata import MetadataFilter
 from wsense.serving.requests import Example, SearchRequest
 
 FUSION_MATRIX_LIMIT = 50_000  # query x photo scores computed as one matrix; shortlists further apart go one by one
@@ -45,7 +45,7 @@ class Plan:
     exclude: int | None  # the example photo's row
     window: int  # photos the first stage gives
     allowed: torch.Tensor | None = None  # (catalog,) bool: the photos the request's filters allow
-    filters: PhotoFilter | None = None  # the same, for a first stage that pushes them down
+    filters: MetadataFilter | None = None  # the same, for a first stage that pushes them down
 
 
 class Ranker:

@@ -9,7 +9,7 @@ import torch
 
 from wsense.errors import WsenseError
 from wsense.safety.rules import language_of, normalize
-from wsense.serving.metadata import PhotoFilter
+from wsense.serving.metadata import MetadataFilter
 
 MAX_QUERY_CHARS = 500
 MAX_TOP_K = 100  # results in one answer
@@ -54,7 +54,7 @@ class SearchRequest:
     negatives: Sequence[str] = ()
     like_weight: float = 1.0
     negative_weight: float = 0.5
-    filters: PhotoFilter | None = None  # subfolder, orientation, camera, lens, dates taken
+    filters: MetadataFilter | None = None  # subfolder, orientation, camera, lens, dates taken
 
     @property
     def texts(self) -> list[str]:
@@ -81,7 +81,7 @@ class SearchResult:
     offset: int = 0
     like: str | None = None  # the example photo
     negatives: list[str] = field(default_factory=list)
-    filters: dict = field(default_factory=dict)  # the PhotoFilter applied, as given
+    filters: dict = field(default_factory=dict)  # the MetadataFilter applied, as given
     # What a result's score is: "relevance", the ranking's score calibrated on the experts' scale (a query text), or
     # "similarity", the cosine to the example photo (an example alone). Either way it falls down the list.
     score: str = "relevance"

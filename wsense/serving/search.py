@@ -19,7 +19,7 @@ from wsense.errors import WsenseError
 from wsense.models.calibration import load_calibration
 from wsense.models.checkpoint import model_fingerprint
 from wsense.safety import check_query
-from wsense.safety.checker import PhotoChecker
+from wsense.safety.screener import PhotoScreener
 from wsense.serving.catalog import LiveCatalog
 from wsense.serving.index import IndexReport
 from wsense.serving.ranking import Plan, Ranker, Ranking
@@ -47,7 +47,7 @@ class SearchEngine:
     def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
                  descriptions: pd.DataFrame | None = None, candidates: int | None = None,
                  index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu",
-                 settings: Config | None = None, checker: PhotoChecker | None = None, photo_batches=None):
+                 settings: Config | None = None, checker: PhotoScreener | None = None, photo_batches=None):
         """`settings`: the user's config, for search and runtime settings (default: the built-in defaults); the
         model's own sections come from the checkpoint. `checker`: the image check run while indexing (default:
         the fitted check of safety.check). `photo_batches`: what embeds new photos (default: this process; see

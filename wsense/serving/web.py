@@ -23,7 +23,7 @@ from wsense.errors import WsenseError
 from wsense.safety import check_query
 from wsense.serving import pages
 from wsense.serving.batching import QueryBatcher
-from wsense.serving.metadata import FILTER_NAMES, PhotoFilter
+from wsense.serving.metadata import FILTER_NAMES, MetadataFilter
 from wsense.serving.requests import SearchRequest, SearchResult, UnknownPhoto
 from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
 from wsense.serving.watch import CatalogWatcher
@@ -79,7 +79,7 @@ class Routes:
         try:
             options = self.paging(params, self.page_k)
             top_k = options["top_k"]
-            filters = PhotoFilter.parse(*(given[name] or None for name in FILTER_NAMES))
+            filters = MetadataFilter.parse(*(given[name] or None for name in FILTER_NAMES))
             result = await self.search(q, **options, like=like, filters=filters or None)
             view = pages.ResultsView(result, top_k, options["min_score"], given, self.shown_metadata(result))
         except WsenseError as e:
@@ -144,7 +144,7 @@ class Routes:
         parameters are read from the request as they are: this is the hot path of a busy server."""
         get = params.get
         try:
-            filters = PhotoFilter.parse(*(get(name) for name in FILTER_NAMES))
+            filters = MetadataFilter.parse(*(get(name) for name in FILTER_NAMES))
             result = await self.search(fixed.get("q", get("q", "")), **self.paging(params, 1),
                                        filters=filters or None, like=fixed.get("like", get("like")),
                                        negatives=fixed.get("negatives", params.getlist("not")),

@@ -10,8 +10,8 @@ from PIL import Image
 from conftest import make_check, settings, write_image
 from wsense.cli import main
 from wsense.errors import WsenseError
-from wsense.safety import image_check as ic
-from wsense.safety.checker import PhotoChecker
+from wsense.safety import child_classifier as ic
+from wsense.safety.screener import PhotoScreener
 from wsense.safety.faces import ANALYZER_VERSION, Face, FaceAnalyzer, FaceCache, PhotoFaces, analyze_photos
 
 
@@ -86,36 +86,36 @@ def test_fitted_check_separates_what_it_learned_and_survives_saving(tmp_path):
     labels = np.r_[np.ones(40, int), np.zeros(60, int)]
     features = rng.standard_normal((100, 16)) + labels[:, None] * 1.5
     faces = [CHILD_BESIDE_ADULT if i % 7 == 0 else ADULT if i % 3 else BACKS_ONLY for i in range(100)]
-    check, oof = ic.fit_child_check(features, faces, labels, "fp", {"name": "x"}, child_age=16, c=1.0,
+    check, oof = ic.fit_child_classifier(features, faces, labels, "fp", {"name": "x"}, child_age=16, c=1.0,
                                     target_recall=0.9)
     from sklearn.metrics import roc_auc_score
 
     assert oof.shape == (2, 100) and min(roc_auc_score(labels, s) for s in oof) > 0.9
     assert set(check.thresholds) == set(ic.UNCERTAIN_POLICIES) and "uncertain" in check.thresholds["strict"]
     check.save(tmp_path)
-    loaded = ic.ChildCheck.load(tmp_path, "classifier")
+    loaded = ic.ChildClassifier.load(tmp_path, "classifier")
     assert loaded.policy == "classifier" and np.allclose(loaded.scores(features, faces), check.scores(features, faces))
     assert loaded.with_policy("strict").version == check.version
     with pytest.raises(WsenseError, match="at least 5 photos with children"):
-        ic.fit_child_check(features[:10], faces[:10], np.r_[np.ones(2, int), np.zeros(8, int)], "fp", {},
+        ic.fit_child_classifier(features[:10], faces[:10], np.r_[np.ones(2, int), np.zeros(8, int)], "fp", {},
                            child_age=16, c=1.0, target_recall=0.9)
 
 
 def test_damaged_missing_or_foreign_check_files_are_clear_errors(tmp_path):
     with pytest.raises(WsenseError, match="image check not found.*wsense fit-check"):
-        ic.ChildCheck.load(tmp_path)
+        ic.ChildClassifier.load(tmp_path)
     path = tmp_path / ic.CHECK_FILE
     path.write_text("{broken")
     with pytest.raises(WsenseError, match="damaged image check"):
-        ic.ChildCheck.load(tmp_path)
+        ic.ChildClassifier.load(tmp_path)
     make_check().save(tmp_path)
     stored = json.loads(path.read_text())
     path.write_text(json.dumps({**stored, "analyzer": "faces-0"}))
     with pytest.raises(WsenseError, match="another face analysis"):
-        ic.ChildCheck.load(tmp_path)
+        ic.ChildClassifier.load(tmp_path)
     path.write_text(json.dumps({**stored, "coef": [1.0, 2.0]}))
     with pytest.raises(WsenseError, match="feature lengths differ"):
-        ic.ChildCheck.load(tmp_path)
+        ic.ChildClassifier.load(tmp_path)
 
 
 def test_labels_come_from_matching_captions(shared_data):
@@ -181,20 +181,20 @@ def test_check_image_prints_one_json_line_per_photo(tmp_path, capsys, config_fil
 def test_checker_flags_photos_by_their_features(tmp_path):
     for i in range(3):
         write_image(tmp_path / f"p{i}.jpg", 40 + i, (96, 96))
-    checker = PhotoChecker.from_config(settings())
+    checker = PhotoScreener.from_config(settings())
     paths = [tmp_path / f"p{i}.jpg" for i in range(3)]
     features = checker.features.images(paths)
     width = len(checker.check.coef)
     coef = np.concatenate([features[1] - features[[0, 2]].mean(0), np.zeros(width - features.shape[1])])
     logits = features @ coef[:features.shape[1]]
     check = make_check(coef=coef, intercept=-float(np.sort(logits)[1:].mean()))
-    results = PhotoChecker(check, settings()).check_photos(paths, progress=False)
+    results = PhotoScreener(check, settings()).screen_photos(paths, progress=False)
     assert [r.verdict.child for r in results] == [False, True, False]
     assert results[1].to_dict()["reason"].startswith("photo classifier: child score")
 
 
 def test_the_check_takes_the_leading_columns_of_a_frozen_model_whose_first_backbone_is_its_own():
-    checker = PhotoChecker(make_check(), settings())
+    checker = PhotoScreener(make_check(), settings())
     model = settings()  # Lite0 and Lite2 side by side: the check's Lite0 features are the first 1,280 columns
     assert checker.shared_columns(model) == 1280
     model.training.mode = "partial"  # fine-tuned backbones: their features are no longer the check's
@@ -210,7 +210,7 @@ def _labels_file(path, rows):
 
 def test_the_check_is_fitted_on_labels_by_looking_without_the_unsure_photos(shared_data, tmp_path):
     from conftest import TRAIN_IMAGES, settings
-    from wsense.safety.checker import training_photos
+    from wsense.safety.screener import training_photos
 
     rows = [f"{name},train,{label}" for name, label in zip(TRAIN_IMAGES, ["child", "adult", "unsure", "none"] * 9)]
     config = settings(data__dir=str(shared_data), safety__labels=str(_labels_file(tmp_path / "l.csv", rows)))

@@ -96,7 +96,7 @@ class Verdict:
 
 
 @dataclass
-class ChildCheck:
+class ChildClassifier:
     """A fitted check: standardisation and logistic regression over [image features, face features], and the
     thresholds of each uncertain-photo policy."""
     feature_fingerprint: str  # the frozen image features it reads (wsense.models.frozen_features.image_fingerprint)
@@ -166,11 +166,11 @@ class ChildCheck:
                            float(score), uncertain)
         return Verdict(False, None, float(score), uncertain)
 
-    def with_policy(self, policy: str, child_age: int | None = None) -> "ChildCheck":
+    def with_policy(self, policy: str, child_age: int | None = None) -> "ChildClassifier":
         if policy not in self.thresholds:
             raise WsenseError(f"safety.uncertain: '{policy}' has no fitted threshold (fitted: "
                               f"{', '.join(self.thresholds)})")
-        return ChildCheck(self.feature_fingerprint, self.image_backbone, self.mean, self.scale, self.coef,
+        return ChildClassifier(self.feature_fingerprint, self.image_backbone, self.mean, self.scale, self.coef,
                           self.intercept, self.thresholds, child_age or self.child_age, policy, self.fitted_on)
 
     def save(self, directory: str | Path) -> Path:
@@ -184,7 +184,7 @@ class ChildCheck:
         return path
 
     @classmethod
-    def load(cls, directory: str | Path, policy: str = "strict") -> "ChildCheck":
+    def load(cls, directory: str | Path, policy: str = "strict") -> "ChildClassifier":
         path = Path(directory) / CHECK_FILE
         refit = "fit it again with `wsense fit-check`"
         try:
@@ -293,7 +293,7 @@ def policy_thresholds(scores: np.ndarray, labels: np.ndarray, young: np.ndarray,
 
 def policy_exclusions(scores: np.ndarray, young: np.ndarray, uncertain: np.ndarray, policy: str,
                       thresholds: dict[str, float]) -> np.ndarray:
-    """Which photos a policy's thresholds keep out: ChildCheck.decide on arrays."""
+    """Which photos a policy's thresholds keep out: ChildClassifier.decide on arrays."""
     low = {"exclude": 0.0, "classifier": thresholds["photo"]}.get(policy, thresholds.get("uncertain", 1.0))
     return young | (scores >= thresholds["photo"]) | (uncertain & (scores >= low))
 
@@ -324,10 +324,10 @@ def out_of_fold_scores(image_features: np.ndarray, faces: Sequence[PhotoFaces], 
     return out
 
 
-def fit_child_check(image_features: np.ndarray, faces: Sequence[PhotoFaces], labels: np.ndarray,
+def fit_child_classifier(image_features: np.ndarray, faces: Sequence[PhotoFaces], labels: np.ndarray,
                     feature_fingerprint: str, image_backbone: dict, *, child_age: int, c: float,
                     target_recall: float, folds: int = 5, seeds: Sequence[int] = (0, 1)
-                    ) -> tuple[ChildCheck, np.ndarray]:
+                    ) -> tuple[ChildClassifier, np.ndarray]:
     """Fit the classifier on every training photo; each policy's thresholds are those that reach `target_recall`
     on out-of-fold scores (averaged over `seeds`). Returns the check and the out-of-fold scores (seeds, photos)."""
     labels = np.asarray(labels)
@@ -343,7 +343,7 @@ def fit_child_check(image_features: np.ndarray, faces: Sequence[PhotoFaces], lab
         thresholds[policy] = {key: float(np.mean([t[key] for t in per_seed])) for key in per_seed[0]}
     model = _fit_logistic(_design(image_features, faces, child_age), labels, c)
     scaler, logistic = model[0], model[1]
-    check = ChildCheck(feature_fingerprint, image_backbone, scaler.mean_, scaler.scale_, logistic.coef_[0],
+    check = ChildClassifier(feature_fingerprint, image_backbone, scaler.mean_, scaler.scale_, logistic.coef_[0],
                        float(logistic.intercept_[0]), thresholds, child_age,
                        fitted_on={"photos": int(len(labels)), "child_photos": int(labels.sum()), "C": c,
                                   "target_recall": target_recall, "folds": folds, "seeds": list(seeds)})

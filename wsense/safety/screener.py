@@ -1,5 +1,6 @@
-"""The image check on photo files: face analysis and frozen image features (both cached by content hash), then
-the fitted check's verdicts. Also fits the check from the data set (on first use, or `wsense fit-check`)."""
+"""The image check on photo files (PhotoScreener): face analysis and frozen image features (both cached by content
+hash), then the child classifier's verdicts. Also fits the classifier from the data set (on first use, or
+`wsense fit-check`)."""
 from __future__ import annotations
 
 import copy
@@ -18,17 +19,18 @@ from wsense.models.frozen_features import FrozenFeatures, backbone_fingerprints,
 from wsense.io import file_sha256
 from wsense.data import load_image
 from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos, shared_analyzer
-from wsense.safety.image_check import CHECK_FILE, FACE_FEATURES, ChildCheck, Verdict, fit_child_check, photo_labels
+from wsense.safety.child_classifier import (CHECK_FILE, FACE_FEATURES, ChildClassifier, Verdict, fit_child_classifier,
+                                            photo_labels)
 
 
-def configured_check(config: Config) -> ChildCheck:
+def configured_classifier(config: Config) -> ChildClassifier:
     """The fitted check of safety.check with the policy and age limit of `config` (what decides, and its version)."""
-    return ChildCheck.load(config.safety.check, config.safety.uncertain).with_policy(config.safety.uncertain,
+    return ChildClassifier.load(config.safety.check, config.safety.uncertain).with_policy(config.safety.uncertain,
                                                                                    config.safety.child_age)
 
 
-class FittedCheck(NamedTuple):
-    check: ChildCheck
+class FittedClassifier(NamedTuple):
+    check: ChildClassifier
     labels: np.ndarray  # training photos: 1 shows a child
     scores: np.ndarray  # (seeds, photos) out-of-fold classifier scores
     faces: list[PhotoFaces]  # the training photos' face analyses
@@ -36,7 +38,7 @@ class FittedCheck(NamedTuple):
 
 
 @dataclass
-class PhotoCheck:
+class ScreenedPhoto:
     path: str | Path
     verdict: Verdict | None  # None when the photo could not be checked
     faces: PhotoFaces | None
@@ -52,10 +54,10 @@ class PhotoCheck:
                 "people": len(self.faces.people)}
 
 
-class PhotoChecker:
+class PhotoScreener:
     """A fitted check applied to photo files, with the settings (cache folder, runtimes, policy) of `config`."""
 
-    def __init__(self, check: ChildCheck, config: Config):
+    def __init__(self, check: ChildClassifier, config: Config):
         self.check = check.with_policy(config.safety.uncertain, config.safety.child_age)
         self.feature_config = copy.deepcopy(config)
         # A check reads one backbone's features (checks saved before towers had more say nothing of others).
@@ -64,8 +66,8 @@ class PhotoChecker:
         self.face_cache = FaceCache(config.cache_dir)
 
     @classmethod
-    def from_config(cls, config: Config) -> "PhotoChecker":
-        return cls(configured_check(config), config)
+    def from_config(cls, config: Config) -> "PhotoScreener":
+        return cls(configured_classifier(config), config)
 
     @property
     def version(self) -> str:
@@ -84,10 +86,10 @@ class PhotoChecker:
         """Hand over the check's frozen features of photos (by sha256) that a model computed (shared_columns)."""
         self.features.remember(hashes, pooled)
 
-    def check_photos(self, paths: Sequence[str | Path], *, hashes: Sequence[str] | None = None,
-                     skip_unreadable: bool = True, progress: bool = True) -> list[PhotoCheck]:
-        """One PhotoCheck per photo, in order; `hashes`: the files' sha256 where the caller has them already. An
-        unreadable or too small photo is an error unless `skip_unreadable`, where its PhotoCheck names why."""
+    def screen_photos(self, paths: Sequence[str | Path], *, hashes: Sequence[str] | None = None,
+                     skip_unreadable: bool = True, progress: bool = True) -> list[ScreenedPhoto]:
+        """One ScreenedPhoto per photo, in order; `hashes`: the files' sha256 where the caller has them already. An
+        unreadable or too small photo is an error unless `skip_unreadable`, where its ScreenedPhoto names why."""
         hashes = list(hashes) if hashes is not None else [file_sha256(p) for p in paths]
         analyses = list(analyze_photos(paths, self.face_cache, hashes=hashes, skip_unreadable=skip_unreadable,
                                        desc="image check: faces", progress=progress))
@@ -96,15 +98,15 @@ class PhotoChecker:
         if readable:
             features = self.features.images([Path(path) for path, _, _ in readable], [key for _, key, _ in readable])
             verdicts = iter(self.check.verdicts(features, [faces for _, _, faces in readable]))
-        return [PhotoCheck(path, next(verdicts), faces) if faces is not None else PhotoCheck(path, None, None, why)
-                for path, faces, why in analyses]
+        return [ScreenedPhoto(path, next(verdicts), faces) if faces is not None
+                else ScreenedPhoto(path, None, None, why) for path, faces, why in analyses]
 
-    def check_transient(self, path: str | Path) -> PhotoCheck:
+    def screen_transient(self, path: str | Path) -> ScreenedPhoto:
         """One photo checked without keeping anything of it (an upload): no face or feature cache entry is written.
         An unreadable or too small photo is an error."""
         faces = shared_analyzer().analyze(load_image(Path(path)))
         features = self.features.encode([Path(path)])
-        return PhotoCheck(path, self.check.verdicts(features, [faces])[0], faces)
+        return ScreenedPhoto(path, self.check.verdicts(features, [faces])[0], faces)
 
 
 def training_photos(config: Config):
@@ -127,7 +129,7 @@ def training_photos(config: Config):
             (labels["label"] == "child").astype(int).to_numpy())
 
 
-def fit_check_from_data(config: Config) -> FittedCheck:
+def fit_classifier_from_data(config: Config) -> FittedClassifier:
     """Fit the image check on the training photos and save it to safety.check. It reads the first image backbone's
     features alone: adding backbones to the search model leaves the check as it is."""
     start = time.perf_counter()
@@ -137,19 +139,19 @@ def fit_check_from_data(config: Config) -> FittedCheck:
     features = FrozenFeatures(config).images(paths)
     faces = [faces for _, faces, _ in analyze_photos(paths, FaceCache(config.cache_dir),
                                                      desc="image check: faces of the training photos")]
-    check, oof = fit_child_check(features, faces, labels, image_fingerprint(config),
+    check, oof = fit_child_classifier(features, faces, labels, image_fingerprint(config),
                                  dataclasses.asdict(config.image_backbone), child_age=config.safety.child_age,
                                  c=config.safety.classifier_c, target_recall=config.safety.target_recall)
     path = check.save(config.safety.check)
     print(f"wsense: fitted the image check on {len(labels)} training photos ({int(labels.sum())} with children) in "
           f"{time.perf_counter() - start:.0f} s: {path}", file=sys.stderr)
-    return FittedCheck(check, labels, oof, faces, paths)
+    return FittedClassifier(check, labels, oof, faces, paths)
 
 
-def load_or_fit_check(config: Config) -> PhotoChecker:
+def load_or_fit_screener(config: Config) -> PhotoScreener:
     """The checker of safety.check, fitted here on first use when the folder has none (named, with its cost)."""
     if not (Path(config.safety.check) / CHECK_FILE).is_file():
         print(f"wsense: no image check at {config.safety.check}: fitting it now on the training photos (once; "
               "about 4 minutes on 2 CPU cores, most of it reading faces)", file=sys.stderr)
-        fit_check_from_data(config)
-    return PhotoChecker.from_config(config)
+        fit_classifier_from_data(config)
+    return PhotoScreener.from_config(config)
