@@ -24,7 +24,7 @@ from wsense.safety import check_query
 from wsense.serving import pages
 from wsense.serving.batching import QueryBatcher
 from wsense.serving.metadata import FILTER_NAMES, MetadataFilter
-from wsense.serving.requests import SearchRequest, SearchResult, UnknownPhoto
+from wsense.serving.requests import MAX_TOP_K, SearchRequest, SearchResult, UnknownPhoto
 from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
 from wsense.serving.watch import CatalogWatcher
 
@@ -243,9 +243,12 @@ async def follow_catalog(app: FastAPI):
         await run_in_threadpool(watcher.stop)
 
 
-def create_app(engine, max_k: int = 50, max_batch: int = 64, watch: bool = False) -> FastAPI:
-    """The page and the API over `engine`; `max_batch`: most queries put through the text tower together (1: each
+def create_app(engine, max_k: int = MAX_TOP_K, max_batch: int = 64, watch: bool = False) -> FastAPI:
+    """The page and the API over `engine`; `max_k`: most results in one answer (at most the engine's own limit,
+    MAX_TOP_K, which the command line shares); `max_batch`: most queries put through the text tower together (1: each
     alone); `watch`: follow the catalog folder while serving (wsense.serving.watch)."""
+    if not 1 <= max_k <= MAX_TOP_K:
+        raise ValueError(f"max_k must be from 1 to {MAX_TOP_K}, not {max_k}")
     app = FastAPI(title="wsense", docs_url=None, redoc_url=None, openapi_url=None, lifespan=follow_catalog)
     app.state.watcher = CatalogWatcher(engine) if watch else None
     # Text searches run on the batcher's one worker thread (the tokenizer is not known to be thread-safe, and
