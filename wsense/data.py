@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,15 +187,25 @@ def read_image_file(path: Path) -> bytes:
         raise WsenseError(f"{path}: not a readable image ({exc})") from None
 
 
-def load_image(path: Path, data: bytes | None = None) -> Image.Image:
+def load_image(path: Path, data: bytes | None = None, *, shorter_side: int = 0, longer_side: int = 0
+               ) -> Image.Image:
     """Decode an image to RGB, with a one-line error naming the file when it is corrupt; `data`: the file's bytes
-    where the caller has read them already (read_image_file)."""
+    where the caller has read them already (read_image_file). `shorter_side`, `longer_side`: the most detail the
+    caller uses; a JPEG larger than that is decoded at the smallest DCT scale (1/2, 1/4 or 1/8) whose sides are still
+    at least these, a fraction of a full decode's cost for a camera file. Other formats decode at full size. The
+    file's own size is kept in `image.info["full_size"]`."""
     data = read_image_file(path) if data is None else data
     try:
         with Image.open(io.BytesIO(data)) as image:
-            return image.convert("RGB")
+            full_size = image.size
+            scale = max(shorter_side / max(1, min(full_size)), longer_side / max(1, max(full_size)))
+            if image.format == "JPEG" and 0 < scale < 1:
+                image.draft(None, tuple(math.ceil(side * scale) for side in full_size))
+            decoded = image.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise WsenseError(f"{path}: not a readable image ({exc})") from None
+    decoded.info["full_size"] = full_size
+    return decoded
 
 
 @dataclass

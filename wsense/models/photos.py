@@ -56,7 +56,7 @@ class PhotoReader:
     def pixels(self, path: str | Path, data: bytes | None = None) -> Pixels:
         """One photo's normalised views, per backbone (views, 3, size, size); a WsenseError names an unreadable file.
         `data`: the file's bytes where they have been read already."""
-        return self.transform(load_image(Path(path), data))
+        return self.transform(load_image(Path(path), data, shorter_side=self.transform.decode_side))
 
     def load(self, path: str | Path, on_device: bool = True):
         """Views, a _RawJpeg (`on_device`, where the device decodes JPEGs), or the WsenseError saying why the photo

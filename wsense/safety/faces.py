@@ -98,14 +98,15 @@ class FaceAnalyzer:
         self.people.setSVMDetector(cv2.HOGDescriptor.getDefaultPeopleDetector())
 
     def analyze(self, image: Image.Image) -> PhotoFaces:
-        """Faces and people in one RGB photo; a WsenseError when it is too small to check."""
-        width, height = image.size
+        """Faces and people in one RGB photo (decoded at reduced size or not: boxes come back in the file's own
+        pixels, image.info["full_size"]); a WsenseError when it is too small to check."""
+        width, height = image.info.get("full_size") or image.size
         if min(width, height) < MIN_SIDE:
             raise WsenseError(f"photo too small to check ({width}x{height} px; the image check needs at least "
                               f"{MIN_SIDE} px a side)")
         scale = min(1.0, MAX_SIDE / max(width, height))
-        work = image if scale == 1.0 else image.resize((round(width * scale), round(height * scale)),
-                                                       Image.Resampling.BILINEAR)
+        target = (round(width * scale), round(height * scale))
+        work = image if image.size == target else image.resize(target, Image.Resampling.BILINEAR)
         result = PhotoFaces(width, height)
         boxes, scores = self.detector.detect(work)
         if boxes is not None:
@@ -184,7 +185,7 @@ def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: Face
                 if analyzer is None:
                     analyzer = shared_analyzer()
                 try:
-                    faces = analyzer.analyze(load_image(Path(path)))
+                    faces = analyzer.analyze(load_image(Path(path), longer_side=MAX_SIDE))
                 except WsenseError as error:
                     why = str(error).removeprefix(f"{path}: ")
                     if not skip_unreadable:

@@ -18,7 +18,7 @@ from wsense.errors import WsenseError
 from wsense.models.frozen_features import FrozenFeatures, backbone_fingerprints, image_fingerprint
 from wsense.io import file_sha256
 from wsense.data import load_image
-from wsense.safety.faces import FaceCache, PhotoFaces, analyze_photos, shared_analyzer
+from wsense.safety.faces import MAX_SIDE, FaceCache, PhotoFaces, analyze_photos, shared_analyzer
 from wsense.safety.child_classifier import (CHECK_FILE, FACE_FEATURES, ChildClassifier, Verdict, fit_child_classifier,
                                             photo_labels)
 
@@ -104,7 +104,7 @@ class PhotoScreener:
     def screen_transient(self, path: str | Path) -> ScreenedPhoto:
         """One photo checked without keeping anything of it (an upload): no face or feature cache entry is written.
         An unreadable or too small photo is an error."""
-        faces = shared_analyzer().analyze(load_image(Path(path)))
+        faces = shared_analyzer().analyze(load_image(Path(path), longer_side=MAX_SIDE))
         features = self.features.encode([Path(path)])
         return ScreenedPhoto(path, self.check.verdicts(features, [faces])[0], faces)
 
