@@ -1,8 +1,9 @@
 """Shared fixtures: a tiny generated With Sense data set (real file formats, a few coloured JPEGs), one untrained
-checkpoint and one search engine per session, and the runtime settings a test passes (as a user's --config does).
+checkpoint and a few search engines per session, and the runtime settings a test passes (as a user's --config does).
 
-In CI (CI=true) a missing requirement of an end-to-end test (the full data set, Chromium) fails the run instead
-of skipping the tests that need it."""
+The tests mirror the package (tests/models/ for wsense/models/, ...); end-to-end tests live in tests/e2e/, whose
+conftest marks them `e2e`. In CI (CI=true) a missing requirement of an end-to-end test (the full data set, Chromium)
+fails the run instead of skipping the tests that need it."""
 from __future__ import annotations
 
 import os
@@ -217,3 +218,115 @@ def engine(checkpoint, shared_data, tmp_path_factory):
 
     return SearchEngine(checkpoint, shared_data / "test_images", BOYS,
                         index_dir=tmp_path_factory.mktemp("index") / "index", settings=settings())
+
+
+@pytest.fixture(scope="module")
+def model_config() -> Config:
+    return load_config()
+
+
+@pytest.fixture
+def tiny_config(tiny_data, tmp_path) -> Config:
+    """Training settings for the tiny data set: small batches, two epochs, a private run folder and cache."""
+    config = load_config()
+    config.data.dir = str(tiny_data)
+    config.cache_dir = str(tmp_path / "cache")
+    config.training.output_dir = str(tmp_path / "run")
+    config.baselines.folds = 2
+    config.training.batch_size = 8
+    config.training.contrastive_batch_size = 4
+    config.training.epochs = 2
+    config.training.warmup_steps = 1
+    config.training.lr = 3e-3
+    return config
+
+
+def russian_captions(path: Path) -> Path:
+    """Russian versions of the tiny data set's training captions, as data.russian_train_captions reads them."""
+    russian = ["Чёрная собака бежит по зелёной траве", "Двое мужчин лезут на красную скалу",
+               "Маленькая девочка в розовом платье", "Сёрфер катится на большой волне",
+               "Женщина едет на велосипеде по улице", "Снежные горы под голубым небом"]
+    lines = ["query_id|query_text_ru"] + [f"{qid}|{text}" for qid, text in zip(CAPTIONS, russian)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_map_settings(data, tmp_path, **changes) -> Config:
+    """The multilingual map fitted on the tiny data set's captions and their Russian versions."""
+    return settings(search__multilingual="use_map", data__dir=str(data),
+                    data__russian_train_captions=str(russian_captions(tmp_path / "ru.csv")), **changes)
+
+
+def write_config(path: Path) -> Path:
+    """A user's --config: the English tower for every query (no multilingual map to fit) in torch, and the test
+    image check; the fusion ranking (no query bank to build)."""
+    path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
+                    f"  duplicate_threshold: null\n"
+                    f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
+    return path
+
+
+def photo_folder(root: Path, count: int, seed: int = 500) -> Path:
+    root.mkdir(parents=True)
+    for i in range(count):
+        write_image(root / f"photo{i}.jpg", seed + i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def features_photos(tmp_path_factory) -> Path:
+    """Nine photos, three of them in a subfolder."""
+    root = tmp_path_factory.mktemp("features") / "photos"
+    (root / "sub").mkdir(parents=True)
+    for i in range(9):
+        write_image(root / ("sub" if i % 3 == 0 else ".") / f"photo{i}.jpg", 900 + i, size=(96, 72))
+    return root
+
+
+@pytest.fixture(scope="session")
+def features_engine(checkpoint, features_photos, tmp_path_factory):
+    """The photographers' search features' engine (paging, cut-off, more like a photo, batches, thumbnails, the API and
+    the page): eight searchable photos (photo1 is kept out by its description), ranked by the cosine, candidates 4."""
+    from wsense.serving.search import SearchEngine
+
+    descriptions = pd.DataFrame({"image": ["photo1.jpg"], "text": ["A little girl on a swing ."]})
+    return SearchEngine(checkpoint, features_photos, descriptions, index_dir=tmp_path_factory.mktemp("ix") / "ix",
+                        settings=settings(search__ranking="cosine", search__candidates=4))
+
+
+@pytest.fixture(scope="session")
+def features_client(features_engine):
+    from fastapi.testclient import TestClient
+
+    from wsense.serving.web import create_app
+
+    return TestClient(create_app(features_engine, max_k=8))
+
+
+@pytest.fixture(scope="session")
+def catalog_photos(tmp_path_factory) -> Path:
+    """Eight photos: more than the shortlists of exact_engine and faiss_engine."""
+    return photo_folder(tmp_path_factory.mktemp("catalog") / "photos", 8, seed=800)
+
+
+@pytest.fixture(scope="session")
+def catalog_index(tmp_path_factory) -> Path:
+    """One index folder for both engines over the catalog (same model, so the second embeds nothing)."""
+    return tmp_path_factory.mktemp("catalog_index") / "ix"
+
+
+@pytest.fixture(scope="session")
+def exact_engine(checkpoint, catalog_photos, catalog_index):
+    from wsense.serving.search import SearchEngine
+
+    return SearchEngine(checkpoint, catalog_photos, None, index_dir=catalog_index,
+                        settings=settings(search__first_stage="exact", search__candidates=3))
+
+
+@pytest.fixture(scope="session")
+def faiss_engine(checkpoint, catalog_photos, catalog_index):
+    pytest.importorskip("faiss")
+    from wsense.serving.search import SearchEngine
+
+    return SearchEngine(checkpoint, catalog_photos, None, index_dir=catalog_index,
+                        settings=settings(search__first_stage="faiss", search__candidates=3))

@@ -124,3 +124,11 @@ def test_the_entry_points_are_exported_from_the_package_and_load_on_use():
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["wsense.serving.search", "wsense.config", "wsense.training.loop",
                                    "wsense.safety.query_check"]
+
+
+def test_no_html_css_or_javascript_in_python_strings():
+    """The page and the contact sheet live in wsense/serving/templates and static/, none of them in Python."""
+    markers = ["<div", "<html", "<script", "<style", "<p>", "{font-", "addEventListener", "querySelector"]
+    found = [(file.relative_to(PACKAGE).as_posix(), marker) for file in sorted(PACKAGE.rglob("*.py"))
+             for marker in markers if marker in file.read_text(encoding="utf-8")]
+    assert not found

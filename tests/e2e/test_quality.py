@@ -1,0 +1,57 @@
+"""Quality floors on the real data, a little under the figures of reports/report.md, so that a ranking regression
+fails CI: the search checkpoint trained once (as `wsense serve` trains it on first use) and evaluated as search runs
+it, and the fold-0 run's validation Spearman."""
+import copy
+
+import pytest
+
+from conftest import FULL_DATA
+from wsense.config import load_config
+from wsense.evaluation.report import model_name
+from wsense.evaluation.trained import evaluate_checkpoint, train_validated
+
+pytestmark = pytest.mark.full_data
+# Russian R@1 of the search ranking against English on the test queries: 0.310 against 0.310 (reports/report.md),
+# with the gloss beside the map; on held-out validation captions the gap is 0.027 (docs/experiments.md).
+RUSSIAN_GAP = 0.03
+
+
+@pytest.fixture(scope="module")
+def config(full_data_cache, tmp_path_factory):
+    config = load_config()
+    config.data.dir = str(FULL_DATA)
+    config.cache_dir = str(full_data_cache)
+    config.training.output_dir = str(tmp_path_factory.mktemp("runs") / "final")
+    return config
+
+
+def test_search_checkpoint_finds_the_right_photo_as_often_as_reported(config):
+    config = copy.deepcopy(config)
+    config.training.val_fold = None
+    result = train_validated(config)
+    assert result.best_epoch == config.training.epochs  # no validation: the last epoch
+    rows = {row["model"].removeprefix(model_name(config)): row
+            for row in evaluate_checkpoint(result.output_dir / "best", config)}
+    # reports/report.md (2026-12-07, training without the photos seen to show a child): fusion 0.308 / 0.662, cosine
+    # 0.320 / 0.668, allowed queries 0.341, Russian 0.304 / 0.616. Another training of the same config on the same
+    # machine read cosine R@1 0.298: CPU runs differ by about 0.02, so the floors sit that far under.
+    assert rows[""]["r1"] >= 0.27 and rows[""]["r5"] >= 0.60, rows[""]
+    assert rows[" [cosine]"]["r1"] >= 0.29 and rows[" [cosine]"]["r5"] >= 0.63, rows[" [cosine]"]
+    assert rows[" [allowed queries]"]["r1"] >= 0.31, rows[" [allowed queries]"]
+    assert rows[" [ru]"]["r1"] >= 0.26 and rows[" [ru]"]["r5"] >= 0.60, rows[" [ru]"]
+    assert rows[" [ru]"]["r1"] >= rows[""]["r1"] - 0.05  # Russian on a par with English
+    # What search ranks by (search.ranking: qb_cosine): 0.310 / 0.684 (0.316 and 0.328 in earlier trainings with the
+    # photos seen to show a child), Russian 0.310 / 0.674.
+    qb, qb_ru = rows[" [cosine, query bank]"], rows[" [ru] [cosine, query bank]"]
+    assert qb["r1"] >= 0.29 and qb["r5"] >= 0.65 and qb_ru["r1"] >= 0.28, (qb, qb_ru)
+    assert abs(qb_ru["r1"] - qb["r1"]) <= RUSSIAN_GAP
+
+
+def test_fold_0_validation_spearman_is_as_reported(config):
+    config = copy.deepcopy(config)
+    config.training.val_fold = 0
+    config.training.output_dir = config.training.output_dir + "-fold0"
+    result = train_validated(config)
+    # reports/report.json: fold 0 of the grouped cross-validation 0.79 (0.779 +- 0.013 over the five).
+    assert result.best["val_spearman"] >= 0.76, result.best
+    assert result.best["val_r1_fusion"] >= 0.25 and result.best["val_r1_cosine"] >= 0.25, result.best

@@ -1,0 +1,59 @@
+"""Frozen features (wsense/models/frozen_features.py): one cache per backbone, named by its size and views; through
+ONNX the torch features, exported only for photos not cached yet."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsense.config import BackboneConfig, load_config
+from wsense.models.image_onnx import FILE_PREFIX
+
+
+def test_frozen_feature_cache_names_each_backbone_with_its_size_and_the_views():
+    from wsense.config import load_config
+    from wsense.models.frozen_features import backbone_fingerprints, image_fingerprint
+
+    config = load_config()
+    config.image_backbone.views = ["center"]
+    first, second = backbone_fingerprints(config)
+    assert first == "image-efficientnet_lite0-pretrained-224" and second == "image-efficientnet_lite2-pretrained-260"
+    # The first backbone's cache is the one it had alone (and the one the image check reads).
+    config.image_backbone = config.image_backbone.first_only()
+    assert backbone_fingerprints(config) == [first] and image_fingerprint(config) == first
+    config.image_backbone.views = ["center", "full"]
+    assert backbone_fingerprints(config) == ["image-efficientnet_lite0-pretrained-224-center+full"]
+    config.image_backbone.extra_backbones = [BackboneConfig("resnet18", pretrained=False, image_size=64)]
+    assert backbone_fingerprints(config)[1] == "image-resnet18-random-seed0-64-center+full"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, size in enumerate([(320, 200), (200, 320), (256, 256)]):  # landscape, portrait, square
+        pixels = torch.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3).roll(40 * i, 1)
+        path = folder / f"photo{i}.jpg"
+        Image.fromarray(pixels.to(torch.uint8).numpy()).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_frozen_features_through_onnx_match_torch_and_export_only_for_uncached_photos(photos, tmp_path):
+    from wsense.models.frozen_features import FrozenFeatures
+
+    config = load_config()
+    config.cache_dir = str(tmp_path / "onnx-cache")
+    onnx = FrozenFeatures(config).images(photos)
+    exported = sorted((tmp_path / "onnx-cache" / "onnx").glob(f"{FILE_PREFIX}*.onnx"))
+    assert [path.name.split("-")[1] for path in exported] == ["efficientnet_lite0", "efficientnet_lite2"]
+    for path in exported:
+        path.unlink()
+    assert np.array_equal(FrozenFeatures(config).images(photos), onnx)  # all cached: nothing exported
+    assert not any(path.exists() for path in exported)
+
+    config.embedding.image_runtime = "torch"
+    config.cache_dir = str(tmp_path / "torch-cache")
+    torch_features = FrozenFeatures(config).images(photos)
+    assert not (tmp_path / "torch-cache" / "onnx").exists()
+    assert onnx.shape == torch_features.shape == (3, 2560)  # Lite0's and Lite2's features side by side
+    np.testing.assert_allclose(onnx, torch_features, atol=1e-4)

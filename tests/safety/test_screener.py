@@ -1,0 +1,48 @@
+"""The photo screener (wsense/safety/screener.py): photos flagged by their features, the frozen features it shares
+with a model, and fitting on the labels by looking."""
+import numpy as np
+
+from conftest import make_check, settings, write_image
+from wsense.safety.screener import PhotoScreener
+
+
+def test_checker_flags_photos_by_their_features(tmp_path):
+    for i in range(3):
+        write_image(tmp_path / f"p{i}.jpg", 40 + i, (96, 96))
+    checker = PhotoScreener.from_config(settings())
+    paths = [tmp_path / f"p{i}.jpg" for i in range(3)]
+    features = checker.features.images(paths)
+    width = len(checker.check.coef)
+    coef = np.concatenate([features[1] - features[[0, 2]].mean(0), np.zeros(width - features.shape[1])])
+    logits = features @ coef[:features.shape[1]]
+    check = make_check(coef=coef, intercept=-float(np.sort(logits)[1:].mean()))
+    results = PhotoScreener(check, settings()).screen_photos(paths, progress=False)
+    assert [r.verdict.child for r in results] == [False, True, False]
+    assert results[1].to_dict()["reason"].startswith("photo classifier: child score")
+
+
+def test_the_check_takes_the_leading_columns_of_a_frozen_model_whose_first_backbone_is_its_own():
+    checker = PhotoScreener(make_check(), settings())
+    model = settings()  # Lite0 and Lite2 side by side: the check's Lite0 features are the first 1,280 columns
+    assert checker.shared_columns(model) == 1280
+    model.training.mode = "partial"  # fine-tuned backbones: their features are no longer the check's
+    assert checker.shared_columns(model) is None
+    other = settings(image_backbone__image_size=256)  # another first backbone
+    assert checker.shared_columns(other) is None
+
+
+def _labels_file(path, rows):
+    path.write_text("image,split,label,note,reviewers\n" + "".join(f"{r},note,H1\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_the_check_is_fitted_on_labels_by_looking_without_the_unsure_photos(shared_data, tmp_path):
+    from conftest import TRAIN_IMAGES, settings
+    from wsense.safety.screener import training_photos
+
+    rows = [f"{name},train,{label}" for name, label in zip(TRAIN_IMAGES, ["child", "adult", "unsure", "none"] * 9)]
+    config = settings(data__dir=str(shared_data), safety__labels=str(_labels_file(tmp_path / "l.csv", rows)))
+    _, paths, labels = training_photos(config)
+    kept = [name for name, label in zip(TRAIN_IMAGES, ["child", "adult", "unsure", "none"] * 9) if label != "unsure"]
+    assert [p.name for p in paths] == kept
+    assert labels.tolist() == [int(r.split(",")[2] == "child") for r in rows if not r.endswith("unsure")]

@@ -1,0 +1,209 @@
+"""The catalog index (wsense/serving/index.py): incremental, atomic, per model, with the legal filter applied to
+every photo, and the progress shards an interrupted run leaves."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from safetensors.torch import load_file, save_file
+
+import wsense.serving.index as index_module
+from conftest import make_check, settings, write_image
+from wsense.errors import WsenseError
+from wsense.models.checkpoint import model_fingerprint
+from wsense.safety.screener import PhotoScreener
+from wsense.serving.index import PROGRESS_DIR, CatalogIndex, IndexJournal, update_index
+from wsense.serving.scoring import RelevanceScorer
+from wsense.serving.search import SearchEngine
+
+
+@pytest.fixture(scope="module")
+def checkpoints(checkpoint, tmp_path_factory):
+    """The session checkpoint, and a copy whose fusion head differs (another model)."""
+    other = tmp_path_factory.mktemp("other") / "best"
+    shutil.copytree(checkpoint, other, ignore=shutil.ignore_patterns("*.onnx", "*.npz"))
+    state = load_file(other / "model.safetensors")
+    state["fusion.net.0.weight"] += 0.01
+    save_file(state, other / "model.safetensors")
+    return checkpoint, other
+
+
+@pytest.fixture(scope="module")
+def scorer(checkpoint):
+    scorer = RelevanceScorer.from_checkpoint(checkpoint, settings())
+    return scorer, scorer.config
+
+
+@pytest.fixture(scope="module")
+def checker():
+    return PhotoScreener.from_config(settings())
+
+
+@pytest.fixture
+def photos(tmp_path):
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    for i, name in enumerate(["a.jpg", "b.jpeg", "sub/c.png", "sub/d.JPG"]):
+        write_image(root / name, i)
+    (root / "notes.txt").write_text("not a photo")
+    return root
+
+
+def test_incremental_index_embeds_only_new_and_changed_photos(photos, tmp_path, scorer, checkpoints, checker):
+    scorer, config = scorer
+    fingerprint = model_fingerprint(checkpoints[0])
+    directory = tmp_path / "index"
+    index, report = update_index(photos, directory, scorer, fingerprint, checker)
+    assert [e["path"] for e in index.entries] == ["a.jpg", "b.jpeg", "sub/c.png", "sub/d.JPG"]
+    assert (report.added, report.changed, report.removed, report.unchanged) == (4, 0, 0, 0)
+    assert np.allclose(np.linalg.norm(index.embeddings, axis=1), 1, atol=1e-5)
+    first = index.embeddings.copy()
+
+    write_image(photos / "e.jpg", 10)  # add
+    write_image(photos / "b.jpeg", 11)  # change
+    (photos / "sub" / "c.png").unlink()  # delete
+    index, report = update_index(photos, directory, scorer, fingerprint, checker)
+    assert (report.added, report.changed, report.removed, report.unchanged) == (1, 1, 1, 2)
+    paths = [e["path"] for e in index.entries]
+    assert paths == ["a.jpg", "b.jpeg", "e.jpg", "sub/d.JPG"]
+    assert np.allclose(index.embeddings[0], first[0])  # a.jpg reused, not re-embedded
+    assert not np.allclose(index.embeddings[1], first[1])  # b.jpeg re-embedded
+
+    (photos / "a.jpg").touch()  # new mtime, same bytes: hashed, not re-embedded
+    _, report = update_index(photos, directory, scorer, fingerprint, checker)
+    assert (report.added, report.changed, report.unchanged) == (0, 0, 4)
+    assert CatalogIndex.load(directory, fingerprint).entries[1]["path"] == "b.jpeg"
+
+
+def test_corrupt_photos_are_reported_and_skipped(photos, tmp_path, scorer, checkpoints, checker):
+    scorer, config = scorer
+    (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
+    index, report = update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), checker)
+    assert [path for path, _ in report.skipped] == ["broken.jpg"]
+    assert "broken.jpg" not in [e["path"] for e in index.entries] and len(index.entries) == 4
+    assert "skipped broken.jpg" in str(report)
+
+
+def test_index_of_another_model_is_refused_with_how_to_rebuild(photos, tmp_path, scorer, checkpoints, checker):
+    scorer, config = scorer
+    update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), checker)
+    with pytest.raises(WsenseError, match="built by another model.*--rebuild"):
+        SearchEngine(checkpoints[1], index_dir=tmp_path / "index", settings=settings())
+    engine = SearchEngine(checkpoints[1], photos, index_dir=tmp_path / "index", rebuild=True, settings=settings())
+    assert len(engine.images) == 4
+
+
+def test_damaged_index_is_a_clear_error(tmp_path, checkpoints):
+    (tmp_path / "index").mkdir()
+    (tmp_path / "index" / "index.json").write_text("{broken")
+    (tmp_path / "index" / "embeddings.npy").write_bytes(b"x")
+    with pytest.raises(WsenseError, match="damaged index"):
+        SearchEngine(checkpoints[0], index_dir=tmp_path / "index", settings=settings())
+    with pytest.raises(WsenseError, match="no index here"):
+        SearchEngine(checkpoints[0], index_dir=tmp_path / "none", settings=settings())
+
+
+def test_described_children_and_image_check_keep_photos_out(photos, tmp_path, scorer, checkpoints, checker):
+    import pandas as pd
+
+    scorer, config = scorer
+    fingerprint = model_fingerprint(checkpoints[0])
+    descriptions = pd.DataFrame({"image": ["b.jpeg"], "text": ["a toddler on a swing"]})
+    index, report = update_index(photos, tmp_path / "i1", scorer, fingerprint, checker, descriptions)
+    assert report.excluded_by_description == 1 and report.excluded_by_image_check == 0
+    assert "b.jpeg" not in [index.entries[i]["path"] for i in index.searchable]
+    assert {e["check"]["version"] for e in index.entries} == {checker.version}
+
+    # A check whose classifier scores exactly two photos over its threshold, by their image features.
+    flagging, order = _check_flagging_two(photos, index, checker)
+    index, report = update_index(photos, tmp_path / "i1", scorer, fingerprint, flagging, descriptions)
+    assert report.checked == 4 and (report.added, report.changed, report.unchanged) == (0, 0, 4)
+    kept_out = {e["path"]: e["excluded"] for e in index.entries if e["excluded"]}
+    flagged = {index.entries[i]["path"] for i in order[:2]}
+    assert flagged | {"b.jpeg"} == set(kept_out)
+    assert all(kept_out[p].startswith("image check: photo classifier: child score") for p in flagged - {"b.jpeg"})
+    assert kept_out["b.jpeg"] == "description mentions a child"  # the description wins where both apply
+    assert [e["path"] for e in index.excluded] == sorted(kept_out)
+
+
+def _check_flagging_two(photos, index, checker):
+    from wsense.safety.screener import PhotoScreener
+
+    features = checker.features.images([photos / e["path"] for e in index.entries])
+    direction = np.random.default_rng(0).standard_normal(features.shape[1])
+    logits = features @ direction
+    order = np.argsort(-logits)
+    middle = float(logits[order[1:3]].mean())
+    check = make_check(coef=np.concatenate([direction, np.zeros(len(checker.check.coef) - len(direction))]),
+                       intercept=-middle, thresholds={"photo": 0.5, "uncertain": 0.5})
+    return PhotoScreener(check, settings()), order
+
+
+def test_a_changed_check_rechecks_photos_without_embedding_them_again(photos, tmp_path, scorer, checkpoints,
+                                                                       checker, monkeypatch, capsys):
+    scorer, config = scorer
+    fingerprint = model_fingerprint(checkpoints[0])
+    index, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, checker)
+    assert report.checked == 4 and index.excluded == []
+    embedded = []
+    original = scorer.embed_photos
+    monkeypatch.setattr(scorer, "embed_photos", lambda paths, **kw: embedded.extend(paths) or original(paths, **kw))
+    flagging, _ = _check_flagging_two(photos, index, checker)
+    index, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, flagging)
+    assert embedded == [] and report.checked == 4 and report.excluded_by_image_check == 2
+    assert flagging.version in str(report)
+    _, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, flagging)
+    assert report.checked == 0 and report.excluded_by_image_check == 2  # verdicts of this version are kept
+    capsys.readouterr()
+    SearchEngine(checkpoints[0], index_dir=tmp_path / "ix", settings=settings())  # opened as it is: a warning
+    assert "checked by another version of the image check" in capsys.readouterr().err
+    config = settings(safety__uncertain="exclude")  # another policy is another version: checked again
+    _, report = update_index(photos, tmp_path / "ix", scorer, fingerprint, PhotoScreener(flagging.check, config))
+    assert report.checked == 4 and embedded == []
+
+
+def temp_leftovers(parent: Path, name: str) -> list[str]:
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
+
+
+def test_failed_index_save_keeps_the_old_index_and_no_temp_folder(checkpoint, tmp_path, monkeypatch):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        write_image(photos / f"p{i}.jpg", 300 + i)
+    config = settings()
+    scorer = RelevanceScorer.from_checkpoint(checkpoint, config)
+    fingerprint = model_fingerprint(checkpoint)
+    directory = tmp_path / "cache" / "index"
+    index, _ = update_index(photos, directory, scorer, fingerprint, PhotoScreener.from_config(config))
+    saved = (directory / "embeddings.npy").read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(index_module.np, "save", disk_full)
+    with pytest.raises(OSError, match="disk full"):
+        index.save(directory)
+    monkeypatch.undo()
+    loaded = CatalogIndex.load(directory, fingerprint)
+    assert [e["path"] for e in loaded.entries] == ["p0.jpg", "p1.jpg"]
+    assert np.array_equal(loaded.embeddings, index.embeddings)
+    assert (directory / "embeddings.npy").read_bytes() == saved
+    assert temp_leftovers(directory.parent, "index") == [], "CatalogIndex.save left its temporary folder behind"
+
+
+def test_progress_of_another_model_or_a_damaged_shard_is_passed_over(tmp_path, capsys):
+    journal = IndexJournal(tmp_path, "model-a")
+    journal.commit([("a.jpg", 10, 1, "ab" * 32), ("b.jpg", 11, 2, "cd" * 32)], np.ones((2, 4), np.float32))
+    IndexJournal(tmp_path, "model-b").commit([("c.jpg", 12, 3, "ef" * 32)], np.zeros((1, 4), np.float32))
+    whole = pq.read_table(tmp_path / PROGRESS_DIR).to_pandas()  # the shards as one table, as Ray or Spark read them
+    assert sorted(whole["path"]) == ["a.jpg", "b.jpg", "c.jpg"] and list(whole["embedding"][0]) == [1.0] * 4
+    (tmp_path / PROGRESS_DIR / "000009.parquet").write_bytes(b"PAR1 cut short by a crash")
+    found = IndexJournal(tmp_path, "model-a").committed()
+    assert sorted(found) == ["a.jpg", "b.jpg"] and found["b.jpg"][:3] == (11, 2, "cd" * 32)
+    np.testing.assert_array_equal(found["a.jpg"][3], np.ones(4, np.float32))
+    assert "000009.parquet: unreadable progress shard, passed over" in capsys.readouterr().err
+    assert not list((tmp_path / PROGRESS_DIR).glob("*.tmp"))
