@@ -105,11 +105,11 @@ def test_the_engine_on_milvus_gives_the_results_of_the_engine_in_memory(checkpoi
     memory = SearchEngine(checkpoint, photos, described, index_dir=tmp_path / "ix", settings=settings(**common))
     on_milvus = SearchEngine(checkpoint, photos, described, index_dir=tmp_path / "ix", settings=settings(
         search__first_stage="milvus", search__milvus_uri=str(tmp_path / "m.db"), **common))
-    assert on_milvus.first_stage.method == "milvus"
+    assert on_milvus.catalog.first_stage.method == "milvus"
     for options in ({}, {"filters": MetadataFilter.parse(folder="sub")}, {"offset": 2}, {"like": "sub/photo3.jpg"}):
         assert (on_milvus.search("a dog on the grass", 3, **options).to_dict()
                 == memory.search("a dog on the grass", 3, **options).to_dict()), options
     assert "photo2.jpg" not in [item["image"] for item in on_milvus.search("a dog", 8).results]
     (photos / "photo4.jpg").unlink()
     on_milvus.refresh()
-    assert on_milvus.first_stage.deleted == 1 and on_milvus.search("a dog", 8).total == 6
+    assert on_milvus.catalog.first_stage.deleted == 1 and on_milvus.search("a dog", 8).total == 6
