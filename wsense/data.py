@@ -202,6 +202,8 @@ def load_image(path: Path, data: bytes | None = None, *, shorter_side: int = 0, 
             if image.format == "JPEG" and 0 < scale < 1:
                 image.draft(None, tuple(math.ceil(side * scale) for side in full_size))
             decoded = image.convert("RGB")
+    except Image.DecompressionBombError as exc:  # more pixels than a photo has: refused before it is decoded
+        raise WsenseError(f"{path}: too many pixels to be a photo ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise WsenseError(f"{path}: not a readable image ({exc})") from None
     decoded.info["full_size"] = full_size

@@ -357,3 +357,34 @@ def test_the_page_marks_folded_duplicates_and_expands_them(features_engine, feat
     page = features_client.get("/", params={"q": QUERY, "k": 3}).text
     assert '<details class="similar"><summary>7 similar</summary>' in page
     assert len(re.findall(r'<img src="/thumbnails/', page)) == 8 and "1–1 of 1" in visible_text(page)
+
+
+def png(size, mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("limit, bomb_limit, message", [(10_000, None, "200 x 200 pixels"),
+                                                        (10**9, 1_000, "more than")])
+def test_a_photo_with_too_many_pixels_is_refused_from_its_header(features_client, features_engine, monkeypatch,
+                                                                 limit, bomb_limit, message):
+    looked = []
+    monkeypatch.setattr(features_engine, "uploaded_example", lambda *args, **kwargs: looked.append(args))
+    monkeypatch.setattr(web, "MAX_UPLOAD_PIXELS", limit)
+    if bomb_limit:  # PIL's own decompression-bomb limit, past which it refuses to open the file at all
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", bomb_limit)
+    response = features_client.post("/api/similar", content=png((200, 200)), headers={"content-type": "image/png"})
+    assert response.status_code == 413 and message in response.json()["detail"] and not looked
+    page = features_client.post("/similar", content=png((200, 200)), headers={"content-type": "image/png"})
+    assert page.status_code == 413 and "too large" in page.text and not looked
+
+
+def test_uploads_past_those_being_looked_at_get_a_503_to_retry(features_engine, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    monkeypatch.setattr(web, "UPLOADS_AT_ONCE", 0)  # every slot taken
+    client = TestClient(create_app(features_engine, max_k=8))
+    response = client.post("/api/similar", content=jpeg(1, size=(200, 200)), headers={"content-type": "image/jpeg"})
+    assert response.status_code == 503 and response.headers["retry-after"] == "2"
+    assert "try again" in response.json()["detail"]

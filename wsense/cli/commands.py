@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -265,6 +266,7 @@ def example_of(engine, photo: str):
 
 
 def serve(args: argparse.Namespace) -> int:
+    from wsense.serving.access import API_KEY_ENV
     from wsense.serving.web import serve
 
     engine = engine_of(args, config_of(args))
@@ -272,5 +274,6 @@ def serve(args: argparse.Namespace) -> int:
         engine.scorer.compile_text_tower()
     print(f"serving {len(engine.images)} photos from {engine.root} at http://{args.host}:{args.port}/",
           file=sys.stderr)
-    serve(engine, host=args.host, port=args.port, watch=args.watch)
+    serve(engine, host=args.host, port=args.port, watch=args.watch,
+          api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
     return 0

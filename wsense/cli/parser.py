@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--watch", action="store_true",
                        help="follow the image folder while serving: added, changed and removed photos are indexed "
                             "and checked, then searchable (or gone) without a restart")
+    serve.add_argument("--api-key", help="every route but /healthz needs this key (default: $WSENSE_API_KEY; none: "
+                                         "open, meant for localhost)")
     serve.add_argument("--compile", action="store_true",
                        help="torch.compile the text tower at start-up: faster queries after ~30 s")
     serve.set_defaults(run=runners.serve)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import io
 import json
 import posixpath
+import sys
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,10 +20,12 @@ from pathlib import Path
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from PIL import Image, UnidentifiedImageError
 
 from wsense.errors import WsenseError
 from wsense.safety import check_query
 from wsense.serving import pages
+from wsense.serving.access import API_KEY_ENV, LOCAL_HOSTS, ApiKeyGate
 from wsense.serving.batching import QueryBatcher
 from wsense.serving.metadata import FILTER_NAMES, MetadataFilter
 from wsense.serving.requests import MAX_TOP_K, SearchRequest, SearchResult, UnknownPhoto
@@ -32,15 +36,32 @@ PAGE_K = 12  # thumbnails on the page unless the form asks otherwise
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".webp": "image/webp"}
 UPLOAD_TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_PIXELS = 50_000_000  # past any camera's: a small file that decodes to more is a decompression bomb
+UPLOADS_AT_ONCE = 2  # photos looked at together; each holds its decoded pixels and the image check
 UPLOADED = "upload"  # the example's name in the answer to an uploaded photo
 
 
 class UploadError(WsenseError):
-    """An upload refused before it is looked at, with its HTTP status (415, 413 or 400)."""
+    """An upload refused before it is looked at, with its HTTP status (415, 413, 400 or 503)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers
+
+
+def check_upload_pixels(data: bytes) -> None:
+    """Refuse a photo with more than MAX_UPLOAD_PIXELS from its header alone, before anything is decoded (an
+    unreadable one is left to the photo path, which names what is wrong with it)."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Image.DecompressionBombError:
+        raise UploadError(413, f"photo too large: more than {MAX_UPLOAD_PIXELS // 1_000_000} megapixels") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return
+    if width * height > MAX_UPLOAD_PIXELS:
+        raise UploadError(413, f"photo too large: {width} x {height} pixels (at most "
+                               f"{MAX_UPLOAD_PIXELS // 1_000_000} megapixels)")
 
 
 def parse_number(raw: str | None, name: str, cast: type, low: float, high: float | None, default):
@@ -65,6 +86,7 @@ class Routes:
         self.engine, self.batcher, self.watcher, self.max_k = engine, batcher, watcher, max_k
         self.root = Path(engine.root).resolve()
         self.page_k = min(PAGE_K, max_k)  # the box's default must pass its own max, or the browser won't submit it
+        self.upload_slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
 
     async def page(self, request: Request) -> HTMLResponse:
         """The start page (no q, no like), or a page of results; with fragment=1 the results alone, for the page's
@@ -125,9 +147,16 @@ class Routes:
         try:
             return (await self.search_upload(request, 1))[0]
         except UploadError as e:
-            raise HTTPException(e.status, str(e)) from None
+            raise HTTPException(e.status, str(e), headers=e.headers) from None
         except WsenseError as e:
             raise HTTPException(400, str(e)) from None
+
+    def healthz(self) -> dict:
+        """For an operator's monitoring: ready, the catalog's size, and what checks and ranks it."""
+        catalog = self.engine.catalog
+        checks = sorted({(entry.get("check") or {}).get("version") or "none" for entry in catalog.index.entries})
+        return {"ready": True, "photos": len(catalog.images), "kept_out": len(catalog.excluded),
+                "image_check": checks, "model": catalog.index.fingerprint}
 
     def api_catalog(self) -> dict:
         """What is being served: photos searchable and kept out, and (with --watch) the last refresh."""
@@ -191,7 +220,12 @@ class Routes:
                 raise UploadError(413, f"photo too large (at most {MAX_UPLOAD_BYTES} bytes)")
         if not body:
             raise UploadError(400, "empty upload: send the photo's bytes as the request body")
-        return await run_in_threadpool(self.uploaded_example, bytes(body), UPLOAD_TYPES[kind])
+        check_upload_pixels(bytes(body))
+        if self.upload_slots.locked():  # a queue of decoded photos is what takes a server down: refuse instead
+            raise UploadError(503, f"{UPLOADS_AT_ONCE} photos are being looked at already; try again in a moment",
+                              {"Retry-After": "2"})
+        async with self.upload_slots:
+            return await run_in_threadpool(self.uploaded_example, bytes(body), UPLOAD_TYPES[kind])
 
     def uploaded_example(self, data: bytes, suffix: str):
         with tempfile.TemporaryDirectory(prefix="wsense-upload-") as folder:
@@ -243,10 +277,12 @@ async def follow_catalog(app: FastAPI):
         await run_in_threadpool(watcher.stop)
 
 
-def create_app(engine, max_k: int = MAX_TOP_K, max_batch: int = 64, watch: bool = False) -> FastAPI:
+def create_app(engine, max_k: int = MAX_TOP_K, max_batch: int = 64, watch: bool = False,
+               api_key: str | None = None) -> FastAPI:
     """The page and the API over `engine`; `max_k`: most results in one answer (at most the engine's own limit,
     MAX_TOP_K, which the command line shares); `max_batch`: most queries put through the text tower together (1: each
-    alone); `watch`: follow the catalog folder while serving (wsense.serving.watch)."""
+    alone); `watch`: follow the catalog folder while serving (wsense.serving.watch); `api_key`: what every route but
+    /healthz needs (wsense.serving.access)."""
     if not 1 <= max_k <= MAX_TOP_K:
         raise ValueError(f"max_k must be from 1 to {MAX_TOP_K}, not {max_k}")
     app = FastAPI(title="wsense", docs_url=None, redoc_url=None, openapi_url=None, lifespan=follow_catalog)
@@ -264,14 +300,20 @@ def create_app(engine, max_k: int = MAX_TOP_K, max_batch: int = 64, watch: bool 
     app.add_api_route("/api/catalog", routes.api_catalog, methods=["GET"])
     app.add_api_route("/images/{path:path}", routes.image, methods=["GET"])
     app.add_api_route("/thumbnails/{path:path}", routes.thumbnail, methods=["GET"])
+    app.add_api_route("/healthz", routes.healthz, methods=["GET"])
     app.mount("/static", pages.StaticAssets(), name="static")
+    if api_key:
+        app.add_middleware(ApiKeyGate, key=api_key)
     return app
 
 
-def serve(engine, host: str = "127.0.0.1", port: int = 8000, watch: bool = False) -> None:
+def serve(engine, host: str = "127.0.0.1", port: int = 8000, watch: bool = False, api_key: str | None = None) -> None:
     import uvicorn
 
-    app = create_app(engine, watch=watch)
+    if host not in LOCAL_HOSTS and not api_key:
+        print(f"warning: serving on {host} without an API key: anyone who can reach it can search and upload; set "
+              f"--api-key or {API_KEY_ENV}", file=sys.stderr)
+    app = create_app(engine, watch=watch, api_key=api_key)
     # The query check's sentence encoder loads its weights on first use (seconds): before the first request.
     check_query("warm-up query")
     # The model and the catalog are long-lived: kept out of the garbage collector's full passes, which otherwise
