@@ -330,3 +330,13 @@ def faiss_engine(checkpoint, catalog_photos, catalog_index):
 
     return SearchEngine(checkpoint, catalog_photos, None, index_dir=catalog_index,
                         settings=settings(search__first_stage="faiss", search__candidates=3))
+
+
+def camera_file(path: Path, size=(3000, 2000), fmt="JPEG") -> Path:
+    """A large photo with detail at every scale (smooth shapes and fine noise), as a camera file has."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    base = np.stack([np.sin(x / 97.0), np.cos(y / 61.0), np.sin((x + y) / 143.0)], axis=-1)
+    pixels = np.clip(127 + 90 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+    return path

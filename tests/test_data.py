@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import CAPTIONS, TEST_CAPTIONS, TEST_IMAGES, TRAIN_IMAGES, make_dataset
+from conftest import CAPTIONS, TEST_CAPTIONS, TEST_IMAGES, TRAIN_IMAGES, camera_file, make_dataset
 from wsense.data import (
     CROWD_ANNOTATIONS,
     EXPERT_ANNOTATIONS,
@@ -565,3 +565,35 @@ def test_make_dataset_helper_is_reusable(tmp_path):
     root = make_dataset(tmp_path / "other")
     assert len(load_data(root, decode_images=True).pairs) == N_PAIRS
     assert pd.api.types.is_float_dtype(load_data(root).pairs["crowd_share"])
+
+
+def test_a_decompression_bomb_in_a_catalog_is_a_one_line_error(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (200, 200)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000)  # 40,000 pixels: past twice the limit, PIL refuses
+    with pytest.raises(WsenseError, match="bomb.png: too many pixels"):
+        load_image(path)
+
+
+# Camera files decoded once at the size each step needs (JPEG DCT scaling), other formats at full size.
+def test_a_large_jpeg_is_decoded_at_the_smallest_scale_that_covers_the_need(tmp_path):
+    path = camera_file(tmp_path / "big.jpg")
+    views = load_image(path, shorter_side=445)
+    assert views.size == (750, 500) and views.info["full_size"] == (3000, 2000)  # 1/4 covers 445; 1/8 would not
+    faces = load_image(path, longer_side=1024)
+    assert faces.size == (1500, 1000) and faces.info["full_size"] == (3000, 2000)
+    assert load_image(path).size == (3000, 2000)  # no need given: full size
+
+
+@pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("WEBP", ".webp")])
+def test_formats_without_dct_scaling_decode_at_full_size(tmp_path, fmt, suffix):
+    path = camera_file(tmp_path / f"big{suffix}", size=(1200, 800), fmt=fmt)
+    image = load_image(path, shorter_side=300, longer_side=600)
+    assert image.size == (1200, 800) and image.mode == "RGB" and image.info["full_size"] == (1200, 800)
+
+
+def test_a_16_bit_png_decodes_without_a_crash(tmp_path):
+    path = tmp_path / "deep.png"
+    Image.fromarray((np.random.default_rng(1).random((400, 600)) * 65535).astype(np.uint16)).save(path)
+    image = load_image(path, shorter_side=300)
+    assert image.mode == "RGB" and image.size == (600, 400)
