@@ -208,6 +208,25 @@ def checkpoint_copy(checkpoint, tmp_path) -> Path:
     return Path(shutil.copytree(checkpoint, tmp_path / "best", ignore=shutil.ignore_patterns("*.onnx", "*.npz")))
 
 
+@pytest.fixture(scope="session")
+def exported_checkpoint(checkpoint) -> Path:
+    """The session checkpoint with its image tower (embedding.image_runtime: onnx, the default) and its fp32 query
+    text tower (search.text_runtime: onnx) exported to ONNX, once for the session."""
+    from wsense.serving.scoring import RelevanceScorer
+
+    RelevanceScorer.from_checkpoint(checkpoint, settings(search__text_runtime="onnx"))
+    return checkpoint
+
+
+@pytest.fixture
+def exported_checkpoint_copy(exported_checkpoint, tmp_path) -> Path:
+    """A private copy of the session checkpoint with its ONNX exports (the image tower's, the fp32 text tower's), free
+    to change: for a test that runs an exported path without testing how it is exported (an export takes seconds).
+    Tests of exporting take checkpoint_copy, which has none."""
+    return Path(shutil.copytree(exported_checkpoint, tmp_path / "best", ignore=shutil.ignore_patterns(
+        "*-int8.onnx", "*.npz", "*.npy")))
+
+
 BOYS = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
 
 
@@ -233,13 +252,19 @@ def model_config() -> Config:
     return load_config()
 
 
-@pytest.fixture
-def tiny_config(tiny_data, tmp_path) -> Config:
-    """Training settings for the tiny data set: small batches, two epochs, a private run folder and cache."""
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    """One cache folder for the training tests on the tiny data set: its photos' frozen features (cached by content
+    and model) are embedded once for the session, not once per test."""
+    return tmp_path_factory.mktemp("tiny-cache")
+
+
+def tiny_training_config(data: Path, cache: Path, output_dir: Path) -> Config:
+    """Training settings for a tiny data set: small batches, two epochs."""
     config = load_config()
-    config.data.dir = str(tiny_data)
-    config.cache_dir = str(tmp_path / "cache")
-    config.training.output_dir = str(tmp_path / "run")
+    config.data.dir = str(data)
+    config.cache_dir = str(cache)
+    config.training.output_dir = str(output_dir)
     config.baselines.folds = 2
     config.training.batch_size = 8
     config.training.contrastive_batch_size = 4
@@ -247,6 +272,25 @@ def tiny_config(tiny_data, tmp_path) -> Config:
     config.training.warmup_steps = 1
     config.training.lr = 3e-3
     return config
+
+
+@pytest.fixture
+def tiny_config(tiny_data, tiny_cache, tmp_path) -> Config:
+    """Training settings for the tiny data set: small batches, two epochs, a private run folder, the session's
+    cache of frozen features."""
+    return tiny_training_config(tiny_data, tiny_cache, tmp_path / "run")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_cache, tmp_path_factory) -> Path:
+    """The run folder of one epoch of `train` on the tiny data set (frozen towers), trained once for the session
+    for the tests that only need a finished run and its checkpoint. Copy it before changing anything in it."""
+    from wsense.training import train
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    config = tiny_training_config(make_dataset(root / "data"), tiny_cache, root / "run")
+    config.training.epochs = 1
+    return train(config).output_dir
 
 
 def russian_captions(path: Path) -> Path:

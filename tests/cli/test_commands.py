@@ -68,12 +68,13 @@ def test_symlinks_leading_out_of_the_catalog_are_not_indexed(checkpoint, tmp_pat
     assert sorted(e["path"] for e in indexed_paths(index_dir)) == ["link_in.jpg", "photo0.jpg"]
 
 
-def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tmp_path, capsys, monkeypatch):
+def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tiny_cache, tmp_path, capsys,
+                                                                  monkeypatch):
     import yaml
 
     monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
     config = {"data": {"dir": str(tiny_data), "russian_queries": None, "russian_train_captions": None},
-              "cache_dir": str(tmp_path / "cache"),
+              "cache_dir": str(tiny_cache),  # the tiny photos' frozen features, embedded once for the session
               "training": {"epochs": 1, "batch_size": 8, "contrastive_batch_size": 4, "warmup_steps": 1},
               "search": {"checkpoint": str(tmp_path / "runs" / "final" / "best"), "multilingual": "none",
                          "text_runtime": "torch"},

@@ -26,8 +26,8 @@ def exports(folder):
     return sorted(folder.glob(f"{FILE_PREFIX}*.onnx"))
 
 
-def test_onnx_text_path_gives_the_torch_embeddings(checkpoint_copy):
-    checkpoint = checkpoint_copy
+def test_onnx_text_path_gives_the_torch_embeddings(exported_checkpoint_copy):
+    checkpoint = exported_checkpoint_copy
     scorer = RelevanceScorer.from_checkpoint(checkpoint, FP32)
     assert scorer.onnx_text is not None and exports(checkpoint) == [scorer.onnx_text.path]
     batched = scorer.embed_english(TEXTS)
@@ -45,8 +45,8 @@ def test_onnx_text_path_gives_the_torch_embeddings(checkpoint_copy):
     assert np.array_equal(ids, tokens["input_ids"].numpy()) and np.array_equal(mask, tokens["attention_mask"].numpy())
 
 
-def test_export_is_reused_and_rebuilt_when_missing_or_damaged(checkpoint_copy, capsys):
-    folder = checkpoint_copy
+def test_export_is_reused_and_rebuilt_when_missing_or_damaged(exported_checkpoint_copy, capsys):
+    folder = exported_checkpoint_copy
     path = RelevanceScorer.from_checkpoint(folder, FP32).onnx_text.path
     written = path.stat()
     scorer = RelevanceScorer.from_checkpoint(folder, FP32)
@@ -63,8 +63,8 @@ def test_export_is_reused_and_rebuilt_when_missing_or_damaged(checkpoint_copy, c
     assert exports(folder) == [path]
 
 
-def test_another_model_never_reuses_an_export(checkpoint_copy):
-    folder = checkpoint_copy
+def test_another_model_never_reuses_an_export(exported_checkpoint_copy):
+    folder = exported_checkpoint_copy
     scorer = RelevanceScorer.from_checkpoint(folder, FP32)
     old = scorer.onnx_text.path
     with torch.no_grad():
@@ -86,8 +86,8 @@ def test_text_runtime_is_chosen_by_the_users_config(checkpoint_copy, tmp_path):
         load_config(bad)
 
 
-def test_int8_runtime_keeps_the_embeddings_close_and_its_export_beside_the_fp32_one(checkpoint_copy):
-    folder = checkpoint_copy
+def test_int8_runtime_keeps_the_embeddings_close_and_its_export_beside_the_fp32_one(exported_checkpoint_copy):
+    folder = exported_checkpoint_copy
     scorer = RelevanceScorer.from_checkpoint(folder, INT8)
     int8 = scorer.embed_english(TEXTS)
     assert scorer.onnx_text.path.name.endswith("-int8.onnx") and len(exports(folder)) == 2

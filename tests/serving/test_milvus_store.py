@@ -92,10 +92,10 @@ def test_filter_expression_quotes_what_a_user_typed():
     assert dt.date(2024, 1, 31) == wanted.taken_to
 
 
-def test_the_engine_on_milvus_gives_the_results_of_the_engine_in_memory(checkpoint_copy, shared_data,
+def test_the_engine_on_milvus_gives_the_results_of_the_engine_in_memory(exported_checkpoint_copy, shared_data,
                                                                          tmp_path, monkeypatch):
     monkeypatch.setenv("WSENSE_DATA_DIR", str(shared_data))  # the query bank's captions (built in the private copy)
-    checkpoint = checkpoint_copy
+    checkpoint = exported_checkpoint_copy
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
     for i in range(8):

@@ -33,15 +33,15 @@ def test_bank_texts_leave_out_child_captions_and_held_out_photos():
     assert bank_texts(captions, exclude_images=["c.jpg"]) == ["A dog runs ."]
 
 
-def test_search_ranks_by_the_query_bank_and_shows_that_score_calibrated(checkpoint_copy, shared_data,
+def test_search_ranks_by_the_query_bank_and_shows_that_score_calibrated(exported_checkpoint_copy, shared_data,
                                                                          tmp_path, monkeypatch):
     monkeypatch.setenv("WSENSE_DATA_DIR", str(shared_data))  # the bank's captions: the checkpoint's data set
     config = settings(search__ranking="qb_cosine")
-    engine = SearchEngine(checkpoint_copy, shared_data / "test_images", None, index_dir=tmp_path / "index",
+    engine = SearchEngine(exported_checkpoint_copy, shared_data / "test_images", None, index_dir=tmp_path / "index",
                           settings=config)
     # built on first use from the training captions (child ones out)
-    assert (checkpoint_copy / BANK_FILE).is_file()
-    assert len(np.load(checkpoint_copy / BANK_FILE)) == 5
+    assert (exported_checkpoint_copy / BANK_FILE).is_file()
+    assert len(np.load(exported_checkpoint_copy / BANK_FILE)) == 5
     scorer = engine.scorer
     result = engine.search("a dog swimming in a lake", top_k=3)
     v = scorer.embed_texts(["a dog swimming in a lake"])
@@ -53,16 +53,16 @@ def test_search_ranks_by_the_query_bank_and_shows_that_score_calibrated(checkpoi
     relevance = scorer.relevance(v, engine.embeddings)[0]
     assert all(r["relevance"] == round(float(relevance[engine.images.index(r["image"])]), 4) for r in result.results)
     assert {r["image"] for r in result.results} == set(TEST_IMAGES)
-    mtime = (checkpoint_copy / BANK_FILE).stat().st_mtime_ns
-    SearchEngine(checkpoint_copy, index_dir=tmp_path / "index", settings=config)  # the stored bank is reused
-    assert (checkpoint_copy / BANK_FILE).stat().st_mtime_ns == mtime
+    mtime = (exported_checkpoint_copy / BANK_FILE).stat().st_mtime_ns
+    SearchEngine(exported_checkpoint_copy, index_dir=tmp_path / "index", settings=config)  # the stored bank is reused
+    assert (exported_checkpoint_copy / BANK_FILE).stat().st_mtime_ns == mtime
 
 
-def test_a_zero_bank_weight_is_the_plain_cosine(checkpoint_copy, shared_data, tmp_path, monkeypatch):
+def test_a_zero_bank_weight_is_the_plain_cosine(exported_checkpoint_copy, shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("WSENSE_DATA_DIR", str(shared_data))
-    plain = SearchEngine(checkpoint_copy, shared_data / "test_images", None, index_dir=tmp_path / "index",
+    plain = SearchEngine(exported_checkpoint_copy, shared_data / "test_images", None, index_dir=tmp_path / "index",
                          settings=settings(search__ranking="cosine"))
-    weightless = SearchEngine(checkpoint_copy, index_dir=tmp_path / "index",
+    weightless = SearchEngine(exported_checkpoint_copy, index_dir=tmp_path / "index",
                               settings=settings(search__ranking="qb_cosine", search__bank_weight=0.0))
     for query in ("a dog", "a man on a mountain", "snow"):  # the same ranking (each shows its own calibration)
         assert [(r["image"], r["relevance"]) for r in plain.search(query, 3).results] == [

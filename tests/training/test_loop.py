@@ -2,6 +2,7 @@
 best and last are saved and a resumed run continues exactly, partial mode, runs without validation, clear
 errors."""
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,11 +56,11 @@ def test_training_saves_best_and_resume_continues_exactly(tiny_config, tmp_path)
         assert torch.allclose(a[key], b[key], atol=1e-6), key
 
 
-def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_config):
+def test_existing_run_needs_resume_and_resume_needs_a_run(tiny_config, tiny_run):
     with pytest.raises(WsenseError, match="nothing to resume"):
         train(tiny_config, resume=True)
     tiny_config.training.epochs = 1
-    train(tiny_config)
+    shutil.copytree(tiny_run, tiny_config.training.output_dir)  # a finished run of one epoch
     with pytest.raises(WsenseError, match="use --resume"):
         train(tiny_config)
 
@@ -111,9 +112,9 @@ def test_training_without_validation_records_no_fold(tiny_config, monkeypatch):
     assert state["best_epoch"] == 2
 
 
-def test_resume_refuses_another_mode_and_a_damaged_state(tiny_config):
+def test_resume_refuses_another_mode_and_a_damaged_state(tiny_config, tiny_run):
     tiny_config.training.epochs = 1
-    train(tiny_config)
+    shutil.copytree(tiny_run, tiny_config.training.output_dir)  # a finished run of one epoch
     last = Path(tiny_config.training.output_dir) / "last"
     tiny_config.training.epochs = 2
     tiny_config.training.mode = "partial"
