@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from PIL import Image
 
 from wsense.config import DATA_DIR_ENV, Config, load_config
@@ -303,10 +304,30 @@ def russian_captions(path: Path) -> Path:
     return path
 
 
-def tiny_map_settings(data, tmp_path, **changes) -> Config:
-    """The multilingual map fitted on the tiny data set's captions and their Russian versions."""
-    return settings(search__multilingual="use_map", data__dir=str(data),
-                    data__russian_train_captions=str(russian_captions(tmp_path / "ru.csv")), **changes)
+@pytest.fixture
+def few_label_prompts(monkeypatch) -> list[str]:
+    """The multilingual map fitted beside the captions on 20 of the 1,000 ImageNet label prompts (every 50th): USE
+    and the text tower then embed some 30 fitting texts, not 1,000 (seconds of a test's time), for the tests of the
+    map's path and of what it is fitted on. The model's label bridge still takes all 1,000 (wsense.models.relevance
+    holds its own reference to the function); e2e/test_multilingual_map.py fits on them all."""
+    from wsense.models import label_bridge
+
+    prompts = label_bridge.imagenet_label_prompts()[::50]
+    monkeypatch.setattr(label_bridge, "imagenet_label_prompts", lambda: list(prompts))
+    return prompts
+
+
+def tiny_map_settings(checkpoint: Path, data: Path, tmp_path: Path, monkeypatch, **changes) -> Config:
+    """Settings that fit the multilingual map on the tiny data set's captions and their Russian versions. The map is
+    fitted on the captions of the data set the checkpoint was trained on (the data section of its config.yaml, under
+    WSENSE_DATA_DIR), not on the caller's: the private copy `checkpoint` and the environment point at `data` first
+    (the session checkpoint's data section is the default one, the full data set)."""
+    monkeypatch.setenv(DATA_DIR_ENV, str(data))
+    path = checkpoint / "config.yaml"
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    values["data"].update(dir=str(data), russian_train_captions=str(russian_captions(tmp_path / "ru.csv")))
+    path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    return settings(search__multilingual="use_map", **changes)
 
 
 def write_config(path: Path) -> Path:

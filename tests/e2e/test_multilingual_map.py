@@ -6,14 +6,14 @@ from conftest import tiny_map_settings
 from wsense.errors import WsenseError
 
 
-def test_multilingual_map_is_kept_and_refitted_when_its_settings_or_format_change(checkpoint_copy,
-                                                                                  shared_data, tmp_path):
+def test_multilingual_map_is_kept_and_refitted_when_its_settings_or_format_change(exported_checkpoint_copy,
+                                                                                  shared_data, tmp_path, monkeypatch):
     import numpy as np
 
     from wsense.serving.scoring import TEXT_MAP_FILE, RelevanceScorer
 
-    folder = checkpoint_copy
-    use_map = tiny_map_settings(shared_data, tmp_path)
+    folder = exported_checkpoint_copy
+    use_map = tiny_map_settings(folder, shared_data, tmp_path, monkeypatch)
     scorer = RelevanceScorer.from_checkpoint(folder, use_map)
     written = (folder / TEXT_MAP_FILE).stat().st_mtime_ns
     # A fitting text maps onto its teacher embedding (kernel ridge interpolates its own fitting points).

@@ -4,7 +4,8 @@ from wsense.models.checkpoint import save_checkpoint
 from wsense.models.relevance import build_relevance_model
 
 
-def test_multilingual_validation_holds_the_validation_captions_out_of_the_map(tiny_data, tmp_path, monkeypatch):
+def test_multilingual_validation_holds_the_validation_captions_out_of_the_map(tiny_data, tmp_path, monkeypatch,
+                                                                                few_label_prompts):
     from wsense.config import load_config
     from wsense.evaluation.multilingual import validate_multilingual
     from wsense.models.multilingual import TextMap

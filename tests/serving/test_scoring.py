@@ -26,12 +26,13 @@ def test_repeated_queries_skip_the_text_tower_and_the_cache_stays_bounded(checkp
     assert not off.query_cache
 
 
-def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint_copy, shared_data,
-                                                                      tmp_path):
+def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(exported_checkpoint_copy, shared_data,
+                                                                      tmp_path, monkeypatch, few_label_prompts):
     from wsense.serving.scoring import RelevanceScorer
 
-    checkpoint = checkpoint_copy
-    scorer = RelevanceScorer.from_checkpoint(checkpoint, tiny_map_settings(shared_data, tmp_path))
+    checkpoint = exported_checkpoint_copy
+    scorer = RelevanceScorer.from_checkpoint(checkpoint,
+                                             tiny_map_settings(checkpoint, shared_data, tmp_path, monkeypatch))
     assert scorer.text_map is not None and (checkpoint / "text_map.npz").is_file()
     queries = ["чёрная собака прыгает через бревно", "black dog jumping over a log"]
     vectors = scorer.embed_texts(queries)
@@ -48,8 +49,9 @@ def test_cyrillic_queries_take_the_multilingual_path_chosen_by_config(checkpoint
     assert RelevanceScorer.from_checkpoint(checkpoint, settings(search__multilingual="none")).text_map is None
 
 
-def test_the_multilingual_maps_teacher_is_the_torch_tower_whatever_the_query_runtime(checkpoint_copy, shared_data,
-                                                                                     tmp_path, monkeypatch):
+def test_the_multilingual_maps_teacher_is_the_torch_tower_whatever_the_query_runtime(exported_checkpoint_copy,
+                                                                                     shared_data, tmp_path,
+                                                                                     monkeypatch, few_label_prompts):
     from wsense.models.multilingual import TextMap
     from wsense.serving.scoring import RelevanceScorer
 
@@ -57,8 +59,9 @@ def test_the_multilingual_maps_teacher_is_the_torch_tower_whatever_the_query_run
     original = TextMap.fit.__func__
     monkeypatch.setattr(TextMap, "fit", classmethod(lambda cls, pairs, teacher, *a: teachers.append(teacher)
                                                     or original(cls, pairs, teacher, *a)))
-    int8 = tiny_map_settings(shared_data, tmp_path, search__text_runtime="onnx_int8", embedding__image_runtime="torch")
-    scorer = RelevanceScorer.from_checkpoint(checkpoint_copy, int8)
+    int8 = tiny_map_settings(exported_checkpoint_copy, shared_data, tmp_path, monkeypatch,
+                             search__text_runtime="onnx_int8", embedding__image_runtime="torch")
+    scorer = RelevanceScorer.from_checkpoint(exported_checkpoint_copy, int8)
     texts = ["a dog swims in a lake", "two men climb a red rock wall"]
     assert scorer.onnx_text is not None and len(teachers) == 1
     assert torch.equal(teachers[0](texts), scorer.embed_english(texts, torch_tower=True))
