@@ -71,12 +71,17 @@ def test_tensor_views_follow_the_pil_views(photos, backbone):
             assert (from_tensor - from_pil).abs().mean() < 0.004 and (from_tensor - from_pil).abs().max() < 0.15
 
 
+@pytest.fixture(scope="module")
+def cpu_features(photos, backbone):
+    """The CPU path's features of the photos, the reference of each device path: computed once."""
+    return features(PhotoEncoder(backbone, settings().image_backbone), photos)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
-def test_device_path_gives_the_cpu_features_within_tolerance(photos, backbone, workers):
-    reference = PhotoEncoder(backbone, settings().image_backbone)
+def test_device_path_gives_the_cpu_features_within_tolerance(photos, backbone, cpu_features, workers):
     fast = PhotoEncoder(backbone, settings().image_backbone, precision="fp16", decode_on_device=True,
                         workers=workers, batch_size=2)
-    done, expected, _ = features(reference, photos)
+    done, expected, _ = cpu_features
     done_fast, got, skipped = features(fast, photos)
     assert done_fast == done == photos and not skipped  # order kept across loader processes and batches
     assert got.shape == expected.shape == (5, backbone.num_features)

@@ -3,7 +3,6 @@ and example, query threads, paging, a relevance cut-off, more like a photo, comb
 clear errors."""
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 import torch
 
@@ -13,10 +12,8 @@ from wsense.serving.requests import MAX_QUERY_CHARS, UnknownPhoto
 from wsense.serving.search import SearchEngine
 
 
-def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, checkpoint):
-    descriptions = pd.DataFrame({"image": [TEST_IMAGES[1]], "text": ["Two boys play football ."]})
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", descriptions, index_dir=tiny_data.parent / "index",
-                          settings=settings())
+def test_search_ranks_the_catalog_and_keeps_described_children_out(engine):
+    # The session engine: the tiny test photos, TEST_IMAGES[1] described as "Two boys play football ."
     assert engine.images == [TEST_IMAGES[0], TEST_IMAGES[2]]
     result = engine.search("a dog swimming in a lake", top_k=5)
     assert not result.refused and len(result.results) == 2
@@ -28,18 +25,14 @@ def test_search_ranks_the_catalog_and_keeps_described_children_out(tiny_data, ch
 
 @pytest.mark.parametrize("query", ["two boys on the beach", "ДЕВОЧКА с шариком", "a 7-year-old at the fair",
                                    "toddler", "kids playing", "малыши в парке", "newborn photo shoot"])
-def test_refused_queries_never_show_an_image(tiny_data, checkpoint, query):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index",
-                          settings=settings())
+def test_refused_queries_never_show_an_image(engine, query):
     result = engine.search(query, top_k=10)
     assert result.refused and result.results == [] and result.reason
 
 
-def test_a_query_runs_on_query_threads_and_restores_the_setting(tiny_data, checkpoint, monkeypatch):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index",
-                          settings=settings())
+def test_a_query_runs_on_query_threads_and_restores_the_setting(engine, monkeypatch):
     assert engine.query_threads == 2  # the default
-    engine.query_threads = 1
+    monkeypatch.setattr(engine, "query_threads", 1)
     relevance, seen = engine.scorer.relevance, []
     monkeypatch.setattr(engine.scorer, "relevance",
                         lambda *args: seen.append(torch.get_num_threads()) or relevance(*args))
@@ -52,9 +45,7 @@ def test_a_query_runs_on_query_threads_and_restores_the_setting(tiny_data, check
         torch.set_num_threads(before)
 
 
-def test_bad_queries_are_clear_errors(tiny_data, checkpoint):
-    engine = SearchEngine(checkpoint, tiny_data / "test_images", None, index_dir=tiny_data.parent / "index",
-                          settings=settings())
+def test_bad_queries_are_clear_errors(engine, checkpoint, tiny_data):
     with pytest.raises(WsenseError, match="empty query"):
         engine.search("   ")
     with pytest.raises(WsenseError, match="query too long"):
