@@ -1,12 +1,12 @@
 """The `wsense` commands (wsense/cli/), run in process: check-query, check-image, index, search (batch, like/not/
-min-score/offset, training the missing search checkpoint on first use) and one-line errors."""
+min-score/offset) and one-line errors. Training the missing search checkpoint on first use: e2e/test_cli.py."""
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
 
-from conftest import TEST_CHECK, TEST_IMAGES, photo_folder, settings, write_config, write_image
+from conftest import TEST_IMAGES, photo_folder, settings, write_config, write_image
 from wsense.cli import main
 
 
@@ -66,29 +66,6 @@ def test_symlinks_leading_out_of_the_catalog_are_not_indexed(checkpoint, tmp_pat
                  "--config", str(write_config(tmp_path / "config.yaml"))])
     assert code == 0, capsys.readouterr().err
     assert sorted(e["path"] for e in indexed_paths(index_dir)) == ["link_in.jpg", "photo0.jpg"]
-
-
-def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tiny_cache, tmp_path, capsys,
-                                                                  monkeypatch):
-    import yaml
-
-    monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
-    config = {"data": {"dir": str(tiny_data), "russian_queries": None, "russian_train_captions": None},
-              "cache_dir": str(tiny_cache),  # the tiny photos' frozen features, embedded once for the session
-              "training": {"epochs": 1, "batch_size": 8, "contrastive_batch_size": 4, "warmup_steps": 1},
-              "search": {"checkpoint": str(tmp_path / "runs" / "final" / "best"), "multilingual": "none",
-                         "text_runtime": "torch"},
-              "safety": {"check": str(TEST_CHECK)}}
-    path = tmp_path / "wsense.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    command = ["search", "--config", str(path), "--json", "--index-dir", str(tmp_path / "index"), "a dog in a lake"]
-    assert main(command) == 0
-    out, err = capsys.readouterr()
-    assert "no search checkpoint at" in err and "training it now" in err and "trained" in err
-    assert (tmp_path / "runs" / "final" / "best" / "model.safetensors").is_file()
-    assert len(json.loads(out)["results"]) == 1
-    assert main(command) == 0  # the second time it is there: no training
-    assert "training it now" not in capsys.readouterr().err
 
 
 def test_a_missing_search_checkpoint_not_named_best_is_a_clear_error(tmp_path, capsys):

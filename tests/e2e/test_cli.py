@@ -1,5 +1,6 @@
-"""The `wsense` command as a separate process: check-query reading stdin, and `wsense serve --watch` answering the
-JSON API and following its folder."""
+"""The `wsense` command end to end: as a separate process (check-query reading stdin, `wsense serve --watch`
+answering the JSON API and following its folder), and `wsense search` training the missing search checkpoint on
+first use."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from conftest import photo_folder, write_config, write_image
+from conftest import TEST_CHECK, photo_folder, write_config, write_image
+from wsense.cli import main
 
 
 def test_check_query_reads_stdin_one_query_per_line():
@@ -87,3 +89,26 @@ def test_serve_command_answers_the_json_api_and_follows_the_folder(checkpoint, t
     assert all(0 <= item["score"] <= 1 for item in body["results"])
     assert status["watching"] is True and status["refreshes"] >= 1 and status["last_error"] is None
     assert "catalog refreshed" in log.read_text()
+
+
+def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tiny_cache, tmp_path, capsys,
+                                                                  monkeypatch):
+    import yaml
+
+    monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
+    config = {"data": {"dir": str(tiny_data), "russian_queries": None, "russian_train_captions": None},
+              "cache_dir": str(tiny_cache),  # the tiny photos' frozen features, embedded once for the session
+              "training": {"epochs": 1, "batch_size": 8, "contrastive_batch_size": 4, "warmup_steps": 1},
+              "search": {"checkpoint": str(tmp_path / "runs" / "final" / "best"), "multilingual": "none",
+                         "text_runtime": "torch"},
+              "safety": {"check": str(TEST_CHECK)}}
+    path = tmp_path / "wsense.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    command = ["search", "--config", str(path), "--json", "--index-dir", str(tmp_path / "index"), "a dog in a lake"]
+    assert main(command) == 0
+    out, err = capsys.readouterr()
+    assert "no search checkpoint at" in err and "training it now" in err and "trained" in err
+    assert (tmp_path / "runs" / "final" / "best" / "model.safetensors").is_file()
+    assert len(json.loads(out)["results"]) == 1
+    assert main(command) == 0  # the second time it is there: no training
+    assert "training it now" not in capsys.readouterr().err
