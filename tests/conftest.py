@@ -282,16 +282,16 @@ def tiny_config(tiny_data, tiny_cache, tmp_path) -> Config:
     return tiny_training_config(tiny_data, tiny_cache, tmp_path / "run")
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tiny_cache, tmp_path_factory) -> Path:
-    """The run folder of one epoch of `train` on the tiny data set (frozen towers), trained once for the session
-    for the tests that only need a finished run and its checkpoint. Copy it before changing anything in it."""
-    from wsense.training import train
+def validated_trainer(config: Config):
+    """A trainer scored after each epoch on its held-out fold, as `python train.py` runs it."""
+    from wsense.data import load_data
+    from wsense.evaluation import ValidationEvaluator
+    from wsense.training import Trainer
+    from wsense.training.sets import build_training_sets
 
-    root = tmp_path_factory.mktemp("tiny-run")
-    config = tiny_training_config(make_dataset(root / "data"), tiny_cache, root / "run")
-    config.training.epochs = 1
-    return train(config).output_dir
+    data = load_data(config.data.dir)
+    sets = build_training_sets(data, config, config.training.val_fold)
+    return Trainer(config, data, sets=sets, evaluator=ValidationEvaluator(sets.val_pairs, sets.val_positives))
 
 
 def russian_captions(path: Path) -> Path:
