@@ -65,3 +65,17 @@ def test_crowd_head_scores_crowd_pairs_on_their_own_output(tiny_config):
     judged = trainer.sets.judged
     assert ((judged["source"] == 1) == (judged["weight"] == tiny_config.training.crowd_weight)).all()
     assert trainer.train_epoch()["train_loss"] > 0
+
+
+def test_label_embeddings_are_computed_once_a_process_and_every_model_gets_its_own_copy(model_config, monkeypatch):
+    from wsense.models import relevance
+
+    first = build_relevance_model(model_config)
+    calls = []
+    monkeypatch.setattr(relevance, "imagenet_label_prompts", lambda: calls.append(1) or [])
+    second = build_relevance_model(model_config)
+    assert not calls  # the second model of the same pretrained text tower reuses the first one's
+    assert torch.equal(first.label_embeddings, second.label_embeddings)
+    with torch.no_grad():
+        first.label_embeddings.zero_()
+    assert build_relevance_model(model_config).label_embeddings.abs().sum() > 0

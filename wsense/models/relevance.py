@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from wsense.config import Config
+from wsense.config import Config, TextModelConfig
 from wsense.models.image import ImageTower, Pixels, create_image_backbone
 from wsense.models.label_bridge import imagenet_label_prompts
 from wsense.models.text import TextEncoder, create_text_encoder
@@ -158,6 +158,24 @@ class RelevanceModel(nn.Module):
         return [p for m in (self.image_backbone, self.text_encoder) for p in m.parameters() if p.requires_grad]
 
 
+# (name, path, max_length) of a pretrained text model -> its ImageNet label embeddings, computed once a process.
+_LABEL_EMBEDDINGS: dict[tuple, torch.Tensor] = {}
+
+
+def pretrained_label_embeddings(text_encoder: TextEncoder, config: TextModelConfig) -> torch.Tensor:
+    """The 1,000 ImageNet label prompts through a freshly made text tower (a private copy). Pretrained towers of one
+    text model give the same embeddings, so they are computed once a process: they take seconds, and
+    cross-validation builds a model per fold."""
+    key = (config.name, config.path, config.max_length)
+    if config.pretrained and key in _LABEL_EMBEDDINGS:
+        return _LABEL_EMBEDDINGS[key].clone()
+    prompts = imagenet_label_prompts()
+    embeddings = torch.cat([text_encoder.encode(prompts[i:i + 250]) for i in range(0, len(prompts), 250)])
+    if config.pretrained:
+        _LABEL_EMBEDDINGS[key] = embeddings.clone()
+    return embeddings
+
+
 def build_relevance_model(config: Config, *, for_checkpoint: bool = False) -> RelevanceModel:
     """The model a config describes: towers with their pretrained weights, heads freshly initialised.
 
@@ -171,7 +189,6 @@ def build_relevance_model(config: Config, *, for_checkpoint: bool = False) -> Re
         if for_checkpoint:
             label_embeddings = torch.zeros(image_backbone.num_classes, text_encoder.dim)
         else:
-            prompts = imagenet_label_prompts()
-            label_embeddings = torch.cat([text_encoder.encode(prompts[i:i + 250]) for i in range(0, len(prompts), 250)])
+            label_embeddings = pretrained_label_embeddings(text_encoder, config.text_model)
     return RelevanceModel(config, image_backbone, text_encoder, image_backbone.num_features, text_encoder.dim,
                           label_embeddings)
