@@ -413,3 +413,16 @@ def camera_file(path: Path, size=(3000, 2000), fmt="JPEG") -> Path:
     pixels = np.clip(127 + 90 * base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
     Image.fromarray(pixels).save(path, format=fmt, **({"quality": 92} if fmt == "JPEG" else {}))
     return path
+
+
+@pytest.fixture(scope="session")
+def shaped_photos(tmp_path_factory) -> list[Path]:
+    """Three smooth gradient JPEGs: landscape, portrait and square."""
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for i, size in enumerate([(320, 200), (200, 320), (256, 256)]):  # landscape, portrait, square
+        pixels = np.roll(np.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3), 40 * i, 1)
+        path = folder / f"photo{i}.jpg"
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+        paths.append(path)
+    return paths
