@@ -3,10 +3,13 @@ configs/default.yaml is the dataclass defaults written out."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from wsense.config import Config, load_config
 
@@ -21,20 +24,38 @@ FORBIDDEN = {
 }
 
 
-def test_importing_serving_loads_neither_accelerate_nor_training_nor_evaluation():
-    code = (
-        "import sys\n"
-        "import wsense.serving.search, wsense.serving.web, wsense.serving.contact_sheet\n"
-        "bad = sorted(m for m in sys.modules if m == 'accelerate' or m.startswith('accelerate.')\n"
-        "             or m == 'wsense.training' or m.startswith('wsense.training.')\n"
-        "             or m == 'wsense.evaluation' or m.startswith('wsense.evaluation.'))\n"
-        "print('\\n'.join(bad))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+# One fresh interpreter for the import tests (each start loads torch): it imports the package alone, then the
+# serving modules, then the entry points, and prints the modules each step loaded.
+IMPORTS = """
+import json, sys
+def loaded(*rooms):
+    return sorted(m for m in sys.modules if any(m == r or m.startswith(r + '.') for r in rooms))
+import wsense
+steps = {'package': loaded('wsense.training', 'wsense.serving')}
+import wsense.serving.search, wsense.serving.web, wsense.serving.contact_sheet
+steps['serving'] = loaded('accelerate', 'wsense.training', 'wsense.evaluation')
+from wsense import SearchEngine, load_config, train, check_query
+steps['entry points'] = [f.__module__ for f in (SearchEngine, load_config, train, check_query)]
+print(json.dumps(steps))
+"""
+
+
+@pytest.fixture(scope="module")
+def imports() -> dict[str, list[str]]:
+    done = subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
-    offending = [line for line in done.stdout.splitlines() if line.strip()]
-    assert not offending, "importing serving loaded: " + ", ".join(offending)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_importing_serving_loads_neither_accelerate_nor_training_nor_evaluation(imports):
+    assert not imports["serving"], "importing serving loaded: " + ", ".join(imports["serving"])
+
+
+def test_the_entry_points_are_exported_from_the_package_and_load_on_use(imports):
+    assert imports["package"] == []  # `import wsense` loads neither training nor serving
+    assert imports["entry points"] == ["wsense.serving.search", "wsense.config", "wsense.training.loop",
+                                       "wsense.safety.query_check"]
 
 
 def _room(module: str) -> str | None:
@@ -112,18 +133,6 @@ def test_no_module_is_over_400_lines():
     long = {str(file.relative_to(PACKAGE.parent)): n for file in PACKAGE.rglob("*.py")
             if (n := len(file.read_text(encoding="utf-8").splitlines())) > 400}
     assert not long, f"modules over 400 lines: {long}"
-
-
-def test_the_entry_points_are_exported_from_the_package_and_load_on_use():
-    code = ("import sys, wsense\n"
-            "assert 'wsense.training' not in sys.modules and 'wsense.serving.search' not in sys.modules\n"
-            "from wsense import SearchEngine, load_config, train, check_query\n"
-            "print(SearchEngine.__module__, load_config.__module__, train.__module__, check_query.__module__)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["wsense.serving.search", "wsense.config", "wsense.training.loop",
-                                   "wsense.safety.query_check"]
 
 
 def test_no_html_css_or_javascript_in_python_strings():
