@@ -267,13 +267,15 @@ def example_of(engine, photo: str):
 
 def serve(args: argparse.Namespace) -> int:
     from wsense.serving.access import API_KEY_ENV
+    from wsense.serving.rate_limit import parse_rate
     from wsense.serving.web import serve
 
+    parse_rate(args.rate_limit)  # a mistyped limit is named before the model loads
     engine = engine_of(args, config_of(args))
     if args.compile:
         engine.scorer.compile_text_tower()
     print(f"serving {len(engine.images)} photos from {engine.root} at http://{args.host}:{args.port}/",
           file=sys.stderr)
     serve(engine, host=args.host, port=args.port, watch=args.watch,
-          api_key=args.api_key or os.environ.get(API_KEY_ENV) or None)
+          api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, rate_limit=args.rate_limit)
     return 0

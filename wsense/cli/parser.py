@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "and checked, then searchable (or gone) without a restart")
     serve.add_argument("--api-key", help="every route but /healthz needs this key (default: $WSENSE_API_KEY; none: "
                                          "open, meant for localhost)")
+    serve.add_argument("--rate-limit", default="20/second",  # a person paging through results sends a few
+                       help="searches one client may send: N/second, N/minute or N/hour, or none (default: "
+                            "%(default)s); photos and thumbnails are not counted")
     serve.add_argument("--compile", action="store_true",
                        help="torch.compile the text tower at start-up: faster queries after ~30 s")
     serve.set_defaults(run=runners.serve)

@@ -28,6 +28,8 @@ from wsense.serving import pages
 from wsense.serving.access import API_KEY_ENV, LOCAL_HOSTS, ApiKeyGate
 from wsense.serving.batching import QueryBatcher
 from wsense.serving.metadata import FILTER_NAMES, MetadataFilter
+from wsense.serving.metrics import RequestMetrics, ServerMetrics
+from wsense.serving.rate_limit import RateLimit, parse_rate
 from wsense.serving.requests import MAX_TOP_K, SearchRequest, SearchResult, UnknownPhoto
 from wsense.serving.thumbnails import make_thumbnail, thumbnail_path
 from wsense.serving.watch import CatalogWatcher
@@ -82,8 +84,10 @@ def parse_number(raw: str | None, name: str, cast: type, low: float, high: float
 class Routes:
     """The page's and the API's handlers over one engine, one method a route."""
 
-    def __init__(self, engine, batcher: QueryBatcher, watcher: CatalogWatcher | None, max_k: int):
+    def __init__(self, engine, batcher: QueryBatcher, watcher: CatalogWatcher | None, max_k: int,
+                 metrics: ServerMetrics):
         self.engine, self.batcher, self.watcher, self.max_k = engine, batcher, watcher, max_k
+        self.metrics = metrics
         self.root = Path(engine.root).resolve()
         self.page_k = min(PAGE_K, max_k)  # the box's default must pass its own max, or the browser won't submit it
         self.upload_slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
@@ -187,7 +191,13 @@ class Routes:
         return Response(json.dumps(result, ensure_ascii=False), media_type="application/json")
 
     async def search(self, q: str, **options) -> dict:
-        return (await asyncio.wrap_future(self.batcher.submit(SearchRequest(q, **options)))).to_dict()
+        result = (await asyncio.wrap_future(self.batcher.submit(SearchRequest(q, **options)))).to_dict()
+        if result["refused"]:
+            self.metrics.refused("query")
+        return result
+
+    def prometheus(self) -> Response:
+        return self.metrics.exposition()
 
     def paging(self, params, default_k: int) -> dict:
         """top_k, offset and min_score from the query parameters, as every route takes them."""
@@ -201,11 +211,19 @@ class Routes:
         options = self.paging(request.query_params, default_k)
         example = await self.read_upload(request)
         if isinstance(example, str):  # the image check keeps it out: refused like a child query
+            self.metrics.refused("photo")
             return SearchResult(q, True, example, like=UPLOADED).to_dict(), options
         return await self.search(q, like=example, **options), options
 
     async def read_upload(self, request: Request):
         """The uploaded photo (the request body) as an example, or why the image check keeps it out (a str)."""
+        try:
+            return await self.look_at_upload(request)
+        except UploadError as e:
+            self.metrics.upload_refused(e.status)
+            raise
+
+    async def look_at_upload(self, request: Request):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind not in UPLOAD_TYPES:
             raise UploadError(415, f"upload a photo as the request body with Content-Type "
@@ -278,11 +296,12 @@ async def follow_catalog(app: FastAPI):
 
 
 def create_app(engine, max_k: int = MAX_TOP_K, max_batch: int = 64, watch: bool = False,
-               api_key: str | None = None) -> FastAPI:
+               api_key: str | None = None, rate_limit: str | None = None) -> FastAPI:
     """The page and the API over `engine`; `max_k`: most results in one answer (at most the engine's own limit,
     MAX_TOP_K, which the command line shares); `max_batch`: most queries put through the text tower together (1: each
     alone); `watch`: follow the catalog folder while serving (wsense.serving.watch); `api_key`: what every route but
-    /healthz needs (wsense.serving.access)."""
+    /healthz needs (wsense.serving.access); `rate_limit`: searches a client may send ("20/second"; None: no limit;
+wsense.serving.rate_limit)."""
     if not 1 <= max_k <= MAX_TOP_K:
         raise ValueError(f"max_k must be from 1 to {MAX_TOP_K}, not {max_k}")
     app = FastAPI(title="wsense", docs_url=None, redoc_url=None, openapi_url=None, lifespan=follow_catalog)
@@ -291,7 +310,8 @@ def create_app(engine, max_k: int = MAX_TOP_K, max_batch: int = 64, watch: bool 
     # queries arriving together share one text-tower batch); uploads run the image check and the photo path in
     # FastAPI's thread pool, one at a time (the engine's photo lock).
     app.state.batcher = QueryBatcher(engine, max_batch)
-    routes = Routes(engine, app.state.batcher, app.state.watcher, max_k)
+    app.state.metrics = ServerMetrics(lambda: (len(engine.catalog.images), len(engine.catalog.excluded)))
+    routes = Routes(engine, app.state.batcher, app.state.watcher, max_k, app.state.metrics)
     app.add_api_route("/", routes.page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/similar", routes.page_upload, methods=["POST"], response_class=HTMLResponse)
     app.add_api_route("/api/search", routes.api_search, methods=["GET"])
@@ -301,19 +321,26 @@ def create_app(engine, max_k: int = MAX_TOP_K, max_batch: int = 64, watch: bool 
     app.add_api_route("/images/{path:path}", routes.image, methods=["GET"])
     app.add_api_route("/thumbnails/{path:path}", routes.thumbnail, methods=["GET"])
     app.add_api_route("/healthz", routes.healthz, methods=["GET"])
+    app.add_api_route("/metrics", routes.prometheus, methods=["GET"])
     app.mount("/static", pages.StaticAssets(), name="static")
+    # Added last, run first: the metrics see every answer, the rate limit's and the key gate's refusals included.
+    rate = parse_rate(rate_limit)
+    if rate is not None:
+        app.add_middleware(RateLimit, rate=rate, on_refused=app.state.metrics.rate_limited.inc)
     if api_key:
         app.add_middleware(ApiKeyGate, key=api_key)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app
 
 
-def serve(engine, host: str = "127.0.0.1", port: int = 8000, watch: bool = False, api_key: str | None = None) -> None:
+def serve(engine, host: str = "127.0.0.1", port: int = 8000, watch: bool = False, api_key: str | None = None,
+          rate_limit: str | None = None) -> None:
     import uvicorn
 
     if host not in LOCAL_HOSTS and not api_key:
         print(f"warning: serving on {host} without an API key: anyone who can reach it can search and upload; set "
               f"--api-key or {API_KEY_ENV}", file=sys.stderr)
-    app = create_app(engine, watch=watch, api_key=api_key)
+    app = create_app(engine, watch=watch, api_key=api_key, rate_limit=rate_limit)
     # The query check's sentence encoder loads its weights on first use (seconds): before the first request.
     check_query("warm-up query")
     # The model and the catalog are long-lived: kept out of the garbage collector's full passes, which otherwise
