@@ -1,14 +1,20 @@
 """MTCNN in ONNX Runtime (wsense/safety/mtcnn.py): the shipped networks compute what facenet-pytorch's do, the
-steps around them reproduce its `detect_face`, and the detector finds the same faces. The boxes on the data set's
-photos: tests/e2e/test_mtcnn_photos.py."""
+steps around them reproduce its `detect_face`, the detector finds the same faces, a missing or damaged network is a
+one-line error, and checking a photo loads no torch. The boxes on the data set's photos:
+tests/e2e/test_mtcnn_photos.py."""
 import importlib.util
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import require
+from wsense.errors import WsenseError
 from wsense.safety import mtcnn
+from wsense.safety.faces import FaceAnalyzer
 from wsense.safety.mtcnn import MtcnnDetector, crop_pixels, integral_image, level_pixels, nms
 
 
@@ -110,3 +116,29 @@ def test_a_photo_without_faces_gives_empty_arrays(detector):
     assert boxes.shape == (0, 4) and scores.shape == (0,)
     boxes, scores = detector.detect(np.zeros((15, 15, 3), np.uint8))  # smaller than one PNet window
     assert boxes.shape == (0, 4)
+
+
+def test_a_missing_or_damaged_network_is_a_one_line_error(tmp_path, monkeypatch):
+    for name in ("pnet", "onet"):
+        (tmp_path / f"{name}.onnx").write_bytes((mtcnn.MODEL_DIR / f"{name}.onnx").read_bytes())
+    monkeypatch.setattr(mtcnn, "MODEL_DIR", tmp_path)
+    with pytest.raises(WsenseError, match=r"rnet.onnx: the face detector's rnet network is missing") as missing:
+        FaceAnalyzer()
+    (tmp_path / "rnet.onnx").write_bytes(b"not a network")
+    with pytest.raises(WsenseError, match=r"rnet.onnx: damaged face detector network .*reinstall") as damaged:
+        FaceAnalyzer()
+    assert "\n" not in str(missing.value) + str(damaged.value)
+
+
+def test_checking_a_photo_loads_no_torch(tmp_path):
+    group_photo().save(tmp_path / "group.jpg")
+    code = ("import sys\n"
+            "from pathlib import Path\n"
+            "from wsense.data import load_image\n"
+            "from wsense.safety.faces import FaceAnalyzer\n"
+            f"faces = FaceAnalyzer().analyze(load_image(Path({str(tmp_path / 'group.jpg')!r})))\n"
+            "print(len(faces.faces), 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["4", "False"]
