@@ -46,3 +46,21 @@ def test_the_check_is_fitted_on_labels_by_looking_without_the_unsure_photos(shar
     kept = [name for name, label in zip(TRAIN_IMAGES, ["child", "adult", "unsure", "none"] * 9) if label != "unsure"]
     assert [p.name for p in paths] == kept
     assert labels.tolist() == [int(r.split(",")[2] == "child") for r in rows if not r.endswith("unsure")]
+
+
+def test_a_check_fitted_for_an_older_face_analysis_is_fitted_again_on_first_use(tmp_path, monkeypatch, capsys):
+    import json
+
+    from wsense.safety import screener
+    from wsense.safety.child_classifier import CHECK_FILE
+
+    config = settings(safety__check=str(tmp_path))
+    make_check().save(tmp_path)
+    stored = json.loads((tmp_path / CHECK_FILE).read_text())
+    (tmp_path / CHECK_FILE).write_text(json.dumps({**stored, "analyzer": "faces-1:an-older-one"}))
+    fitted = []
+    monkeypatch.setattr(screener, "fit_classifier_from_data", lambda c: fitted.append(c) or make_check().save(tmp_path))
+    assert isinstance(screener.load_or_fit_screener(config), PhotoScreener) and fitted == [config]
+    assert "fitted for an older face analysis: fitting it now" in capsys.readouterr().err
+    screener.load_or_fit_screener(config)  # a current check is used as it is
+    assert len(fitted) == 1

@@ -95,6 +95,10 @@ class Verdict:
                 "uncertain": self.uncertain}
 
 
+class StaleCheck(WsenseError):
+    """A fitted check from another version of the face analysis: its numbers do not fit today's faces."""
+
+
 @dataclass
 class ChildClassifier:
     """A fitted check: standardisation and logistic regression over [image features, face features], and the
@@ -196,7 +200,7 @@ class ChildClassifier:
         if not isinstance(stored, dict) or stored.get("format") != CHECK_FORMAT:
             raise WsenseError(f"{path}: not a {CHECK_FORMAT} file; {refit}")
         if stored.get("analyzer") != ANALYZER_VERSION or stored.get("face_features") != FACE_FEATURES:
-            raise WsenseError(f"{path}: fitted for another face analysis ({stored.get('analyzer')}); {refit}")
+            raise StaleCheck(f"{path}: fitted for another face analysis ({stored.get('analyzer')}); {refit}")
         try:
             check = cls(stored["features"], dict(stored["image_backbone"]), np.array(stored["mean"], float),
                         np.array(stored["scale"], float), np.array(stored["coef"], float),

@@ -19,8 +19,8 @@ from wsense.models.frozen_features import FrozenFeatures, backbone_fingerprints,
 from wsense.io import file_sha256
 from wsense.data import load_image
 from wsense.safety.faces import MAX_SIDE, FaceCache, PhotoFaces, analyze_photos, shared_analyzer
-from wsense.safety.child_classifier import (CHECK_FILE, FACE_FEATURES, ChildClassifier, Verdict, fit_child_classifier,
-                                            photo_labels)
+from wsense.safety.child_classifier import (CHECK_FILE, FACE_FEATURES, ChildClassifier, StaleCheck, Verdict,
+                                            fit_child_classifier, photo_labels)
 
 
 def configured_classifier(config: Config) -> ChildClassifier:
@@ -150,8 +150,15 @@ def fit_classifier_from_data(config: Config) -> FittedClassifier:
 
 def load_or_fit_screener(config: Config) -> PhotoScreener:
     """The checker of safety.check, fitted here on first use when the folder has none (named, with its cost)."""
+    why = None
     if not (Path(config.safety.check) / CHECK_FILE).is_file():
-        print(f"wsense: no image check at {config.safety.check}: fitting it now on the training photos (once; "
-              "about 4 minutes on 2 CPU cores, most of it reading faces)", file=sys.stderr)
-        fit_classifier_from_data(config)
+        why = f"no image check at {config.safety.check}"
+    else:
+        try:
+            return PhotoScreener.from_config(config)
+        except StaleCheck:  # an upgrade changed the face analysis: the old numbers would misjudge photos
+            why = f"the image check at {config.safety.check} was fitted for an older face analysis"
+    print(f"wsense: {why}: fitting it now on the training photos (once; about 4 minutes on 2 CPU cores, most of it "
+          "reading faces)", file=sys.stderr)
+    fit_classifier_from_data(config)
     return PhotoScreener.from_config(config)
