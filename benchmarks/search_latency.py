@@ -110,7 +110,7 @@ def main() -> None:
     for name, text_path in runtimes.items():
         scorer.onnx_text = text_path
         engine.search(queries[0])
-        embedded[name] = scorer.embed_texts(queries).numpy()
+        embedded[name] = scorer.embed_texts(queries)
         top[name] = [engine.search(query, top_k=1).results[0]["image"] for query in queries]
     # Turns of 25 queries, first one runtime then the other: both see the same machine load, and neither
     # runs with the other's weights just pushed through the caches (as per-query turns would do).
@@ -139,8 +139,8 @@ def main() -> None:
         russian_latency(engine, config, args.queries)
 
     rng = np.random.default_rng(0)
-    base = engine.embeddings.numpy()
-    query_vectors = scorer.embed_texts(queries).numpy()
+    base = engine.embeddings
+    query_vectors = scorer.embed_texts(queries)
     for size in args.sizes:
         vectors = base[rng.integers(0, len(base), size)] + 0.08 * rng.standard_normal((size, base.shape[1]),
                                                                                        dtype=np.float32)
@@ -157,14 +157,14 @@ def main() -> None:
         _, truth = exact.search(query_vectors[:50], 10)
         _, found = stage.search(query_vectors[:50], 10)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(truth, found)])
-        embeddings = torch.from_numpy(vectors)
+        embeddings = vectors
         times = []
         for query in queries:
             start = time.perf_counter()
             with torch_threads(engine.query_threads):  # as SearchEngine.search
                 v = scorer.embed_texts([query])
-                _, shortlist = stage.search(v.numpy(), depth)
-                scorer.relevance(v, embeddings[torch.from_numpy(shortlist[0])])
+                _, shortlist = stage.search(v, depth)
+                scorer.relevance(v, embeddings[shortlist[0]])
             times.append(time.perf_counter() - start)
         ranker = engine.ranker
         what = f"ranking {ranker.ranking}, fusion score of the top 10" if qb else f"re-rank top {ranker.candidates}"

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from wsense.config import load_config
 from wsense.data import load_data
 from wsense.evaluation.evaluators import RetrievalEvaluator, catalog_scores
 from wsense.evaluation.multilingual import held_out_captions
 from wsense.models.checkpoint import load_checkpoint
+from wsense.models.multilingual import unit_rows
 from wsense.serving.scoring import RelevanceScorer, build_query_bank, fit_text_map
 
 WEIGHTS = (1.0, 0.75, 0.6, 0.5, 0.4, 0.25, 0.0)
@@ -62,11 +62,11 @@ def main(run_dir):
         v_gloss_use = scorer.embed_english(glosses_use)
         variants = {"english": v_en, "english via map": v_map_en}
         for w in WEIGHTS:
-            variants[f"ru map {w:g} gloss {1 - w:g}"] = F.normalize(w * v_map + (1 - w) * v_gloss, dim=-1)
+            variants[f"ru map {w:g} gloss {1 - w:g}"] = unit_rows(w * v_map + (1 - w) * v_gloss)
             if w < 1:
-                variants[f"ru map {w:g} gloss+use {1 - w:g}"] = F.normalize(w * v_map + (1 - w) * v_gloss_use, dim=-1)
+                variants[f"ru map {w:g} gloss+use {1 - w:g}"] = unit_rows(w * v_map + (1 - w) * v_gloss_use)
         for name, v in variants.items():
-            for ranking, matrix in catalog_scores(model, v, u, offsets).items():
+            for ranking, matrix in catalog_scores(scorer, v, u, offsets).items():
                 metrics = evaluator(matrix)
                 results[(name, ranking)].append((metrics["r1"], metrics["r5"]))
         print(f"{checkpoint}: done", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Do two commits give the same answers to the same queries? Runs `search.py --batch` of a commit's tree (a git
 worktree) and of this tree on the same checkpoint, index and queries, and compares, per query, the refusal, the
-photos in order, the total and the JSON's score kind. Scores are compared only for their order down each list.
+photos in order, the total and the JSON's score kind; scores for their order down each list, and how far the scores of
+the same photos in the same answers are apart.
 
     python experiments/same_answers.py --before eb2cc01 [--queries 500] [--top-k 10]
 
@@ -63,7 +64,7 @@ def main() -> int:
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(before)],
                            capture_output=True)
-    differ, rising = [], 0
+    differ, rising, score_gaps = [], 0, []
     for cut in (False, True):
         for old, new in zip(runs[("before", cut)], runs[("now", cut)]):
             same = (old["refused"] == new["refused"] and [r["image"] for r in old["results"]] ==
@@ -71,11 +72,15 @@ def main() -> int:
                     and (cut or old["total"] == new["total"]))
             if not same:
                 differ.append((cut, old["query"]))
+            else:
+                score_gaps += [abs(a["score"] - b["score"]) for a, b in zip(old["results"], new["results"])]
             scores = [r["score"] for r in new["results"]]
             rising += scores != sorted(scores, reverse=True)
     asked = len(texts)
     print(f"{asked} queries (+ the same with --min-score 0.0), top {args.top_k}, {args.before} vs this tree: "
-          f"{len(differ)} answers differ in refusal, photos or their order; {rising} lists whose scores rise now")
+          f"{len(differ)} answers differ in refusal, photos or their order; {rising} lists whose scores rise now; "
+          f"scores of the same photos: {sum(gap > 0 for gap in score_gaps)} of {len(score_gaps)} differ, by at most "
+          f"{max(score_gaps, default=0):.4f}")
     for cut, query in differ[:10]:
         print(f"  differs{' (min-score 0)' if cut else ''}: {query}")
     return 1 if differ or rising else 0

@@ -215,7 +215,7 @@ def exported_checkpoint(checkpoint) -> Path:
     text tower (search.text_runtime: onnx) exported to ONNX, once for the session."""
     from wsense.serving.scoring import RelevanceScorer
 
-    RelevanceScorer.from_checkpoint(checkpoint, settings(search__text_runtime="onnx"))
+    RelevanceScorer.from_checkpoint(checkpoint, settings(search__text_runtime="onnx")).photos  # noqa: B018
     return checkpoint
 
 

@@ -58,6 +58,17 @@ def test_the_entry_points_are_exported_from_the_package_and_load_on_use(imports)
                                        "wsense.safety.query_check"]
 
 
+def test_importing_serving_loads_no_torch():
+    """Search runs on numpy and ONNX Runtime (wsense.models.serving): torch loads only where a path needs it."""
+    code = ("import sys\n"
+            "import wsense.serving.search, wsense.serving.web, wsense.cli.commands\n"
+            "print('\\n'.join(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not done.stdout.strip(), "importing serving loaded torch"
+
+
 def _room(module: str) -> str | None:
     """The room of a dotted wsense module name (None for the shared modules: config, data, io, ...)."""
     parts = module.split(".")

@@ -54,7 +54,7 @@ class ImageBackboneConfig:
     image_size: int = 224
     # Views of a photo whose pooled features are averaged (frozen features and every embedding at inference):
     # center (ImageNet eval crop), flip (its mirror), full (the whole photo squeezed square), first / last (the
-    # square ends of the longer side: left / right, or top / bottom). See wsense.models.image.VIEWS.
+    # square ends of the longer side: left / right, or top / bottom). See wsense.models.views.VIEWS.
     views: list[str] = field(default_factory=lambda: ["center", "flip", "full", "first", "last"])
     extra_backbones: list[BackboneConfig] = field(
         default_factory=lambda: [BackboneConfig("efficientnet_lite2", image_size=260)])

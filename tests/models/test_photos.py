@@ -114,7 +114,7 @@ def test_embedding_device_settings(checkpoint):
         with pytest.raises(WsenseError, match="embedding.device: cuda, but torch sees no CUDA GPU"):
             photo_device("cuda")
         with pytest.raises(WsenseError, match="no CUDA GPU"):
-            RelevanceScorer.from_checkpoint(checkpoint, settings(embedding__device="cuda"))
+            RelevanceScorer.from_checkpoint(checkpoint, settings(embedding__device="cuda")).photos  # noqa: B018
     for bad, message in [({"device": "tpu"}, "embedding.device must be one of auto, cpu, cuda"),
                          ({"gpu_precision": "int4"}, "gpu_precision one of fp32, bf16, fp16"),
                          ({"gpu_batch_size": 0}, "embedding.gpu_batch_size must be a whole number from 1"),

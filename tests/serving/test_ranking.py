@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
 from conftest import settings, write_image
 from wsense.models.calibration import ScoreCalibration
@@ -85,12 +85,12 @@ def test_the_fusion_head_reranks_the_first_stage_shortlist(tiny_data, checkpoint
                           index_dir=tiny_data.parent / "index", settings=settings())
     query = "a dog swimming in a lake"
     v = engine.scorer.embed_texts([query])
-    cosine_order = torch.argsort((v @ engine.embeddings.T)[0], descending=True)
+    cosine_order = np.argsort(-(v @ engine.embeddings.T)[0], kind="stable")
     shortlist = cosine_order[:max(candidates, 3)]
     relevance = engine.scorer.relevance(v, engine.embeddings[shortlist])[0]
-    calibrated = engine.ranker.calibration(relevance.numpy())  # the score shown: the fusion ranking's, calibrated
+    calibrated = engine.ranker.calibration(relevance)  # the score shown: the fusion ranking's, calibrated
     expected = [(engine.images[int(shortlist[i])], pytest.approx(float(calibrated[i]), abs=2e-4))
-                for i in torch.argsort(relevance, descending=True, stable=True)]
+                for i in np.argsort(-relevance, kind="stable")]
     found = [(item["image"], item["score"]) for item in engine.search(query, top_k=3).results]
     assert found == expected
     engine.ranker.candidates = candidates  # top-1: only the first stage's best `candidates` photos are re-ranked
@@ -110,10 +110,10 @@ def test_search_re_ranks_the_cosine_shortlist_by_fusion_relevance(exact_engine):
     for query in QUERIES:
         v = engine.scorer.embed_texts([query])
         cosine = (v @ engine.embeddings.T)[0]
-        rows = torch.argsort(cosine, descending=True)[:3]
+        rows = np.argsort(-cosine, kind="stable")[:3]
         relevance = engine.scorer.relevance(v, engine.embeddings[rows])[0]
         expected = [(engine.images[int(rows[i])], round(float(relevance[i]), 4))
-                    for i in torch.argsort(relevance, descending=True, stable=True)]
+                    for i in np.argsort(-relevance, kind="stable")]
         found = [(r["image"], r["relevance"]) for r in engine.search(query, top_k=3).results]
         assert found == expected, query
         assert len(engine.search(query, top_k=5).results) == 5  # the shortlist grows to top_k
@@ -124,9 +124,9 @@ def test_top_k_above_the_shortlist_re_ranks_the_cosine_top_k(exact_engine):
     assert engine.ranker.candidates == 3
     query = QUERIES[0]
     v = engine.scorer.embed_texts([query])
-    rows = torch.argsort((v @ engine.embeddings.T)[0], descending=True)[:5]
+    rows = np.argsort(-(v @ engine.embeddings.T)[0], kind="stable")[:5]
     relevance = engine.scorer.relevance(v, engine.embeddings[rows])[0]
-    expected = [engine.images[int(rows[i])] for i in torch.argsort(relevance, descending=True)]
+    expected = [engine.images[int(rows[i])] for i in np.argsort(-relevance, kind="stable")]
     assert [r["image"] for r in engine.search(query, top_k=5).results] == expected
 
 
@@ -150,7 +150,7 @@ def test_near_duplicates_fold_into_the_best_ranked_one(features_engine, monkeypa
     rows = [features_engine.images.index(name) for name in names_in_order]
     similarity = vectors[rows] @ vectors[rows].T
     # a threshold between the pairs: some photos fold, others stay
-    threshold = float(torch.quantile(similarity[torch.triu(torch.ones(8, 8, dtype=torch.bool), 1)], 0.9))
+    threshold = float(np.quantile(similarity[np.triu(np.ones((8, 8), dtype=bool), 1)], 0.9))
     monkeypatch.setattr(features_engine.ranker, "duplicate_threshold", threshold)
     folded = features_engine.search(QUERY, 8)
     shown = [item["image"] for item in folded.results]

@@ -3,6 +3,7 @@ and example, query threads, paging, a relevance cut-off, more like a photo, comb
 clear errors."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,13 +34,13 @@ def test_refused_queries_never_show_an_image(engine, query):
 def test_a_query_runs_on_query_threads_and_restores_the_setting(engine, monkeypatch):
     assert engine.query_threads == 2  # the default
     monkeypatch.setattr(engine, "query_threads", 1)
-    relevance, seen = engine.scorer.relevance, []
-    monkeypatch.setattr(engine.scorer, "relevance",
-                        lambda *args: seen.append(torch.get_num_threads()) or relevance(*args))
+    embed, seen = engine.scorer._embed_texts, []  # the torch text tower (tests' search.text_runtime)
+    monkeypatch.setattr(engine.scorer, "_embed_texts",
+                        lambda *args: seen.append(torch.get_num_threads()) or embed(*args))
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert engine.search("a dog in a lake").results
+        assert engine.search("a dog in a lake, on query threads").results
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
@@ -61,8 +62,8 @@ def names(result) -> list[str]:
     return [item["image"] for item in result.results]
 
 
-def cosine_order(engine, direction: torch.Tensor, leave_out: str | None = None) -> list[str]:
-    order = torch.argsort(engine.embeddings @ torch.nn.functional.normalize(direction, dim=0), descending=True)
+def cosine_order(engine, direction: np.ndarray, leave_out: str | None = None) -> list[str]:
+    order = np.argsort(-(engine.embeddings @ (direction / np.linalg.norm(direction))), kind="stable")
     return [engine.images[int(i)] for i in order if engine.images[int(i)] != leave_out]
 
 

@@ -55,7 +55,7 @@ def test_refresh_adds_changes_and_removes_photos(engine, folder):
     assert CatalogIndex.load(engine.index_dir).entries[-1]["path"] == "photo2.jpg"  # saved: sorted, with new.jpg
     assert "new.jpg" in [e["path"] for e in CatalogIndex.load(engine.index_dir).entries]
 
-    old = engine.embeddings[engine.images.index("photo0.jpg")].clone()
+    old = engine.embeddings[engine.images.index("photo0.jpg")].copy()
     write_image(folder / "photo0.jpg", 99, size=(64, 48))  # the same name, another photo
     assert engine.refresh().changed == 1
     assert not np.allclose(engine.embeddings[engine.images.index("photo0.jpg")], old)

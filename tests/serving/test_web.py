@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -228,8 +227,8 @@ def names(result) -> list[str]:
     return [item["image"] for item in result.results]
 
 
-def cosine_order(engine, direction: torch.Tensor, leave_out: str | None = None) -> list[str]:
-    order = torch.argsort(engine.embeddings @ torch.nn.functional.normalize(direction, dim=0), descending=True)
+def cosine_order(engine, direction: np.ndarray, leave_out: str | None = None) -> list[str]:
+    order = np.argsort(-(engine.embeddings @ (direction / np.linalg.norm(direction))), kind="stable")
     return [engine.images[int(i)] for i in order if engine.images[int(i)] != leave_out]
 
 

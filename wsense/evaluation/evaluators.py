@@ -58,13 +58,20 @@ RANKING_LABELS = {"fusion": "", "cosine": " [cosine]", "qb_cosine": " [cosine, q
 
 
 @torch.no_grad()
-def catalog_scores(model, v: torch.Tensor, u: torch.Tensor, offsets: np.ndarray | None = None
-                   ) -> dict[str, np.ndarray]:
+def catalog_scores(model, v, u, offsets: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """(queries x catalog) scores of query embeddings `v` against photo embeddings `u`: the fusion head's relevance,
     the projections' cosine and, given the photos' query-bank `offsets`, the cosine minus them (qb_cosine): the
     rankings of search.ranking. Every evaluation of queries against a catalog goes through here: the trainer's
-    validation, checkpoint rows and multilingual rows."""
-    scores = {"fusion": model.relevance_matrix(v, u).float().cpu().numpy(), "cosine": (v @ u.T).float().cpu().numpy()}
+    validation (`model` the torch model in training, v and u tensors), checkpoint rows and multilingual rows
+    (`model` the serving scorer, RelevanceScorer, v and u arrays: scored as search scores them)."""
+    from wsense.serving.scoring import RelevanceScorer
+
+    if isinstance(model, RelevanceScorer):
+        v, u = np.asarray(v, np.float32), np.asarray(u, np.float32)
+        scores = {"fusion": model.relevance(v, u), "cosine": v @ u.T}
+    else:
+        scores = {"fusion": model.relevance_matrix(v, u).float().cpu().numpy(),
+                  "cosine": (v @ u.T).float().cpu().numpy()}
     if offsets is not None:
         scores["qb_cosine"] = scores["cosine"] - np.asarray(offsets)[None, :]
     return scores

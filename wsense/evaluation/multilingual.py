@@ -64,7 +64,7 @@ def validate_multilingual(checkpoint: str | Path, settings: Config | None = None
     rows = []
     for language, column in (("", "query_text"), (" [ru]", "query_text_ru")):
         v = scorer.embed_texts(queries[column].tolist())
-        for ranking, matrix in catalog_scores(model, v, u, offsets).items():
+        for ranking, matrix in catalog_scores(scorer, v, u, offsets).items():
             ranking = RANKING_LABELS[ranking]
             metrics = RetrievalEvaluator(queries, catalog)(matrix)
             rows.append({"model": model_name(config) + " [val captions]" + language + ranking,

@@ -41,11 +41,11 @@ def validate_query_bank(config: Config, out: Path) -> Path:
         v = scorer.embed_english(sets.val_positives["query_text"].tolist())
         bank = build_query_bank(scorer, config, exclude_images=catalog)
         evaluator = RetrievalEvaluator(sets.val_positives, catalog)
-        scores = catalog_scores(scorer.model, v, u)
+        scores = catalog_scores(scorer, v, u)
         for name in ("fusion", "cosine"):
             results.setdefault(name, []).append(evaluator(scores[name]))
         for beta in BETAS:
-            offsets = bank_offsets(bank, u.numpy(), beta)
+            offsets = bank_offsets(bank, u, beta)
             for weight in WEIGHTS:
                 results.setdefault(f"qb_cosine beta {beta:g} weight {weight:g}", []).append(
                     evaluator(scores["cosine"] - weight * offsets[None, :]))

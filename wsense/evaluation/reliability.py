@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from wsense.config import Config
 from wsense.data import load_data
@@ -51,12 +50,11 @@ def held_out_scores(config: Config) -> pd.DataFrame:
         scorer.bank = build_query_bank(scorer, config, exclude_images=images)
         u = scorer.embed_images([data.train_image_dir / name for name in images], progress=False)
         v = scorer.embed_texts(texts)
-        ui = torch.tensor(pairs["image"].map({n: i for i, n in enumerate(images)}).to_numpy())
-        vi = torch.tensor(pairs["query_text"].map({t: i for i, t in enumerate(texts)}).to_numpy())
-        with torch.inference_mode():
-            fusion = torch.sigmoid(scorer.model.fuse(u[ui], v[vi]).float()).numpy()
-        cosine = (u[ui] * v[vi]).sum(dim=1).numpy()
-        offsets = scorer.photo_offsets(u)[ui.numpy()]
+        ui = pairs["image"].map({n: i for i, n in enumerate(images)}).to_numpy()
+        vi = pairs["query_text"].map({t: i for i, t in enumerate(texts)}).to_numpy()
+        fusion = scorer.relevance(v, u)[vi, ui]  # the fold's texts x images, read at its pairs
+        cosine = (u[ui] * v[vi]).sum(axis=1)
+        offsets = scorer.photo_offsets(u)[ui]
         experts = pairs[["expert1", "expert2", "expert3"]].to_numpy(float)
         frames.append(pd.DataFrame({"fold": fold, "image": pairs["image"].to_numpy(),
                                     "query_text": pairs["query_text"].to_numpy(), "fusion": fusion,

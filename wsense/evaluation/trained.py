@@ -89,7 +89,7 @@ def evaluate_checkpoint(path: str | Path, settings: Config | None = None, *, dev
     rows = []
     for language, queries in query_sets.items():
         v = scorer.embed_texts(queries["query_text"].tolist())
-        scores = catalog_scores(scorer.model, v, u, scorer.photo_offsets(u) if scorer.bank is not None else None)
+        scores = catalog_scores(scorer, v, u, scorer.photo_offsets(u) if scorer.bank is not None else None)
         allowed = ~queries["query_text"].map(mentions_child).to_numpy()
         for ranking, matrix in scores.items():
             for label, mask in (("", np.ones(len(queries), bool)), (" [allowed queries]", allowed)):

@@ -4,6 +4,9 @@
 (config.CHECKPOINT_SECTIONS); search and runtime settings are never stored, they come from the config of whoever
 loads it. Written atomically (into a temporary folder, then renamed), so an interrupted save never leaves a
 half-written checkpoint in place of a good one.
+
+Reading a checkpoint's config and fingerprint needs no torch (a serving process never imports it: see
+wsense.models.serving); rebuilding or saving the torch model loads it then.
 """
 from __future__ import annotations
 
@@ -11,15 +14,19 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
+
 import yaml
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from wsense.config import CHECKPOINT_SECTIONS, MODEL_SECTIONS, Config, config_from_dict
 from wsense.errors import WsenseError
 from wsense.io import atomic_dir, file_sha256
-from wsense.models.relevance import RelevanceModel, build_relevance_model
+
+if TYPE_CHECKING:
+    import torch
+
+    from wsense.models.relevance import RelevanceModel
 
 CONFIG_FILE, WEIGHTS_FILE, METADATA_FILE = "config.yaml", "model.safetensors", "metadata.json"
 FORMAT = "wsense-relevance-3"
@@ -62,6 +69,13 @@ def migrate_v1(values: dict) -> dict:
         part.setdefault(key, default)
         values[section] = part
     return values
+
+
+def save_file(tensors: dict, filename: str) -> None:
+    """safetensors' writer of torch tensors (imported here, on use: it imports torch)."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, filename)
 
 
 def _saved_state(model: RelevanceModel, with_towers: bool) -> dict[str, torch.Tensor]:
@@ -137,6 +151,10 @@ def model_fingerprint(path: str | Path) -> str:
 def load_checkpoint(path: str | Path, settings: Config | None = None) -> tuple[RelevanceModel, Config, dict]:
     """Rebuild the model a checkpoint describes and load its weights; the config returned is `settings` (the
     caller's runtime settings) with the checkpoint's model and training sections. Clear errors otherwise."""
+    from safetensors.torch import load_file
+
+    from wsense.models.relevance import build_relevance_model
+
     path = Path(path)
     metadata, values = _read(path)
     config = _with_checkpoint_sections(path, values, settings)

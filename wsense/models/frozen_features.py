@@ -1,4 +1,7 @@
-"""Frozen features of the data set from the configured towers, cached on disk (see wsense.models.embedding_cache)."""
+"""Frozen features of the data set from the configured towers, cached on disk (see wsense.models.embedding_cache).
+
+torch and the towers load on first use: the image check's screener imports this module in a serving process that
+may never embed a photo."""
 from __future__ import annotations
 
 from functools import cached_property
@@ -6,13 +9,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from wsense.config import Config
-from wsense.models.embedding_cache import EmbeddingCache, embed_images, embed_texts
 from wsense.io import file_sha256
-from wsense.models import create_image_backbone, create_text_encoder
-from wsense.models.photos import PhotoEncoder
 
 
 def backbone_fingerprints(config: Config) -> list[str]:
@@ -48,19 +47,28 @@ class FrozenFeatures:
 
     @cached_property
     def image_backbone(self):
+        from wsense.models.image import create_image_backbone
+
         return create_image_backbone(self.config.image_backbone)
 
     @cached_property
     def text_encoder(self):
+        from wsense.models.text import create_text_encoder
+
         return create_text_encoder(self.config.text_model)
 
-    def _caches(self) -> list[EmbeddingCache]:
-        """One cache per backbone of the tower, in order."""
+    def _caches(self) -> list:
+        """One EmbeddingCache per backbone of the tower, in order."""
+        from wsense.models.embedding_cache import EmbeddingCache
+
         return [EmbeddingCache(self.cache_dir / f"{name}.npz") for name in backbone_fingerprints(self.config)]
 
     def images(self, paths: Sequence[Path], keys: Sequence[str] | None = None) -> np.ndarray:
         """Pooled features of photo files, each backbone's cached apart (a backbone shared by two towers is run
         once); `keys`: the files' sha256 where the caller has them already."""
+        from wsense.models.embedding_cache import embed_images
+        from wsense.models.photos import PhotoEncoder
+
         keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
         parts = []
         for i, cache in enumerate(self._caches()):
@@ -73,11 +81,15 @@ class FrozenFeatures:
 
     def encode(self, paths: Sequence[Path]) -> np.ndarray:
         """Pooled features of photo files, computed now and kept nowhere (uploads)."""
+        import torch
+
         with torch.inference_mode():
             return self.encoder.encode(paths).float().numpy()
 
     @cached_property
-    def encoder(self) -> PhotoEncoder:
+    def encoder(self):
+        from wsense.models.photos import PhotoEncoder
+
         return PhotoEncoder(self.image_backbone, self.config.image_backbone,
                             runtime=self.config.embedding.image_runtime, onnx_dir=Path(self.config.cache_dir) / "onnx")
 
@@ -91,9 +103,13 @@ class FrozenFeatures:
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities from pooled features: each backbone's own classifier, averaged."""
+        import torch
+
         with torch.inference_mode():
             return self.image_backbone.label_probabilities(torch.from_numpy(image_features)).numpy()
 
     def texts(self, texts: Sequence[str]) -> np.ndarray:
+        from wsense.models.embedding_cache import EmbeddingCache, embed_texts
+
         cache = EmbeddingCache(self.cache_dir / f"{text_fingerprint(self.config)}.npz")
         return embed_texts(texts, self.text_encoder, cache, self.config.embedding.text_batch_size)

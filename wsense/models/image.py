@@ -20,6 +20,7 @@ from torchvision.transforms import functional as TF
 
 from wsense.config import BackboneConfig, ImageBackboneConfig
 from wsense.errors import WsenseError
+from wsense.models.views import check_views, decode_side, view_pixels
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -225,25 +226,15 @@ def _center(image, size: int):
     return TF.center_crop(image, size)
 
 
-# A photo's views, each a square of the training size. The centre crop alone misses the sides of a landscape
-# photo, where captions often find their subject; averaging the pooled features of views that together cover
-# the whole photo gave grouped CV Spearman 0.78 against 0.765 (see configs/default.yaml).
-VIEWS = {
+# The views of wsense.models.views (which cuts a PIL image's, for the CPU photo paths), on a decoded tensor (a GPU's
+# nvJPEG output): torchvision's antialiased bicubic on tensors follows PIL's.
+TENSOR_VIEWS = {
     "center": _center,
     "flip": lambda image, size: TF.hflip(_center(image, size)),
     "full": lambda image, size: TF.resize(image, [size, size], interpolation=transforms.InterpolationMode.BICUBIC),
     "first": lambda image, size: _square_end(image, size, last=False),
     "last": lambda image, size: _square_end(image, size, last=True),
 }
-
-
-def check_views(views) -> list[str]:
-    views = list(views)
-    unknown = [view for view in views if view not in VIEWS]
-    if not views or unknown:
-        raise WsenseError(f"image_backbone.views: {', '.join(unknown) or 'none given'}: expected a list of "
-                          f"{', '.join(VIEWS)}")
-    return views
 
 
 class ImageViews:
@@ -257,11 +248,9 @@ class ImageViews:
         self.mean, self.std = spec.mean, spec.std
 
     def __call__(self, image) -> torch.Tensor:
-        crops = [VIEWS[view](image, self.size) for view in self.views]
-        if isinstance(image, torch.Tensor):
-            pixels = torch.stack(crops).float().div_(255)
-        else:
-            pixels = torch.stack([TF.pil_to_tensor(crop) for crop in crops]).float().div_(255)
+        if not isinstance(image, torch.Tensor):
+            return torch.from_numpy(view_pixels(image, self.size, self.views, self.mean, self.std))
+        pixels = torch.stack([TENSOR_VIEWS[view](image, self.size) for view in self.views]).float().div_(255)
         return TF.normalize(pixels, self.mean, self.std)
 
 
@@ -271,10 +260,7 @@ class TowerViews:
     def __init__(self, tower: ImageTower, views=("center",)):
         self.per_backbone = [ImageViews(backbone.spec, backbone.image_size, views) for backbone in tower.backbones]
         self.views = self.per_backbone[0].views
-        # A camera file is decoded at the smallest JPEG scale still 1.5 times the largest resize its views make (the
-        # centre crop's shorter side): the antialiased resizes keep what they kept from a full decode (embeddings
-        # agree to a cosine of 0.9997 on 24-megapixel files), at a fraction of its cost.
-        self.decode_side = round(1.5 * max(round(backbone.image_size / 0.875) for backbone in tower.backbones))
+        self.decode_side = decode_side([backbone.image_size for backbone in tower.backbones])
 
     def __call__(self, image) -> Pixels:
         return tuple(transform(image) for transform in self.per_backbone)

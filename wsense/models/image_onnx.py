@@ -12,7 +12,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from wsense.io import atomic_path
 from wsense.models.onnx_path import OnnxPath, require_onnx, weights_key
@@ -27,10 +26,10 @@ TOLERANCE = 1e-3
 
 def probe_pixels(size: int) -> np.ndarray:
     """A fixed, photo-like input: smooth colour gradients (two images, to exercise the batch axis)."""
-    grid = torch.linspace(-1.5, 1.5, size)
-    y, x = torch.meshgrid(grid, grid, indexing="ij")
-    one = torch.stack([x, y, x * y])
-    return torch.stack([one, one.flip(-1)]).numpy().astype(np.float32)
+    grid = np.linspace(-1.5, 1.5, size, dtype=np.float32)
+    y, x = np.meshgrid(grid, grid, indexing="ij")
+    one = np.stack([x, y, x * y])
+    return np.ascontiguousarray(np.stack([one, one[..., ::-1]]), dtype=np.float32)
 
 
 def image_path_key(backbone, size: int) -> str:
@@ -39,6 +38,8 @@ def image_path_key(backbone, size: int) -> str:
 
 def export_image_path(backbone, path: str | Path, size: int) -> Path:
     """Export pixels -> pooled features (dynamic batch), written atomically."""
+    import torch
+
     require_onnx(SETTING, "image tower")
     example = torch.from_numpy(probe_pixels(size))
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
@@ -56,6 +57,9 @@ class OnnxImagePath(OnnxPath):
     what, setting = "image tower", SETTING
 
     def __init__(self, backbone, directory: str | Path, threads: int | None = None):
+        """The export of the torch `backbone` in `directory`, made or made again where needed."""
+        import torch
+
         size = backbone.image_size
         self.file_prefix = f"{FILE_PREFIX}{backbone.name}-"
         path = Path(directory) / f"{self.file_prefix}{image_path_key(backbone, size)}.onnx"
@@ -65,10 +69,28 @@ class OnnxImagePath(OnnxPath):
         super().__init__(path, {"pixels": probe}, reference, TOLERANCE,
                          lambda: export_image_path(backbone, path, size), threads=threads)
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    @classmethod
+    def exported(cls, path: str | Path, size: int, reference: np.ndarray, threads: int | None = None
+                 ) -> "OnnxImagePath":
+        """An export made before, without the torch backbone: it must reproduce `reference` (the backbone's features
+        of probe_pixels(size), kept when it was exported); a missing or damaged file is a WsenseError."""
+        self = cls.__new__(cls)
+        self.file_prefix = Path(path).name.rsplit("-", 1)[0] + "-"
+        OnnxPath.__init__(self, Path(path), {"pixels": probe_pixels(size)}, reference, TOLERANCE, None,
+                          threads=threads)
+        return self
+
+    def __call__(self, pixels):
+        """torch pixels (n, 3, s, s) or views (n, views, 3, s, s) -> torch pooled features, the mean over views."""
+        import torch
+
         views = pixels if pixels.dim() == 5 else pixels[:, None]
-        features = torch.from_numpy(self.run(views.flatten(0, 1).cpu().numpy()))
-        return features.view(len(views), views.shape[1], -1).mean(1)
+        return torch.from_numpy(self.features(views.cpu().numpy()))
+
+    def features(self, views: np.ndarray) -> np.ndarray:
+        """Pooled features (n, dim) of views (n, views, 3, s, s): each image's mean over its views."""
+        found = self.run(views.reshape(-1, *views.shape[2:]))
+        return found.reshape(len(views), views.shape[1], -1).mean(1)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         # In chunks: ONNX Runtime keeps its peak activation memory (about 30 MB an image at 224 px), so one run

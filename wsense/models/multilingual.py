@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from wsense.errors import WsenseError
 from wsense.io import atomic_path
@@ -120,9 +118,14 @@ class Glossary:
         return glosses
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (a zero row stays zero), float32."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), np.float32(1e-12))
+
+
 def unit_use_vectors(texts: Sequence[str]) -> np.ndarray:
-    vectors = np.asarray(universal_sentence_encoder().encode(list(texts)), dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return unit_rows(np.asarray(universal_sentence_encoder().encode(list(texts)), dtype=np.float32))
 
 
 class TextMap:
@@ -144,7 +147,7 @@ class TextMap:
         self.glossary = glossary
 
     @classmethod
-    def fit(cls, pairs: Sequence[tuple[str, str]], teacher: Callable[[list[str]], torch.Tensor], alpha: float,
+    def fit(cls, pairs: Sequence[tuple[str, str]], teacher: Callable[[list[str]], np.ndarray], alpha: float,
             gamma: float) -> "TextMap":
         """Fit on the USE vectors of each pair's source text (English, or a translation), the targets the
         teacher's embeddings of its English text; the glossary on the pairs whose source is Cyrillic."""
@@ -152,20 +155,20 @@ class TextMap:
 
         pairs = list(dict.fromkeys(pairs))
         sources = np.asarray(universal_sentence_encoder().encode([source for source, _ in pairs]), dtype=np.float32)
-        targets = teacher([english for _, english in pairs]).numpy()
+        targets = np.asarray(teacher([english for _, english in pairs]), dtype=np.float32)
         ridge = KernelRidge(kernel="rbf", alpha=alpha, gamma=gamma).fit(sources, targets)
         translations = [(source, english) for source, english in pairs if is_cyrillic(source)]
         return cls(sources, ridge.dual_coef_, alpha, gamma, Glossary.fit(translations) if translations else None)
 
-    def map_vectors(self, vectors: np.ndarray) -> torch.Tensor:
+    def map_vectors(self, vectors: np.ndarray) -> np.ndarray:
         # numpy, as USE just before it: waking torch's thread pool between two numpy calls cost a query many
-        # times the map's own arithmetic (benchmarks/README.md, Russian queries).
+        # times the map's own arithmetic (benchmarks/README.md, Russian queries), and a server has no torch.
         distances = np.square(vectors).sum(axis=1)[:, None] + self.source_norms[None, :] - 2 * vectors @ self.sources.T
         mapped = np.exp(-self.gamma * np.maximum(distances, 0)) @ self.coefficients
-        return torch.from_numpy(mapped / np.maximum(np.linalg.norm(mapped, axis=1, keepdims=True), 1e-12))
+        return unit_rows(mapped)
 
-    def __call__(self, texts: Sequence[str], english: Callable[[list[str]], torch.Tensor] | None = None,
-                 gloss_weight: float = 0.0) -> torch.Tensor:
+    def __call__(self, texts: Sequence[str], english: Callable[[list[str]], np.ndarray] | None = None,
+                 gloss_weight: float = 0.0) -> np.ndarray:
         """The texts' embeddings through USE and the map; given the English tower (`english`), averaged with their
         glosses' embeddings at `gloss_weight` (a text with no word to gloss keeps the map's alone)."""
         vectors = np.asarray(universal_sentence_encoder().encode(list(texts)), dtype=np.float32)
@@ -175,8 +178,9 @@ class TextMap:
         glosses = self.glossary(texts)
         glossed = [i for i, gloss in enumerate(glosses) if gloss]
         if glossed:
-            blend = (1 - gloss_weight) * mapped[glossed] + gloss_weight * english([glosses[i] for i in glossed])
-            mapped[glossed] = F.normalize(blend, dim=-1)
+            blend = (1 - gloss_weight) * mapped[glossed] + gloss_weight * np.asarray(
+                english([glosses[i] for i in glossed]), dtype=np.float32)
+            mapped[glossed] = unit_rows(blend)
         return mapped
 
     def save(self, path: str | Path) -> None:

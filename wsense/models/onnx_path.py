@@ -7,16 +7,18 @@ input differs from the torch path's) is exported again, and exports of other wei
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 from wsense.errors import WsenseError
 from wsense.onnx_session import cpu_session
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def require_onnxruntime(setting: str):
@@ -38,6 +40,8 @@ def require_onnx(setting: str, what: str) -> None:
 
 def weights_key(export_format: str, modules: dict[str, nn.Module], extra: str = "") -> str:
     """A short hash of the export format, `extra` and every tensor of `modules` (prefix -> module)."""
+    import torch
+
     digest = hashlib.sha256(f"{export_format}:{extra}".encode())
     for prefix, module in modules.items():
         for name, tensor in module.state_dict().items():
@@ -47,25 +51,39 @@ def weights_key(export_format: str, modules: dict[str, nn.Module], extra: str = 
     return digest.hexdigest()[:16]
 
 
+def default_threads() -> int:
+    """Threads of a session nobody chose them for: torch's own setting where torch is loaded (a test or benchmark sets
+    it for the whole process), else the CPUs this process may run on (a serving process without torch)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class OnnxPath:
     """An ONNX Runtime session on `path`, exported by `export` when missing or damaged and checked against the
-    torch path's `reference` output for `probe` (input name -> array) within `tolerance`."""
+    torch path's `reference` output for `probe` (input name -> array) within `tolerance`. Without `export` (a
+    serving process, which has no torch model to export from) a missing or damaged file is a WsenseError."""
 
     what = "model path"       # in messages: "damaged ONNX <what>"
     setting = "search"        # the config key that picks the runtime
     file_prefix = ""          # exports of this kind in the folder start with it
 
     def __init__(self, path: Path, probe: dict[str, np.ndarray], reference: np.ndarray, tolerance: float,
-                 export: Callable[[], None], keep: tuple[Path, ...] = (), threads: int | None = None):
+                 export: Callable[[], None] | None, keep: tuple[Path, ...] = (), threads: int | None = None):
         self.ort = require_onnxruntime(self.setting)
-        self.path, self.probe, self.tolerance = Path(path), probe, tolerance
-        self.threads = threads or torch.get_num_threads()
+        self.path, self.probe, self.reference, self.tolerance = Path(path), probe, reference, tolerance
+        self.threads = threads or default_threads()
         session = None
         if self.path.is_file():
             try:
                 session = self._checked_session(reference)
             except WsenseError as error:
+                if export is None:
+                    raise
                 print(f"{error}; exporting it again", file=sys.stderr)
+        if session is None and export is None:
+            raise WsenseError(f"{self.path}: ONNX {self.what} not found")
         if session is None:
             try:
                 export()

@@ -69,7 +69,15 @@ class TextEncoder(nn.Module):
             tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                                     return_tensors="np")
             return tokens["input_ids"].astype(np.int64), tokens["attention_mask"].astype(np.int64)
-        if self._query_tokenizer is None:
+        from wsense.models.serving import token_arrays
+
+        return token_arrays(self.query_tokenizer, texts)
+
+    @property
+    def query_tokenizer(self):
+        """The Rust tokenizer with this encoder's truncation and padding: what a query goes through (the serving
+        side keeps it as a file: wsense.models.serving). None where the tokenizer has no Rust backend."""
+        if self._query_tokenizer is None and self.tokenizer.is_fast:
             from tokenizers import Tokenizer
 
             # A copy: the transformers tokenizer resets its backend's padding and truncation on every call.
@@ -78,9 +86,7 @@ class TextEncoder(nn.Module):
             backend.enable_padding(pad_id=self.tokenizer.pad_token_id, pad_token=self.tokenizer.pad_token,
                                    direction=self.tokenizer.padding_side)
             self._query_tokenizer = backend
-        encodings = self._query_tokenizer.encode_batch(texts)
-        return (np.array([e.ids for e in encodings], dtype=np.int64),
-                np.array([e.attention_mask for e in encodings], dtype=np.int64))
+        return self._query_tokenizer
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -14,8 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from wsense.io import atomic_path
 from wsense.models.onnx_path import OnnxPath, require_onnx, weights_key
@@ -41,17 +39,19 @@ def export_path(model, directory: str | Path, int8: bool = False) -> Path:
     return Path(directory) / f"{FILE_PREFIX}{text_path_key(model)}{INT8_SUFFIX if int8 else ''}.onnx"
 
 
-class _TextPath(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_texts({"input_ids": input_ids, "attention_mask": attention_mask}).float()
-
-
 def export_text_path(model, path: str | Path) -> Path:
     """Export tokens -> projected, normalised text embedding (dynamic batch and length), written atomically."""
+    import torch
+    from torch import nn
+
+    class _TextPath(nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model.encode_texts({"input_ids": input_ids, "attention_mask": attention_mask}).float()
+
     require_onnx(SETTING, "text tower")
     encoder = model.text_encoder.model
     previous = encoder.config._attn_implementation
@@ -110,9 +110,10 @@ class OnnxTextPath(OnnxPath):
     what, setting, file_prefix = "text tower", SETTING, FILE_PREFIX
 
     def __init__(self, model, directory: str | Path, threads: int | None = None, int8: bool = False):
-        self.int8 = int8
-        self.lanes = self.single_thread = None  # int8, several texts: a thread pool and a one-thread session
-        self.fp32_path = export_path(model, directory)
+        """The export of the torch `model`'s text path in `directory`, made or made again where needed."""
+        import torch
+
+        fp32_path = export_path(model, directory)
         path = export_path(model, directory, int8)
         ids, mask = model.text_encoder.token_arrays([PROBE])
         with torch.inference_mode():
@@ -120,12 +121,27 @@ class OnnxTextPath(OnnxPath):
                                             "attention_mask": torch.from_numpy(mask)}).float().numpy()
 
         def export() -> None:
-            export_text_path(model, self.fp32_path)
+            export_text_path(model, fp32_path)
             if int8:
-                quantize_text_path(self.fp32_path, path)
+                quantize_text_path(fp32_path, path)
 
-        super().__init__(path, {"input_ids": ids, "attention_mask": mask}, reference,
-                         INT8_TOLERANCE if int8 else TOLERANCE, export, keep=(self.fp32_path,), threads=threads)
+        self._open(path, {"input_ids": ids, "attention_mask": mask}, reference, export, threads, int8, (fp32_path,))
+
+    @classmethod
+    def exported(cls, path: str | Path, probe: dict[str, np.ndarray], reference: np.ndarray,
+                 threads: int | None = None, int8: bool = False) -> "OnnxTextPath":
+        """An export made before, without the torch model: it must reproduce `reference` (the torch path's output
+        for `probe`, kept when it was exported); a missing or damaged file is a WsenseError."""
+        self = cls.__new__(cls)
+        self._open(Path(path), probe, reference, None, threads, int8)
+        return self
+
+    def _open(self, path: Path, probe: dict, reference: np.ndarray, export, threads: int | None, int8: bool,
+              keep: tuple[Path, ...] = ()) -> None:
+        self.int8 = int8
+        self.lanes = self.single_thread = None  # int8, several texts: a thread pool and a one-thread session
+        super().__init__(path, probe, reference, INT8_TOLERANCE if int8 else TOLERANCE, export, keep=keep,
+                         threads=threads)
         if int8 and self.threads > 1:
             self.single_thread = self.new_session(1)
             self.lanes = ThreadPoolExecutor(self.threads, thread_name_prefix="wsense-text")

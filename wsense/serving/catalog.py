@@ -9,13 +9,13 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import torch
 
 from wsense.config import Config
 from wsense.errors import WsenseError
-from wsense.safety.screener import PhotoScreener, configured_classifier
 from wsense.safety.child_classifier import CHECK_FILE
+from wsense.safety.screener import PhotoScreener, configured_classifier
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, IndexReport, update_index
 from wsense.serving.metadata import MetadataFilter, unknown_metadata
@@ -38,10 +38,10 @@ class Catalog:
     metadata: list[dict]
     sha256: dict[str, str]  # name -> content hash of every searchable photo
     excluded: set[str]  # names the legal filter keeps out
-    embeddings: torch.Tensor  # rows x dim
+    embeddings: np.ndarray  # rows x dim, float32
     first_stage: FirstStage
-    fusion_image_part: torch.Tensor | None
-    filter_masks: dict[MetadataFilter, torch.Tensor] = field(default_factory=dict)
+    fusion_image_part: np.ndarray | None
+    filter_masks: dict[MetadataFilter, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def ready(cls, index: CatalogIndex, scorer, config: Config, index_dir: Path, fingerprint: str) -> "Catalog":
@@ -61,7 +61,7 @@ class Catalog:
         else:
             first_stage = FirstStage(vectors, search.first_stage, search.faiss_threshold, search.faiss_nprobe,
                                      offsets=offsets)
-        embeddings = torch.from_numpy(vectors)
+        embeddings = np.ascontiguousarray(vectors, dtype=np.float32)
         return cls(
             index, images, {name: row for row, name in enumerate(images)},
             [index.entries[i].get("meta") or unknown_metadata(images[n]) for n, i in enumerate(rows)],
@@ -76,13 +76,13 @@ class Catalog:
         row = self.row_of.get(name)
         return None if row is None else self.metadata[row]
 
-    def allowed(self, filters: MetadataFilter) -> torch.Tensor:
+    def allowed(self, filters: MetadataFilter) -> np.ndarray:
         """Which photos the filters allow (kept for the last FILTER_MASKS_KEPT filters)."""
         masks = self.filter_masks
         if filters not in masks:
             if len(masks) >= FILTER_MASKS_KEPT:
                 masks.pop(next(iter(masks)))
-            masks[filters] = torch.tensor([filters.allows(meta) for meta in self.metadata], dtype=torch.bool)
+            masks[filters] = np.array([filters.allows(meta) for meta in self.metadata], dtype=bool)
         return masks[filters]
 
 
@@ -144,15 +144,14 @@ class LiveCatalog:
             self.current = catalog
         return report
 
-    def look_at(self, path: str | Path) -> torch.Tensor | str:
+    def look_at(self, path: str | Path) -> np.ndarray | str:
         """A photo from outside the catalog (an upload): its embedding, or why the image check keeps it out.
         Nothing of it is kept (no cache entry, no index row)."""
         with self.photo_lock:
             check = self.checker.screen_transient(path)
             if check.verdict.child:
                 return f"image check: {check.verdict.reason}"
-            _, vectors, _ = self.scorer.embed_photos([path], progress=False)
-        return vectors[0]
+            return self.scorer.embed_upload(path)
 
     def _warn_if_checked_by_another_check(self, index: CatalogIndex) -> None:
         """An index opened as it is keeps its verdicts; say so when the configured check would give others."""

@@ -230,9 +230,9 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     for done, vectors, skipped, pooled in (photo_batches or scorer.photo_batches)(
             list(catalog_path), skip_unreadable=True, desc="indexing"):
         if shared and done and pooled is not None:
-            checker.remember_features([hashes[catalog_path[file]] for file in done], pooled.numpy()[:, :shared])
+            checker.remember_features([hashes[catalog_path[file]] for file in done], np.asarray(pooled)[:, :shared])
         report.skipped += [(catalog_path[file], why) for file, why in skipped]
-        for file, vector in zip(done, vectors.numpy()):
+        for file, vector in zip(done, np.asarray(vectors)):
             path = catalog_path[file]
             stat = (root / path).stat()
             record = (path, stat.st_size, stat.st_mtime_ns, hashes[path])
@@ -254,7 +254,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
                 print(f"warning: {entry['path']}: metadata unreadable ({error})", file=sys.stderr)
                 entry["meta"] = unknown_metadata(entry["path"])
     _run_image_check(root, entries, checker, report)
-    dim = scorer.model.text_projection.out_features
+    dim = scorer.dim
     embeddings = np.stack([keep[p][1] for p in paths]).astype(np.float32) if paths else np.zeros((0, dim), np.float32)
     _apply_legal_filter(entries, descriptions, report)
     report.thumbnails = ensure_thumbnails(root, [entry for entry in entries if not entry["excluded"]],

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from wsense.models.calibration import ScoreCalibration
 from wsense.serving.metadata import MetadataFilter
@@ -37,14 +36,14 @@ class Ranking:
 
 @dataclass
 class Plan:
-    direction: torch.Tensor  # (dim,), unit length: what the first stage searches with
-    text: torch.Tensor | None  # (1, dim): the query text's embedding (None: an example photo alone)
+    direction: np.ndarray  # (dim,), unit length: what the first stage searches with
+    text: np.ndarray | None  # (1, dim): the query text's embedding (None: an example photo alone)
     needed: int  # offset + k
     min_score: float | None
     rerank: bool  # the fusion head re-orders the first stage's photos (search.ranking: fusion)
     exclude: int | None  # the example photo's row
     window: int  # photos the first stage gives
-    allowed: torch.Tensor | None = None  # (catalog,) bool: the photos the request's filters allow
+    allowed: np.ndarray | None = None  # (catalog,) bool: the photos the request's filters allow
     filters: MetadataFilter | None = None  # the same, for a first stage that pushes them down
 
 
@@ -56,11 +55,11 @@ class Ranker:
         self.scorer, self.calibration = scorer, calibration
         self.ranking, self.candidates, self.duplicate_threshold = ranking, candidates, duplicate_threshold
 
-    def plan(self, catalog, request: SearchRequest, example: Example | None, vectors: list[torch.Tensor]) -> Plan:
+    def plan(self, catalog, request: SearchRequest, example: Example | None, vectors: list[np.ndarray]) -> Plan:
         """How to rank for a request, from the embeddings of its texts (the query's first, where it has one)."""
         text = vectors[0][None] if request.query else None
         negatives = vectors[1:] if request.query else vectors
-        direction = text[0] if text is not None else torch.zeros(catalog.embeddings.shape[1])
+        direction = text[0] if text is not None else np.zeros(catalog.embeddings.shape[1], np.float32)
         if example is not None:
             direction = direction + request.like_weight * example.vector
         for negative in negatives:
@@ -75,7 +74,8 @@ class Ranker:
         window = max(needed, self.candidates if (narrowed or rerank) else needed) + (exclude is not None)
         if self.duplicate_threshold is not None:
             window = max(window, 2 * needed)
-        return Plan(torch.nn.functional.normalize(direction, dim=0), text, needed, min_score, rerank, exclude,
+        direction = direction / max(float(np.linalg.norm(direction)), 1e-12)
+        return Plan(direction.astype(np.float32), text, needed, min_score, rerank, exclude,
                     min(window, len(catalog.images)), allowed, request.filters)
 
     def rank(self, catalog, plans: list[Plan]) -> list[Ranking]:
@@ -87,20 +87,20 @@ class Ranker:
         while todo:
             # The query-bank offsets correct a text's hubs; an example photo alone is compared as it is.
             found_scores, found = catalog.first_stage.search(
-                np.stack([plans[i].direction.numpy() for i in todo]), max(plans[i].window for i in todo),
+                np.stack([plans[i].direction for i in todo]), max(plans[i].window for i in todo),
                 offset_weight=np.array([float(plans[i].text is not None) for i in todo], np.float32),
                 filters=[plans[i].filters for i in todo])
             rows, first = {}, {}
             for j, i in enumerate(todo):
                 picked, scores = found[j][:plans[i].window], found_scores[j][:plans[i].window]
                 keep = (picked >= 0) & (picked != plans[i].exclude if plans[i].exclude is not None else True)
-                rows[i] = torch.from_numpy(picked[keep])
-                first[i] = torch.from_numpy(np.asarray(scores[keep], np.float32))
+                rows[i] = np.asarray(picked[keep], np.int64)
+                first[i] = np.asarray(scores[keep], np.float32)
             shown = self._shown_scores(catalog, plans, rows, first)
             widen = []
             for i in todo:
                 plan, (row, score, fusion) = plans[i], shown[i]
-                keep = score >= plan.min_score if plan.min_score is not None else torch.ones(len(row), dtype=torch.bool)
+                keep = score >= plan.min_score if plan.min_score is not None else np.ones(len(row), dtype=bool)
                 if plan.allowed is not None:
                     keep &= plan.allowed[row]
                 row, score = row[keep], score[keep]
@@ -117,8 +117,8 @@ class Ranker:
             todo = widen
         return out
 
-    def _shown_scores(self, catalog, plans: list[Plan], rows: dict[int, torch.Tensor],
-                      first: dict[int, torch.Tensor]) -> dict[int, tuple]:
+    def _shown_scores(self, catalog, plans: list[Plan], rows: dict[int, np.ndarray],
+                      first: dict[int, np.ndarray]) -> dict[int, tuple]:
         """Each plan's rows in ranked order with the score shown, rounded as shown (the cut-off compares those), and
         their fusion relevance where the ranking computed it (None elsewhere)."""
         reranked = [i for i in rows if plans[i].rerank]
@@ -128,37 +128,37 @@ class Ranker:
             row, score, relevance = rows[i], first[i], None
             if plans[i].rerank:
                 relevance = fusion[reranked.index(i)]
-                order = torch.argsort(relevance, descending=True, stable=True)
+                order = np.argsort(-relevance, kind="stable")  # best first; ties keep the first stage's order
                 row, relevance = row[order], relevance[order]
                 score = relevance
             if plans[i].text is not None:
-                score = torch.from_numpy(self.calibration(score.numpy()).astype(np.float32))
-            out[i] = row, torch.round(score, decimals=4), relevance
+                score = self.calibration(score).astype(np.float32)
+            out[i] = row, np.round(score, 4), relevance
         return out
 
-    def relevance(self, catalog, texts: list[torch.Tensor], rows: list[torch.Tensor]) -> list[torch.Tensor]:
+    def relevance(self, catalog, texts: list[np.ndarray], rows: list[np.ndarray]) -> list[np.ndarray]:
         """The fusion head's relevance of each text (1, dim) to its rows of the catalog; shortlists close enough
         together are scored as one matrix."""
         if not texts:
             return []
         part = catalog.fusion_image_part
-        union = torch.unique(torch.cat(rows))
+        union = np.unique(np.concatenate(rows))
         if len(texts) * len(union) > FUSION_MATRIX_LIMIT:
             return [self.scorer.relevance(text, catalog.embeddings[row], None if part is None else part[row])[0]
                     for text, row in zip(texts, rows)]
-        matrix = self.scorer.relevance(torch.cat(texts), catalog.embeddings[union],
+        matrix = self.scorer.relevance(np.concatenate(texts), catalog.embeddings[union],
                                        None if part is None else part[union])
-        position = torch.full((len(catalog.images),), -1, dtype=torch.long)
-        position[union] = torch.arange(len(union))
+        position = np.full(len(catalog.images), -1, dtype=np.int64)
+        position[union] = np.arange(len(union))
         return [matrix[j, position[row]] for j, row in enumerate(rows)]
 
-    def fold_duplicates(self, catalog, rows: torch.Tensor) -> dict[int, list[int]]:
+    def fold_duplicates(self, catalog, rows: np.ndarray) -> dict[int, list[int]]:
         """Positions of ranked `rows` that stay, in order, each with the later positions folded into it: those whose
         photo has at least search.duplicate_threshold cosine with it (the first such photo above them)."""
         if self.duplicate_threshold is None or len(rows) < 2:
             return {j: [] for j in range(len(rows))}
         vectors = catalog.embeddings[rows]
-        similar = (vectors @ vectors.T >= self.duplicate_threshold).numpy()
+        similar = vectors @ vectors.T >= self.duplicate_threshold
         after_a_similar = np.tril(similar, -1).any(axis=1)  # most photos have none above them: they stay
         folded: dict[int, list[int]] = {}
         for j in range(len(rows)):

@@ -36,9 +36,9 @@ class PhotoEmbedder:
         done, vectors, skipped = [], [], []
         for good, embedded, bad, _ in self.scorer.photo_batches(paths, skip_unreadable=True, progress=False):
             done += good
-            vectors.append(embedded.numpy())
+            vectors.append(embedded)
             skipped += bad
-        dim = self.scorer.model.text_projection.out_features
+        dim = self.scorer.dim
         embeddings = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
         errors = dict(skipped)
         rows = {path: i for i, path in enumerate(done)}
@@ -92,7 +92,7 @@ class RayPhotoBatches:
         return True
 
     def __call__(self, paths: Sequence[str | Path], *, skip_unreadable: bool = False, desc: str = "indexing",
-                 progress: bool = True) -> Iterator[tuple[list, torch.Tensor, list, None]]:
+                 progress: bool = True) -> Iterator[tuple[list, np.ndarray, list, None]]:
         if not paths:
             return
         import ray
@@ -124,7 +124,7 @@ class RayPhotoBatches:
                     if bad and not skip_unreadable:
                         raise WsenseError(f"{bad[0][0]}: {bad[0][1]}")
                     bar.update(len(batch["path"]))
-                    yield ([by_name[p] for p in batch["path"][ok]], torch.from_numpy(batch["embedding"][ok]), bad,
+                    yield ([by_name[p] for p in batch["path"][ok]], batch["embedding"][ok], bad,
                            None)
         finally:
             if started:

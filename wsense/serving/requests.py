@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple, Sequence
 
-import torch
+import numpy as np
 
 from wsense.errors import WsenseError
 from wsense.safety.rules import language_of, normalize
@@ -37,7 +37,7 @@ class Example(NamedTuple):
     """The photo a "more like this" search starts from: its embedding and, for a catalog photo, its row (left out
     of the results)."""
     name: str
-    vector: torch.Tensor
+    vector: np.ndarray
     row: int | None = None
 
 

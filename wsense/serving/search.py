@@ -7,17 +7,17 @@ out of the catalog never enter the first stage.
 from __future__ import annotations
 
 import posixpath
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
-import torch
 
 from wsense.config import Config
 from wsense.errors import WsenseError
 from wsense.models.calibration import load_calibration
-from wsense.models.checkpoint import model_fingerprint
 from wsense.safety import check_query
 from wsense.safety.screener import PhotoScreener
 from wsense.serving.catalog import LiveCatalog
@@ -29,7 +29,12 @@ from wsense.serving.scoring import RelevanceScorer
 
 @contextmanager
 def torch_threads(n: int):
-    """Run torch ops on `n` threads inside the block (torch's setting is process-wide: one query at a time)."""
+    """Run torch ops (search.text_runtime: torch) on `n` threads inside the block (torch's setting is process-wide:
+    one query at a time). Nothing to set in a process that never loaded torch."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     previous = torch.get_num_threads()
     if n == previous:
         yield
@@ -59,7 +64,7 @@ class SearchEngine:
                              candidates=candidates or search.candidates,
                              duplicate_threshold=search.duplicate_threshold)
         self.query_threads = search.query_threads
-        self.live = LiveCatalog(self.scorer, model_fingerprint(checkpoint), image_dir, index_dir, descriptions,
+        self.live = LiveCatalog(self.scorer, self.scorer.fingerprint, image_dir, index_dir, descriptions,
                                 rebuild, checker, photo_batches)
 
     def refresh(self) -> IndexReport:
@@ -170,7 +175,8 @@ class SearchEngine:
         page = photos[request.offset:request.offset + request.top_k]
         relevance = [photo.relevance for photo in page]
         if plan.text is not None and page and None in relevance:  # the fusion head's reading, under its own name
-            relevance = self.ranker.relevance(catalog, [plan.text], [torch.tensor([p.row for p in page])])[0].tolist()
+            rows = np.array([p.row for p in page], np.int64)
+            relevance = self.ranker.relevance(catalog, [plan.text], [rows])[0].tolist()
         result.results = []
         for j, photo in enumerate(page):
             item = {"image": catalog.images[photo.row], "score": photo.score}

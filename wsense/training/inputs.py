@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from wsense.config import Config
 from wsense.data import load_image
 from wsense.models.frozen_features import FrozenFeatures
-from wsense.models.image import VIEWS, check_views
+from wsense.models.views import VIEWS, check_views
 from wsense.models.relevance import RelevanceModel
 
 
