@@ -1,6 +1,6 @@
 """Search without torch: a process that searches a built index (English and Russian text, an example photo of the
-catalog, filters, a cut-off, words to avoid) never imports torch, and answers as the process that built it did. An
-uploaded example's embedding runs without torch too; its image check still loads torch for the face detector."""
+catalog, filters, a cut-off, words to avoid, an uploaded photo with its image check) never imports torch, and answers
+as the process that built it did."""
 from __future__ import annotations
 
 import json
@@ -33,9 +33,10 @@ for query, options in json.loads(requests):
         options["filters"] = MetadataFilter.parse(orientation=options["filters"].split("=")[1])
     answers.append(engine.search(query, 3, **options).to_dict())
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
-vector = engine.scorer.embed_upload(upload)  # the upload's embedding, without its image check (faces: torch)
-print(json.dumps({"answers": answers, "torch": loaded, "upload": vector.tolist(),
-                  "upload_torch": "torch" in sys.modules}))
+example = engine.uploaded_example(upload)  # the image check looks at it first
+answers.append(engine.search("", 3, like=example).to_dict())
+print(json.dumps({"answers": answers, "torch": loaded, "upload": example.vector.tolist(),
+                  "upload_torch": sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))}))
 """
 
 
@@ -59,7 +60,9 @@ def test_a_search_process_never_imports_torch_and_answers_as_before(exported_che
     expected = answers_of(built)
     assert expected[1]["results"] and expected[-1]["refused"]  # Russian answered; a child query refused
     write_image(tmp_path / "upload.jpg", 7, size=(120, 90))
-    upload = built.scorer.embed_upload(tmp_path / "upload.jpg")
+    example = built.uploaded_example(tmp_path / "upload.jpg")
+    expected.append(built.search("", 3, like=example).to_dict())
+    upload = example.vector
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
 
@@ -71,5 +74,5 @@ def test_a_search_process_never_imports_torch_and_answers_as_before(exported_che
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["torch"] == [], "searching imported " + ", ".join(found["torch"][:5])
     assert found["answers"] == expected
-    assert not found["upload_torch"]
+    assert found["upload_torch"] == [], "an upload imported " + ", ".join(found["upload_torch"][:5])
     assert max(abs(a - b) for a, b in zip(found["upload"], upload.tolist())) < 1e-5

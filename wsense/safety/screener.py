@@ -101,11 +101,13 @@ class PhotoScreener:
         return [ScreenedPhoto(path, next(verdicts), faces) if faces is not None
                 else ScreenedPhoto(path, None, None, why) for path, faces, why in analyses]
 
-    def screen_transient(self, path: str | Path) -> ScreenedPhoto:
+    def screen_transient(self, path: str | Path, features: np.ndarray | None = None) -> ScreenedPhoto:
         """One photo checked without keeping anything of it (an upload): no face or feature cache entry is written.
-        An unreadable or too small photo is an error."""
+        `features`: the check's frozen features of the photo where a model computed them (shared_columns). An
+        unreadable or too small photo is an error."""
         faces = shared_analyzer().analyze(load_image(Path(path), longer_side=MAX_SIDE))
-        features = self.features.encode([Path(path)])
+        if features is None:
+            features = self.features.encode([Path(path)])
         return ScreenedPhoto(path, self.check.verdicts(features, [faces])[0], faces)
 
 

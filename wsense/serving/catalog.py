@@ -148,10 +148,13 @@ class LiveCatalog:
         """A photo from outside the catalog (an upload): its embedding, or why the image check keeps it out.
         Nothing of it is kept (no cache entry, no index row)."""
         with self.photo_lock:
-            check = self.checker.screen_transient(path)
+            features = self.scorer.upload_features(path)
+            # A frozen model's first backbone gives the check's own features: one pass, and no torch for the check.
+            shared = self.checker.shared_columns(self.scorer.config)
+            check = self.checker.screen_transient(path, features[:, :shared] if shared else None)
             if check.verdict.child:
                 return f"image check: {check.verdict.reason}"
-            return self.scorer.embed_upload(path)
+            return self.scorer.embed_features(features)[0]
 
     def _warn_if_checked_by_another_check(self, index: CatalogIndex) -> None:
         """An index opened as it is keeps its verdicts; say so when the configured check would give others."""

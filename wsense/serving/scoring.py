@@ -199,12 +199,18 @@ class RelevanceScorer:
         """Embeddings of photo files, one row each, in order (an unreadable photo is an error)."""
         return self.embed_photos(paths, progress=progress)[1]
 
-    def embed_upload(self, path: str | Path) -> np.ndarray:
-        """One photo's embedding, through the serving files' ONNX photo path where they name the image towers (no
-        torch), else through the torch photo path (which names them there for next time)."""
+    def upload_features(self, path: str | Path) -> np.ndarray:
+        """One photo's pooled features (1 x width), through the serving files' ONNX photo path where they name the
+        image towers (no torch), else through the torch photo path (which names them there for next time)."""
         if self.served is not None and self.served.has_photo_path and self._photos is None:
-            return self.embed_features(self.served.photos.features([path]))[0]
-        return self.embed_photos([path], progress=False)[1][0]
+            return self.served.photos.features([path])
+        pooled: list = []
+        self.embed_photos([path], progress=False, pooled_out=pooled)
+        return np.asarray(pooled[0], np.float32)
+
+    def embed_upload(self, path: str | Path) -> np.ndarray:
+        """One photo's embedding (see upload_features)."""
+        return self.embed_features(self.upload_features(path))[0]
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """Text embeddings; Cyrillic texts go through the multilingual map where the scorer has one. The last
