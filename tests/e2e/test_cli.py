@@ -1,10 +1,11 @@
 """The `wsense` command end to end: as a separate process (check-query reading stdin, `wsense serve --watch`
-answering the JSON API and following its folder), and `wsense search` training the missing search checkpoint on
-first use."""
+answering the JSON API and following its folder), and a fresh install without the data set searching a folder with the
+shipped search model and image check."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,8 +15,10 @@ import urllib.request
 
 import pytest
 
-from conftest import TEST_CHECK, photo_folder, write_config, write_image
-from wsense.cli import main
+from conftest import FULL_DATA, photo_folder, write_config, write_image
+
+# Photos of the data set's test split, labelled by looking (labels/photos.csv): a dog, adults, a toddler.
+DOG, ADULT, CHILD = "1319634306_816f21677f.jpg", "186346360_541047336f.jpg", "1232148178_4f45cc3284.jpg"
 
 
 def test_check_query_reads_stdin_one_query_per_line():
@@ -91,24 +94,28 @@ def test_serve_command_answers_the_json_api_and_follows_the_folder(checkpoint, t
     assert "catalog refreshed" in log.read_text()
 
 
-def test_search_trains_the_missing_search_checkpoint_on_first_use(tiny_data, tiny_cache, tmp_path, capsys,
-                                                                  monkeypatch):
-    import yaml
-
-    monkeypatch.delenv("WSENSE_DATA_DIR", raising=False)
-    config = {"data": {"dir": str(tiny_data), "russian_queries": None, "russian_train_captions": None},
-              "cache_dir": str(tiny_cache),  # the tiny photos' frozen features, embedded once for the session
-              "training": {"epochs": 1, "batch_size": 8, "contrastive_batch_size": 4, "warmup_steps": 1},
-              "search": {"checkpoint": str(tmp_path / "runs" / "final" / "best"), "multilingual": "none",
-                         "text_runtime": "torch"},
-              "safety": {"check": str(TEST_CHECK)}}
-    path = tmp_path / "wsense.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    command = ["search", "--config", str(path), "--json", "--index-dir", str(tmp_path / "index"), "a dog in a lake"]
-    assert main(command) == 0
-    out, err = capsys.readouterr()
-    assert "no search checkpoint at" in err and "training it now" in err and "trained" in err
+@pytest.mark.full_data  # three of its photos make the folder; the command itself sees no data set
+def test_a_fresh_install_without_the_data_set_indexes_checks_and_searches_a_folder(tmp_path):
+    """In an empty folder, with no data set and no runs/ or cache: the shipped search model and image check."""
+    folder = tmp_path / "my photos"
+    folder.mkdir()
+    for name in (DOG, ADULT, CHILD):
+        shutil.copyfile(FULL_DATA / "test_images" / name, folder / name)
+    env = {**os.environ, "WSENSE_DATA_DIR": str(tmp_path / "no-data-set"), "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "wsense.cli", "search", "--images", str(folder), "--json",
+                           "--top-k", "3", "a dog running on the grass"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=900)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "starting from the search model shipped with wsense" in done.stderr
+    assert "using the image check shipped with wsense" in done.stderr
+    answer = json.loads(done.stdout.splitlines()[-1])
+    assert [item["image"] for item in answer["results"]][0] == DOG
+    assert CHILD not in {item["image"] for item in answer["results"]}  # kept out by looking at the photo
     assert (tmp_path / "runs" / "final" / "best" / "model.safetensors").is_file()
-    assert len(json.loads(out)["results"]) == 1
-    assert main(command) == 0  # the second time it is there: no training
-    assert "training it now" not in capsys.readouterr().err
+    print(f"first answer of a fresh install on 3 photos: {seconds:.0f} s")
+    again = subprocess.run([sys.executable, "-m", "wsense.cli", "search", "--images", str(folder), "--json",
+                            "a child on a slide"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0 and json.loads(again.stdout.splitlines()[-1])["refused"]
+    assert "shipped" not in again.stderr  # the copies are there now

@@ -48,19 +48,34 @@ def test_the_check_is_fitted_on_labels_by_looking_without_the_unsure_photos(shar
     assert labels.tolist() == [int(r.split(",")[2] == "child") for r in rows if not r.endswith("unsure")]
 
 
-def test_a_check_fitted_for_an_older_face_analysis_is_fitted_again_on_first_use(tmp_path, monkeypatch, capsys):
+def test_a_missing_or_stale_check_is_the_shipped_one_else_fitted_on_first_use(tmp_path, monkeypatch, capsys):
     import json
 
     from wsense.safety import screener
-    from wsense.safety.child_classifier import CHECK_FILE
+    from wsense.safety.child_classifier import CHECK_FILE, ChildClassifier
 
-    config = settings(safety__check=str(tmp_path))
-    make_check().save(tmp_path)
-    stored = json.loads((tmp_path / CHECK_FILE).read_text())
-    (tmp_path / CHECK_FILE).write_text(json.dumps({**stored, "analyzer": "faces-1:an-older-one"}))
+    shipped = ChildClassifier.load(screener.shipped_check_dir())  # one of today's face analysis, or this fails
     fitted = []
-    monkeypatch.setattr(screener, "fit_classifier_from_data", lambda c: fitted.append(c) or make_check().save(tmp_path))
-    assert isinstance(screener.load_or_fit_screener(config), PhotoScreener) and fitted == [config]
-    assert "fitted for an older face analysis: fitting it now" in capsys.readouterr().err
-    screener.load_or_fit_screener(config)  # a current check is used as it is
-    assert len(fitted) == 1
+    monkeypatch.setattr(screener, "fit_classifier_from_data",
+                        lambda config: fitted.append(config) or make_check().save(config.safety.check))
+    missing = settings(safety__check=str(tmp_path / "missing"))
+    screener.load_or_fit_screener(missing)
+    assert "no image check at" in capsys.readouterr().err and not fitted
+    assert ChildClassifier.load(tmp_path / "missing").version == shipped.version
+
+    stale = settings(safety__check=str(tmp_path / "stale"))
+    make_check().save(tmp_path / "stale")
+    stored = json.loads((tmp_path / "stale" / CHECK_FILE).read_text())
+    (tmp_path / "stale" / CHECK_FILE).write_text(json.dumps({**stored, "analyzer": "faces-1:an-older-one"}))
+    screener.load_or_fit_screener(stale)
+    err = capsys.readouterr().err
+    assert "fitted for an older face analysis: using the image check shipped with wsense" in err and not fitted
+
+    current = settings(safety__check=str(tmp_path / "current"))
+    make_check().save(tmp_path / "current")
+    screener.load_or_fit_screener(current)
+    assert not capsys.readouterr().err and ChildClassifier.load(tmp_path / "current").version == make_check().version
+
+    monkeypatch.setattr(screener, "shipped_check_dir", lambda: tmp_path / "no-shipped-check")
+    screener.load_or_fit_screener(settings(safety__check=str(tmp_path / "fit")))
+    assert fitted and "fitting it now on the training photos" in capsys.readouterr().err

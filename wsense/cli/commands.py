@@ -130,8 +130,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def search_checkpoint(args: argparse.Namespace, config) -> Path:
-    """The checkpoint to search with: --checkpoint, or search.checkpoint, which is trained here on first use (every
-    allowed photo, no validation fold) when it is missing."""
+    """The checkpoint to search with: --checkpoint, or search.checkpoint, which starts as a copy of the search model
+    shipped with wsense when it is missing (`python train.py --no-validation` trains one on the data set)."""
     if args.checkpoint:
         return Path(args.checkpoint)
     checkpoint = Path(config.search.checkpoint)
@@ -140,21 +140,11 @@ def search_checkpoint(args: argparse.Namespace, config) -> Path:
     if checkpoint.name != "best":  # a training run writes its checkpoint as OUTPUT_DIR/best
         raise WsenseError(f"{checkpoint}: search checkpoint not found; `python train.py --no-validation "
                           "--output-dir DIR` trains one as DIR/best")
-    import copy
-    import time
+    from wsense.models.shipped import copy_shipped_model
 
-    from wsense.training import train
-
-    run = copy.deepcopy(config)
-    run.training.val_fold = None
-    run.training.output_dir = str(checkpoint.parent)
-    resume = (checkpoint.parent / "last").exists()
-    print(f"wsense: no search checkpoint at {checkpoint}: {'resuming' if resume else 'training'} it now on every "
-          f"allowed photo ({run.training.epochs} epochs, {run.training.mode} towers; once, about 3 to 5 minutes "
-          "on 2 CPU cores, most of it embedding the 1,100 photos)", file=sys.stderr)
-    start = time.perf_counter()
-    train(run, resume=resume)
-    print(f"wsense: trained {checkpoint} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    copy_shipped_model(checkpoint)
+    print(f"wsense: no search checkpoint at {checkpoint}: starting from the search model shipped with wsense "
+          "(trained on the With Sense data set; `python train.py --no-validation` trains your own)", file=sys.stderr)
     return checkpoint
 
 

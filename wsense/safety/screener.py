@@ -1,6 +1,6 @@
 """The image check on photo files (PhotoScreener): face analysis and frozen image features (both cached by content
-hash), then the child classifier's verdicts. Also fits the classifier from the data set (on first use, or
-`wsense fit-check`)."""
+hash), then the child classifier's verdicts. Also fits the classifier from the data set (`wsense fit-check`, or on
+first use where the check shipped with wsense does not fit today's face analysis)."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +8,7 @@ import dataclasses
 import sys
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 from wsense.config import Config, ImageBackboneConfig
 from wsense.errors import WsenseError
 from wsense.models.frozen_features import FrozenFeatures, backbone_fingerprints, image_fingerprint
-from wsense.io import file_sha256
+from wsense.io import atomic_write_text, file_sha256
 from wsense.data import load_image
 from wsense.safety.faces import MAX_SIDE, FaceCache, PhotoFaces, analyze_photos, shared_analyzer
 from wsense.safety.child_classifier import (CHECK_FILE, FACE_FEATURES, ChildClassifier, StaleCheck, Verdict,
@@ -160,7 +161,27 @@ def load_or_fit_screener(config: Config) -> PhotoScreener:
             return PhotoScreener.from_config(config)
         except StaleCheck:  # an upgrade changed the face analysis: the old numbers would misjudge photos
             why = f"the image check at {config.safety.check} was fitted for an older face analysis"
-    print(f"wsense: {why}: fitting it now on the training photos (once; about 4 minutes on 2 CPU cores, most of it "
-          "reading faces)", file=sys.stderr)
-    fit_classifier_from_data(config)
+    if use_shipped_check(config.safety.check):
+        print(f"wsense: {why}: using the image check shipped with wsense (fitted on the With Sense training photos "
+              "labelled by looking; `wsense fit-check` fits one from the data set)", file=sys.stderr)
+    else:
+        print(f"wsense: {why}: fitting it now on the training photos (once; about 4 minutes on 2 CPU cores, most of "
+              "it reading faces)", file=sys.stderr)
+        fit_classifier_from_data(config)
     return PhotoScreener.from_config(config)
+
+
+def shipped_check_dir() -> Path:
+    return Path(str(resources.files("wsense.safety") / "shipped_check"))
+
+
+def use_shipped_check(folder: str | Path) -> bool:
+    """Copy the check shipped with wsense into `folder` where it is one of today's face analysis (False where it
+    is not, or missing: the check is then fitted from the data set)."""
+    try:
+        ChildClassifier.load(shipped_check_dir())
+    except WsenseError:
+        return False
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(folder) / CHECK_FILE, (shipped_check_dir() / CHECK_FILE).read_text(encoding="utf-8"))
+    return True
