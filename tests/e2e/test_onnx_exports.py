@@ -1,6 +1,8 @@
 """The ONNX exports' life in a checkpoint folder, with the real towers: an export is reused, rebuilt when missing or
 damaged, never shared by other weights, and the int8 query tower is kept beside the fp32 one. Each export takes
 seconds, so these run end to end; tests/models/ checks that the exported paths give the torch towers' embeddings."""
+import json
+
 import numpy as np
 import onnx
 import torch
@@ -10,6 +12,7 @@ from models.test_image_onnx import exports as image_exports
 from models.test_text_onnx import FP32, INT8, TEXTS
 from models.test_text_onnx import exports
 from wsense.models.photos import PhotoEncoder
+from wsense.models.serving import MANIFEST_FILE
 from wsense.models.text_onnx import FILE_PREFIX, text_path_key
 from wsense.serving.scoring import RelevanceScorer
 
@@ -90,3 +93,10 @@ def test_export_is_reused_rebuilt_when_damaged_and_never_shared_by_other_weights
     in_torch = PhotoEncoder(scorer.model.image_backbone, scorer.config.image_backbone).encode(photos[:1])
     assert torch.allclose(changed, in_torch, atol=1e-5)
     assert not np.allclose(scorer.embed_features(changed), reference, atol=1e-3)
+
+
+def test_another_text_runtime_is_added_to_the_serving_files_beside_the_first(exported_checkpoint_copy):
+    folder = exported_checkpoint_copy
+    RelevanceScorer.from_checkpoint(folder, FP32)
+    RelevanceScorer.from_checkpoint(folder, INT8)  # quantised on first use (seconds)
+    assert set(json.loads((folder / MANIFEST_FILE).read_text())["text"]) == {"onnx", "onnx_int8"}

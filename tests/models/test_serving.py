@@ -75,6 +75,3 @@ def test_serving_files_are_made_once_and_opened_without_the_torch_model(exported
     assert open_serving_model(folder, config, "another-checkpoint") is None  # another checkpoint's: made again
     again = RelevanceScorer.from_checkpoint(folder, FP32)
     assert again._model is not None and open_serving_model(folder, config, model_fingerprint(folder)) is not None
-    # Another text runtime is added beside the first.
-    RelevanceScorer.from_checkpoint(folder, settings(search__text_runtime="onnx_int8"))
-    assert set(json.loads((folder / MANIFEST_FILE).read_text())["text"]) == {"onnx", "onnx_int8"}
