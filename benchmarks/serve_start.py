@@ -54,8 +54,10 @@ def one_run(tree: Path, port: int, queries: list[str], upload: Path) -> dict:
     # The tree's own wsense first on the path, run from this repository (its runs/ and .cache/: the same checkpoint
     # and index for every tree).
     launch = f"import sys; sys.path.insert(0, {str(tree)!r}); from wsense.cli import main; sys.exit(main(sys.argv[1:]))"
-    server = subprocess.Popen([sys.executable, "-c", launch, "serve", "--port", str(port)], cwd=REPO, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # One client sends the 50 searches at once: over the default rate limit, where the tree has one.
+    unlimited = ["--rate-limit", "none"] if "--rate-limit" in (tree / "wsense/cli/parser.py").read_text() else []
+    server = subprocess.Popen([sys.executable, "-c", launch, "serve", "--port", str(port), *unlimited], cwd=REPO,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         while True:

@@ -257,10 +257,12 @@ def example_of(engine, photo: str):
 
 def serve(args: argparse.Namespace) -> int:
     from wsense.serving.access import API_KEY_ENV
+    from wsense.onnx_session import keep_memory_arenas
     from wsense.serving.rate_limit import parse_rate
     from wsense.serving.web import serve
 
     parse_rate(args.rate_limit)  # a mistyped limit is named before the model loads
+    keep_memory_arenas(False)  # a long-lived server gives an upload's activations back after it
     engine = engine_of(args, config_of(args))
     if args.compile:
         engine.scorer.compile_text_tower()

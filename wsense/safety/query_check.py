@@ -25,11 +25,12 @@ import numpy as np
 
 from wsense.errors import WsenseError
 from wsense.io import atomic_path
+from wsense.safety.char_ngrams import hashed_ngrams
 from wsense.safety.rules import QueryVerdict, check_rules, excused_text, language_of, normalize, refusal_reason
 
 CLASSIFIER_FORMAT = "wsense-query-classifier-2"  # 2: character n-grams beside the sentence embedding
 QUERY_CLASSIFIER = Path(__file__).with_name("query_classifier.npz")
-GRAM_FEATURES = 2 ** 16  # hashed character 3- to 5-grams of the words (scikit-learn's HashingVectorizer)
+GRAM_FEATURES = 2 ** 16  # hashed character 3- to 5-grams of the words (wsense.safety.char_ngrams)
 GRAM_WEIGHT = 0.5  # the n-grams' scale beside the unit-length sentence embedding
 
 
@@ -37,13 +38,10 @@ def query_inputs(texts: Sequence[str]):
     """What the classifier reads of each text, normalised and without the words the rules excused: its (n, 512)
     L2-normalised USE embedding, and the (n, GRAM_FEATURES) sparse, L2-normalised counts of its hashed character 3-
     to 5-grams within words (spellings and word parts the embedding smooths over), scaled by GRAM_WEIGHT."""
-    from sklearn.feature_extraction.text import HashingVectorizer
-
     from wsense.models.multilingual import universal_sentence_encoder
 
     read = [excused_text(t) for t in texts]
-    grams = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=GRAM_FEATURES,
-                              alternate_sign=False, norm="l2").transform(read) * GRAM_WEIGHT
+    grams = hashed_ngrams(read, GRAM_FEATURES, 3, 5) * GRAM_WEIGHT
     if not read:
         return np.zeros((0, 512), np.float32), grams
     vectors = np.asarray(universal_sentence_encoder().encode(read), dtype=np.float32)
