@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 from wsense.errors import WsenseError
@@ -161,7 +162,8 @@ def engine_of(args: argparse.Namespace, config):
     if image_dir is None and not existing_index:
         from wsense.data import load_data
 
-        data = load_data(config.data_dir)
+        # The demo catalog's tables only: indexing opens every photo itself (and skips what it cannot read).
+        data = load_data(config.data_dir, check_images=False)
         image_dir = data.test_image_dir
         descriptions = data.test_queries.rename(columns={"query_text": "text"})[["image", "text"]]
     checkpoint = search_checkpoint(args, config)
@@ -258,12 +260,17 @@ def example_of(engine, photo: str):
 def serve(args: argparse.Namespace) -> int:
     from wsense.serving.access import API_KEY_ENV
     from wsense.onnx_session import keep_memory_arenas
+    from wsense.safety import check_query
     from wsense.serving.rate_limit import parse_rate
     from wsense.serving.web import serve
 
     parse_rate(args.rate_limit)  # a mistyped limit is named before the model loads
     keep_memory_arenas(False)  # a long-lived server gives an upload's activations back after it
+    # The query check's sentence encoder loads (about a second) while the catalog does, on the other core.
+    warm_up = threading.Thread(target=check_query, args=("warm-up query",), daemon=True)
+    warm_up.start()
     engine = engine_of(args, config_of(args))
+    warm_up.join()
     if args.compile:
         engine.scorer.compile_text_tower()
     print(f"serving {len(engine.images)} photos from {engine.root} at http://{args.host}:{args.port}/",
