@@ -154,15 +154,30 @@ def test_the_page_in_chromium_never_shows_an_excluded_photo(engine, tmp_path):
         sock.close()
 
 
-def test_check_image_fits_the_check_on_first_use(config, fitted, tmp_path, capsys):
+def test_check_image_uses_the_shipped_check_on_first_use(config, tmp_path, capsys):
     config_path = tmp_path / "c.yaml"
     config_path.write_text(f"cache_dir: {config.cache_dir}\ndata:\n  dir: {FULL_DATA}\n"
                            f"safety:\n  check: {tmp_path / 'check'}\n")
     photo = FULL_DATA / "test_images" / "1232148178_4f45cc3284.jpg"  # a baby's face, "a little girl" in its captions
     assert main(["check-image", str(photo), "--config", str(config_path)]) == 0
     out, err = capsys.readouterr()
-    assert "no image check at" in err and "fitting it now" in err
+    assert "no image check at" in err and "using the image check shipped with wsense" in err
     line = json.loads(out)
     assert line["child"] is True and line["reason"].startswith("face 1 of 1: estimated age")
     assert line["faces"][0]["age"] < 16 and len(line["faces"][0]["box"]) == 4
     assert (tmp_path / "check" / "child_check.json").is_file()
+
+
+def test_the_shipped_check_is_what_fitting_on_the_data_set_gives_today(fitted):
+    """A change to the labels, the features or the fit that is not shipped fails here (numbers compared within float
+    noise across machines, not by their hash)."""
+    from wsense.safety.child_classifier import ChildClassifier
+    from wsense.safety.screener import shipped_check_dir
+
+    shipped, check = ChildClassifier.load(shipped_check_dir()), fitted.check
+    assert shipped.feature_fingerprint == check.feature_fingerprint and shipped.child_age == check.child_age
+    assert np.allclose(shipped.mean, check.mean, atol=1e-4) and np.allclose(shipped.scale, check.scale, rtol=1e-4)
+    assert np.allclose(shipped.coef, check.coef, atol=1e-3) and abs(shipped.intercept - check.intercept) < 1e-3
+    for policy, thresholds in check.thresholds.items():
+        for name, value in thresholds.items():
+            assert abs(shipped.thresholds[policy][name] - value) < 0.01, (policy, name)

@@ -1,6 +1,6 @@
 """Quality floors on the real data, a little under the figures of reports/report.md, so that a ranking regression
-fails CI: the search checkpoint trained once (as `wsense serve` trains it on first use) and evaluated as search runs
-it, and the fold-0 run's validation Spearman."""
+fails CI: the search model shipped with wsense evaluated as search runs it, and a fold-0 training run's validation
+Spearman (training itself reaches the reported level)."""
 import copy
 
 import pytest
@@ -9,6 +9,7 @@ from conftest import FULL_DATA
 from wsense.config import load_config
 from wsense.evaluation.report import model_name
 from wsense.evaluation.trained import evaluate_checkpoint, train_validated
+from wsense.models.shipped import copy_shipped_model
 
 pytestmark = pytest.mark.full_data
 # Russian R@1 of the search ranking against English on the test queries: 0.310 against 0.310 (reports/report.md),
@@ -25,25 +26,20 @@ def config(full_data_cache, tmp_path_factory):
     return config
 
 
-def test_search_checkpoint_finds_the_right_photo_as_often_as_reported(config):
-    config = copy.deepcopy(config)
-    config.training.val_fold = None
-    result = train_validated(config)
-    assert result.best_epoch == config.training.epochs  # no validation: the last epoch
-    rows = {row["model"].removeprefix(model_name(config)): row
-            for row in evaluate_checkpoint(result.output_dir / "best", config)}
-    # reports/report.md (2026-12-07, training without the photos seen to show a child): fusion 0.308 / 0.662, cosine
-    # 0.320 / 0.668, allowed queries 0.341, Russian 0.304 / 0.616. Another training of the same config on the same
-    # machine read cosine R@1 0.298: CPU runs differ by about 0.02, so the floors sit that far under.
-    assert rows[""]["r1"] >= 0.27 and rows[""]["r5"] >= 0.60, rows[""]
-    assert rows[" [cosine]"]["r1"] >= 0.29 and rows[" [cosine]"]["r5"] >= 0.63, rows[" [cosine]"]
-    assert rows[" [allowed queries]"]["r1"] >= 0.31, rows[" [allowed queries]"]
-    assert rows[" [ru]"]["r1"] >= 0.26 and rows[" [ru]"]["r5"] >= 0.60, rows[" [ru]"]
-    assert rows[" [ru]"]["r1"] >= rows[""]["r1"] - 0.05  # Russian on a par with English
-    # What search ranks by (search.ranking: qb_cosine): 0.310 / 0.684 (0.316 and 0.328 in earlier trainings with the
-    # photos seen to show a child), Russian 0.310 / 0.674.
+def test_the_shipped_search_model_finds_the_right_photo_as_reported(config, tmp_path):
+    checkpoint = copy_shipped_model(tmp_path / "best")  # the model a fresh install searches with
+    rows = {row["model"].removeprefix(model_name(config)): row for row in evaluate_checkpoint(checkpoint, config)}
+    print({name: (round(row["r1"], 3), round(row["r5"], 3)) for name, row in rows.items()})
+    # reports/report.md (2026-12-07, the search checkpoint shipped as wsense/models/search_model): fusion 0.308 /
+    # 0.662, cosine 0.320 / 0.668, allowed queries 0.341, Russian 0.304 / 0.616. The model is fixed, so the floors
+    # sit just under: runtimes and machines move a figure by a query or two in 500.
+    assert rows[""]["r1"] >= 0.30 and rows[""]["r5"] >= 0.65, rows[""]
+    assert rows[" [cosine]"]["r1"] >= 0.31 and rows[" [cosine]"]["r5"] >= 0.66, rows[" [cosine]"]
+    assert rows[" [allowed queries]"]["r1"] >= 0.33, rows[" [allowed queries]"]
+    assert rows[" [ru]"]["r1"] >= 0.29 and rows[" [ru]"]["r5"] >= 0.60, rows[" [ru]"]
+    # What search ranks by (search.ranking: qb_cosine): 0.310 / 0.684, Russian 0.310 / 0.674.
     qb, qb_ru = rows[" [cosine, query bank]"], rows[" [ru] [cosine, query bank]"]
-    assert qb["r1"] >= 0.29 and qb["r5"] >= 0.65 and qb_ru["r1"] >= 0.28, (qb, qb_ru)
+    assert qb["r1"] >= 0.30 and qb["r5"] >= 0.67 and qb_ru["r1"] >= 0.30, (qb, qb_ru)
     assert abs(qb_ru["r1"] - qb["r1"]) <= RUSSIAN_GAP
 
 
