@@ -27,7 +27,7 @@ CANDIDATES = 100  # search.candidates
 # Today's model: the fold checkpoints of `python evaluate.py --cross-validate` (seed 42), for the head of every seed
 # (training today's model again with seed 7 did not fit the session's CPU time).
 BASE_SEED = 42
-WEIGHTS = [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
+WEIGHTS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0]
 
 
 @lru_cache(maxsize=None)
@@ -91,6 +91,7 @@ def summary(rows: list[dict]) -> dict:
         out[key] = {"mean": float(values.mean()), "std": float(values.std())}
     for metric in ("spearman", "r1"):
         out[f"mix_{metric}_better"] = int(sum(r[f"mix_{metric}"] > r[f"today_{metric}"] for r in rows))
+        out[f"mix_{metric}_worse"] = int(sum(r[f"mix_{metric}"] < r[f"today_{metric}"] for r in rows))
         out[f"grid_{metric}_better"] = int(sum(r[f"grid_{metric}"] > r[f"today_{metric}"] for r in rows))
     return out
 
@@ -109,16 +110,19 @@ def report(out: Path = Path("reports")) -> Path:
              "--cross-validate`. *today*: the product's model (Lite0 + Lite2, five views), Spearman of its fusion "
              "head, R@1 of the query-bank cosine (search's ranking). *grid*: the grid head alone. *mix*: fusion + "
              "w x grid logit (Spearman); the query-bank cosine's top 100 re-ranked by z(cosine) + w x z(grid) (R@1); "
-             "w chosen on the other four folds of the seed. `better`: folds where it beats today. Written by "
+             "w chosen on the other four folds of the seed. In brackets: on how many runs (seed x fold) it beats "
+             "today / falls below it (the rest tie). Written by "
              "`python experiments/grid_rerank.py report`; how each part is made: the docstrings of "
              "experiments/grid_rerank.py, grid_head.py and grid_report.py.", "",
-             "| kind | runs | Spearman today | grid | mix (better) | R@1 today | grid (better) | mix (better) |",
+             "| kind | runs | Spearman today | grid | mix (better/worse) | R@1 today | grid (better) "
+             "| mix (better/worse) |",
              "|---|---|---|---|---|---|---|---|"]
     for kind, s in summaries.items():
         lines.append(f"| {kind} | {s['runs']} | {cell(s, 'today_spearman')} | {cell(s, 'grid_spearman')} | "
-                     f"{cell(s, 'mix_spearman')} ({s['mix_spearman_better']}/{s['runs']}) | {cell(s, 'today_r1')} | "
+                     f"{cell(s, 'mix_spearman')} ({s['mix_spearman_better']}/{s['mix_spearman_worse']}) | "
+                     f"{cell(s, 'today_r1')} | "
                      f"{cell(s, 'grid_r1')} ({s['grid_r1_better']}) | {cell(s, 'mix_r1')} "
-                     f"({s['mix_r1_better']}/{s['runs']}) |")
+                     f"({s['mix_r1_better']}/{s['mix_r1_worse']}) |")
     for kind, rows in results.items():
         lines += ["", f"## {kind}, fold by fold", "",
                   "| seed | fold | best epoch | Spearman today | grid | mix (w) | R@1 today | grid | mix (w) |",

@@ -14,7 +14,8 @@ their weight, the same expected weight as the trainer's) and the multi-positive 
 batches of positive pairs. The best epoch by validation Spearman, as the trainer keeps it. Each fold's validation scores
 go to runs/experiments/grid_rerank/<kind>/seed<s>/fold<f>.npz; the report mixes them with today's.
 
-Options: -c<weight> (contrastive weight, default 0.1), -e<epochs> (default 6).
+Options: -g<n> (each backbone's map average-pooled to n x n cells first; 1: the pooled vector of the full view),
+-c<weight> (contrastive weight, default 0.1), -e<epochs> (default 6).
 """
 import copy
 import json
@@ -44,22 +45,34 @@ CROWD_SHARE = 8  # a 1/8 draw of the crowd-only pairs each epoch, at 8 times the
 
 def parse_kind(kind: str) -> dict:
     parts = kind.split("-")
-    options = {"backbones": parts[0].split("+"), "width": int(parts[1]), "contrastive": 0.1, "epochs": 6}
+    options = {"backbones": parts[0].split("+"), "width": int(parts[1]), "contrastive": 0.1, "epochs": 6, "grid": 0}
     for part in parts[2:]:
-        key = {"c": "contrastive", "e": "epochs"}[part[0]]
+        key = {"c": "contrastive", "e": "epochs", "g": "grid"}[part[0]]
         options[key] = type(options[key])(part[1:])
     return options
+
+
+def pooled(grid: np.ndarray, n: int) -> np.ndarray:
+    """(photos, s*s, channels) -> (photos, n*n, channels), each map average-pooled to n x n."""
+    side = int(round(np.sqrt(grid.shape[1])))
+    maps = torch.from_numpy(grid).float().view(len(grid), side, side, -1).permute(0, 3, 1, 2)
+    out = torch.nn.functional.adaptive_avg_pool2d(maps, n).flatten(2).transpose(1, 2)
+    return out.half().numpy()
+
+
+def cells_of(options: dict) -> list[int]:
+    return [options["grid"] ** 2 if options["grid"] else CELLS[b] for b in options["backbones"]]
 
 
 class Inputs:
     """Grids (raw fp16, per backbone), token states and their masks, indexed by photo name and text."""
 
-    def __init__(self, backbones: list[str]):
+    def __init__(self, backbones: list[str], pool: int = 0):
         self.raw = {}
         for name in backbones:
             with np.load(FEATURES / f"{name}.npz") as stored:
                 self.names = stored["names"].tolist()
-                self.raw[name] = stored["grid"]
+                self.raw[name] = stored["grid"] if not pool else pooled(stored["grid"], pool)
         self.image_index = {n: i for i, n in enumerate(self.names)}
         with np.load(FEATURES / "tokens.npz") as stored:
             self.text_index = {t: i for i, t in enumerate(stored["texts"].tolist())}
@@ -126,7 +139,7 @@ def train_fold(options: dict, inputs: Inputs, sets, seed: int) -> tuple[dict, li
     rng = np.random.default_rng(seed)
     train_images = sorted(set(sets.judged["image"]) | set(sets.positives["image"]))
     grids = inputs.projected(train_images, options["width"])
-    head = GridHead(options["width"], [CELLS[b] for b in options["backbones"]])
+    head = GridHead(options["width"], cells_of(options))
     judged = sets.judged
     j_img = torch.tensor(judged["image"].map(inputs.image_index).to_numpy())
     j_txt = torch.tensor(judged["query_text"].map(inputs.text_index).to_numpy())
@@ -181,7 +194,7 @@ def run(kind: str, seeds: list[int], folds: list[int] | None = None) -> None:
     options = parse_kind(kind)
     config = load_config("configs/default.yaml")
     data = load_data(config.data_dir)
-    inputs = Inputs(options["backbones"])
+    inputs = Inputs(options["backbones"], options["grid"])
     for seed in seeds:
         for fold in folds if folds is not None else range(config.baselines.folds):
             out = OUT / kind / f"seed{seed}" / f"fold{fold}.npz"
@@ -197,7 +210,7 @@ def run(kind: str, seeds: list[int], folds: list[int] | None = None) -> None:
             print(kind, seed, fold, f"{time.time() - start:.0f}s", f"best epoch {best['epoch']}",
                   f"spearman {best['spearman']:.4f} r1 {best['r1']:.4f}", file=sys.stderr, flush=True)
     print(kind, "bytes per photo (int8 cells + scales):",
-          bytes_per_photo([CELLS[b] for b in options["backbones"]], options["width"]))
+          bytes_per_photo(cells_of(options), options["width"]))
 
 
 if __name__ == "__main__":
