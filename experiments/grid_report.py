@@ -22,6 +22,9 @@ from wsense.evaluation.evaluators import RetrievalEvaluator
 from wsense.evaluation.metrics import spearman
 from wsense.training.sets import build_training_sets
 
+from grid_head import bytes_per_photo
+from grid_rerank import cells_of, parse_kind
+
 OUT = Path("runs/experiments/grid_rerank")
 CANDIDATES = 100  # search.candidates
 # Today's model: the fold checkpoints of `python evaluate.py --cross-validate` (seed 42), for the head of every seed
@@ -113,12 +116,25 @@ def report(out: Path = Path("reports")) -> Path:
              "w chosen on the other four folds of the seed. In brackets: on how many runs (seed x fold) it beats "
              "today / falls below it (the rest tie). Written by "
              "`python experiments/grid_rerank.py report`; how each part is made: the docstrings of "
-             "experiments/grid_rerank.py, grid_head.py and grid_report.py.", "",
-             "| kind | runs | Spearman today | grid | mix (better/worse) | R@1 today | grid (better) "
+             "experiments/grid_rerank.py, grid_head.py and grid_report.py. Today's model is the seed-42 fold "
+             "checkpoints for the head's both seeds. Bytes a photo: int8 cells and a float32 scale per backbone. "
+             "Reading and the decision (not adopted): docs/experiments.md, *Grid re-rank head*.", "",
+             "Reproduce (2 CPU cores; minutes a kind on an idle machine):", "", "```bash",
+             "export WSENSE_DATA_DIR=/work/shared/data/with_sense HF_HUB_OFFLINE=1",
+             "python experiments/grid_features.py",
+             "python experiments/grid_base.py 42 runs/default/cv   # after python evaluate.py --cross-validate",
+             "for kind in lite0+lite2-64 lite0-64 lite0-64-e12 lite0-128-e12 lite0-64-g1 lite0-64-g1-e12 "
+             "lite0+lite2-64-g1; do python experiments/grid_rerank.py run $kind 42,7; done",
+             "for kind in lite0+lite2-64-e12 lite0-128 lite2-64 lite0-64-g3; do "
+             "python experiments/grid_rerank.py run $kind 42; done",
+             "python experiments/grid_rerank.py report", "```", "",
+             "| kind | bytes a photo | runs | Spearman today | grid | mix (better/worse) | R@1 today | grid (better) "
              "| mix (better/worse) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for kind, s in summaries.items():
-        lines.append(f"| {kind} | {s['runs']} | {cell(s, 'today_spearman')} | {cell(s, 'grid_spearman')} | "
+        options = parse_kind(kind)
+        size = bytes_per_photo(cells_of(options), options["width"])
+        lines.append(f"| {kind} | {size:,} | {s['runs']} | {cell(s, 'today_spearman')} | {cell(s, 'grid_spearman')} | "
                      f"{cell(s, 'mix_spearman')} ({s['mix_spearman_better']}/{s['mix_spearman_worse']}) | "
                      f"{cell(s, 'today_r1')} | "
                      f"{cell(s, 'grid_r1')} ({s['grid_r1_better']}) | {cell(s, 'mix_r1')} "
