@@ -1,5 +1,6 @@
-"""End to end on the data set's 100 test photos: the ONNX MTCNN (wsense/safety/mtcnn.py) finds the faces
-facenet-pytorch's MTCNN finds, at the photos' own size and at the 1,024 px the image check analyses camera files at."""
+"""End to end on the data set's test photos: the ONNX MTCNN (wsense/safety/mtcnn.py) finds the faces
+facenet-pytorch's MTCNN finds, at the photos' own size and at the 1,024 px the image check analyses camera files at.
+Every other test photo by name: half the cost of all 100, and at least half of its images show faces (asserted)."""
 import importlib.util
 
 import numpy as np
@@ -43,7 +44,8 @@ def test_onnx_mtcnn_finds_the_faces_torch_mtcnn_finds_on_the_test_photos():
     data = load_data(FULL_DATA, check_images=False)
     counts = {"faces": 0, "matched": 0, "extra": 0, "photos_with_faces": 0}
     worst_score = 0.0
-    for name in data.test_images:
+    photos = sorted(data.test_images)[::2]
+    for name in photos:
         with Image.open(data.test_image_dir / name) as photo:
             photo = photo.convert("RGB")
         scale = MAX_SIDE / max(photo.size)
@@ -59,11 +61,11 @@ def test_onnx_mtcnn_finds_the_faces_torch_mtcnn_finds_on_the_test_photos():
             if len(found) == len(expected) and len(found):
                 worst_score = max(worst_score, float(np.abs(scores - np.asarray(expected_scores, np.float32)).max()))
     missed = counts["faces"] - counts["matched"]
-    images = 2 * len(data.test_images)
-    print(f"MTCNN on {len(data.test_images)} test photos at their size and at {MAX_SIDE} px: {counts['faces']} "
+    images = 2 * len(photos)
+    print(f"MTCNN on {len(photos)} test photos at their size and at {MAX_SIDE} px: {counts['faces']} "
           f"faces by torch in {counts['photos_with_faces']} of the {images} images, {counts['matched']} matched by "
           f"ONNX at IoU >= {SAME_FACE}, {missed} missed, {counts['extra']} extra; probabilities within "
           f"{worst_score:.1g}")
-    assert counts["photos_with_faces"] >= 100  # the test photos show many faces: the comparison means something
+    assert counts["photos_with_faces"] >= images // 2  # the photos show many faces: the comparison means something
     assert missed == 0 and counts["extra"] == 0
     assert worst_score < 1e-3
