@@ -79,3 +79,18 @@ def test_label_embeddings_are_computed_once_a_process_and_every_model_gets_its_o
     with torch.no_grad():
         first.label_embeddings.zero_()
     assert build_relevance_model(model_config).label_embeddings.abs().sum() > 0
+
+
+def test_the_heads_start_from_the_training_seed_whatever_drew_random_numbers_before(model_config):
+    torch.manual_seed(123)
+    first = build_relevance_model(model_config)
+    torch.randn(1000)  # what building a backbone, or anything else in the process, may have drawn
+    second = build_relevance_model(model_config)
+    heads = [name for name, _ in first.named_parameters()
+             if not name.startswith(("image_backbone.", "text_encoder."))]
+    assert heads
+    for name in heads:
+        assert torch.equal(first.get_parameter(name), second.get_parameter(name)), name
+    model_config.training.seed += 1
+    other = build_relevance_model(model_config)
+    assert not all(torch.equal(first.get_parameter(name), other.get_parameter(name)) for name in heads)

@@ -190,5 +190,10 @@ def build_relevance_model(config: Config, *, for_checkpoint: bool = False) -> Re
             label_embeddings = torch.zeros(image_backbone.num_classes, text_encoder.dim)
         else:
             label_embeddings = pretrained_label_embeddings(text_encoder, config.text_model)
-    return RelevanceModel(config, image_backbone, text_encoder, image_backbone.num_features, text_encoder.dim,
-                          label_embeddings)
+    # The heads' first weights come from the training seed alone, whatever drew random numbers before in this
+    # process. Building a backbone draws some, so a fold trained in a process that had built one before (the later
+    # folds of cross-validation, the tests' shared backbones) started from other weights than a fresh run did.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.training.seed)
+        return RelevanceModel(config, image_backbone, text_encoder, image_backbone.num_features, text_encoder.dim,
+                              label_embeddings)
