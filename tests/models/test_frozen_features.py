@@ -57,3 +57,36 @@ def test_frozen_features_through_onnx_match_torch_and_export_only_for_uncached_p
     assert not (tmp_path / "torch-cache" / "onnx").exists()
     assert onnx.shape == torch_features.shape == (3, 2560)  # Lite0's and Lite2's features side by side
     np.testing.assert_allclose(onnx, torch_features, atol=1e-4)
+
+
+def test_the_tower_runs_once_per_photo_and_fills_each_backbones_cache(photos, tmp_path, monkeypatch):
+    from wsense.models import photos as photos_module
+    from wsense.models.frozen_features import FrozenFeatures
+
+    passes = []
+    encode = photos_module.PhotoEncoder.encode
+
+    def counted(self, paths):
+        passes.append((len(self.tower.backbones), len(paths)))
+        return encode(self, paths)
+
+    monkeypatch.setattr(photos_module.PhotoEncoder, "encode", counted)
+    config = load_config()
+    config.cache_dir = str(tmp_path / "cache")
+    tower = FrozenFeatures(config).images(photos)
+    assert passes == [(2, 3)]  # one pass of both backbones over the three photos
+    first = load_config()
+    first.cache_dir = config.cache_dir
+    first.image_backbone = first.image_backbone.first_only()
+    passes.clear()
+    assert np.array_equal(FrozenFeatures(first).images(photos), tower[:, :1280]) and not passes  # from the cache
+
+    # A cache that has the first backbone's features only (the image check's) is completed by one tower pass.
+    first.cache_dir = str(tmp_path / "check-cache")
+    alone = FrozenFeatures(first).images(photos[:2])
+    config.cache_dir = first.cache_dir
+    passes.clear()
+    both = FrozenFeatures(config).images(photos)
+    assert passes == [(2, 3)]
+    np.testing.assert_allclose(both, tower, atol=1e-5)
+    np.testing.assert_allclose(both[:2, :1280], alone, atol=1e-5)

@@ -38,6 +38,28 @@ def text_fingerprint(config: Config) -> str:
     return f"text-{source}-{cfg.max_length}"
 
 
+class TowerCaches:
+    """The tower's backbones' caches as one: a photo is cached when every backbone has it, and the tower's features
+    (the backbones' side by side) are stored split into each backbone's cache."""
+
+    def __init__(self, caches: list, widths: Sequence[int]):
+        self.caches, self.splits = caches, np.cumsum(widths)[:-1]
+
+    def __contains__(self, key: str) -> bool:
+        return all(key in cache for cache in self.caches)
+
+    def get(self, keys: Sequence[str]) -> np.ndarray:
+        return np.concatenate([cache.get(keys) for cache in self.caches], axis=1)
+
+    def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
+        for cache, part in zip(self.caches, np.split(np.asarray(vectors), self.splits, axis=1)):
+            cache.put(keys, part)
+
+    def save(self) -> None:
+        for cache in self.caches:
+            cache.save()
+
+
 class FrozenFeatures:
     """Image features, ImageNet label probabilities and text embeddings, each computed once and cached."""
 
@@ -70,14 +92,13 @@ class FrozenFeatures:
         from wsense.models.photos import PhotoEncoder
 
         keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
-        parts = []
-        for i, cache in enumerate(self._caches()):
-            # Exporting a backbone to ONNX takes a few seconds: only when some photo is not cached yet.
-            runtime = self.config.embedding.image_runtime if any(key not in cache for key in keys) else "torch"
-            encoder = PhotoEncoder(self.image_backbone.single(i), self.config.image_backbone, runtime=runtime,
-                                   onnx_dir=Path(self.config.cache_dir) / "onnx")
-            parts.append(embed_images(paths, encoder, cache, self.config.embedding.image_batch_size, keys))
-        return np.concatenate(parts, axis=1)
+        caches = TowerCaches(self._caches(), self.image_backbone.widths)
+        # Exporting a backbone to ONNX takes a few seconds: only when some photo is not cached yet.
+        runtime = self.config.embedding.image_runtime if any(key not in caches for key in keys) else "torch"
+        # The whole tower in one pass: each photo is decoded and cut into views once for all its backbones.
+        encoder = PhotoEncoder(self.image_backbone, self.config.image_backbone, runtime=runtime,
+                               onnx_dir=Path(self.config.cache_dir) / "onnx")
+        return embed_images(paths, encoder, caches, self.config.embedding.image_batch_size, keys)
 
     def encode(self, paths: Sequence[Path]) -> np.ndarray:
         """Pooled features of photo files, computed now and kept nowhere (uploads)."""
@@ -95,11 +116,10 @@ class FrozenFeatures:
 
     def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store pooled features computed elsewhere by the same tower (keys: the photos' sha256)."""
-        widths = self.image_backbone.widths
-        for cache, part in zip(self._caches(), np.split(vectors, np.cumsum(widths)[:-1], axis=1)):
-            if any(key not in cache for key in keys):
-                cache.put(keys, part)
-                cache.save()
+        caches = TowerCaches(self._caches(), self.image_backbone.widths)
+        if any(key not in caches for key in keys):
+            caches.put(keys, vectors)
+            caches.save()
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities from pooled features: each backbone's own classifier, averaged."""
