@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from wsense.config import Config
 from wsense.errors import WsenseError
@@ -21,7 +20,7 @@ from wsense.models.calibration import load_calibration
 from wsense.safety import check_query
 from wsense.safety.screener import PhotoScreener
 from wsense.serving.catalog import LiveCatalog
-from wsense.serving.index import IndexReport
+from wsense.serving.index import Descriptions, IndexReport
 from wsense.serving.ranking import Plan, Ranker, Ranking
 from wsense.serving.requests import Example, SearchRequest, SearchResult, UnknownPhoto
 from wsense.serving.scoring import RelevanceScorer
@@ -50,7 +49,7 @@ class SearchEngine:
     """Search over the catalog under `image_dir`, indexed (incrementally) in `index_dir`."""
 
     def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
-                 descriptions: pd.DataFrame | None = None, candidates: int | None = None,
+                 descriptions: Descriptions | None = None, candidates: int | None = None,
                  index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu",
                  settings: Config | None = None, checker: PhotoScreener | None = None, photo_batches=None):
         """`settings`: the user's config, for search and runtime settings (default: the built-in defaults); the
