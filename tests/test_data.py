@@ -23,6 +23,7 @@ from wsense.data import (
     EXPERT_ANNOTATIONS,
     TEST_QUERIES,
     TRAIN_DATASET,
+    demo_catalog,
     validate_image_file,
     load_data,
     load_image,
@@ -170,6 +171,15 @@ def test_true_pairs_give_each_caption_with_its_own_image(tiny_data):
         assert text == CAPTIONS[query_id]
     positives.loc[:, "image"] = "changed"  # a copy: the data set itself is untouched
     assert (data.captions["image"] != "changed").all()
+
+
+def test_the_demo_catalog_is_the_test_photos_with_their_captions(tiny_data):
+    data = load_data(tiny_data)
+    folder, descriptions = demo_catalog(tiny_data)
+    assert folder == data.test_image_dir
+    assert descriptions == list(data.test_queries[["image", "query_text"]].itertuples(index=False, name=None))
+    with pytest.raises(WsenseError, match="data directory not found"):
+        demo_catalog(tiny_data / "nowhere")
 
 
 @pytest.fixture

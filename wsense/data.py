@@ -11,12 +11,16 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from wsense.errors import WsenseError
+
+if TYPE_CHECKING:
+    # pandas (75 MB, 0.4 s to import) only where a table is read: a server over its index never needs it
+    import pandas as pd
 
 TRAIN_DATASET = "train_dataset.csv"
 EXPERT_ANNOTATIONS = "ExpertAnnotations.tsv"
@@ -41,6 +45,22 @@ def _read_table(path: Path, *, sep: str, names: list[str], header: bool, index_c
 
     Blank lines are skipped; any other line must have exactly as many fields as the header (or `names`).
     """
+    import pandas as pd
+
+    columns, rows, lines = _read_rows(path, sep=sep, names=names, header=header, index_column=index_column)
+    frame = pd.DataFrame(rows, columns=columns)[names]
+    for column in names:
+        empty = frame[column].str.strip() == ""
+        if empty.any():
+            raise WsenseError(f"{path}: row {lines[int(np.flatnonzero(empty.to_numpy())[0])]}: "
+                              f"column '{column}' is empty or missing")
+    frame["_line"] = lines
+    return frame
+
+
+def _read_rows(path: Path, *, sep: str, names: list[str], header: bool, index_column: bool = False
+               ) -> tuple[list[str], list[list[str]], list[int]]:
+    """A delimited table's columns, its rows of strings, and each row's line number (see _read_table)."""
     if not path.is_file():
         raise WsenseError(f"{path}: file not found")
     rows, lines = [], []
@@ -77,14 +97,7 @@ def _read_table(path: Path, *, sep: str, names: list[str], header: bool, index_c
         raise WsenseError(f"{path}: cannot parse table ({exc})") from None
     if not rows:
         raise WsenseError(f"{path}: file is empty" if not header else f"{path}: table has no data rows")
-    frame = pd.DataFrame(rows, columns=columns)[names]
-    for column in names:
-        empty = frame[column].str.strip() == ""
-        if empty.any():
-            raise WsenseError(f"{path}: row {lines[int(np.flatnonzero(empty.to_numpy())[0])]}: "
-                              f"column '{column}' is empty or missing")
-    frame["_line"] = lines
-    return frame
+    return columns, rows, lines
 
 
 def _fail_at(path: Path, frame: pd.DataFrame, bad: pd.Series, message: str) -> None:
@@ -109,6 +122,8 @@ def _check_query_ids(path: Path, frame: pd.DataFrame) -> None:
 
 
 def _numeric(path: Path, frame: pd.DataFrame, column: str, low: float, high: float) -> pd.Series:
+    import pandas as pd
+
     values = pd.to_numeric(frame[column], errors="coerce")
     _fail_at(path, frame, values.isna(), f"column '{column}' is not a number")
     _fail_at(path, frame, np.isinf(values), f"column '{column}' is not a finite number")
@@ -156,6 +171,16 @@ def read_test_queries(path: Path) -> pd.DataFrame:
     frame = _read_table(path, sep="|", names=["query_id", "query_text", "image"], header=True, index_column=True)
     _check_query_ids(path, frame)
     return frame
+
+
+def demo_catalog(root: str | Path) -> tuple[Path, list[tuple[str, str]]]:
+    """The demo catalog: the test photos' folder, and their captions as (image, text) descriptions for the legal
+    filter; read without pandas or the other tables, for a server's start."""
+    root = data_root(root)
+    columns, rows, _ = _read_rows(root / TEST_QUERIES, sep="|", names=["query_id", "query_text", "image"],
+                                  header=True, index_column=True)
+    image, text = columns.index("image"), columns.index("query_text")
+    return root / TEST_IMAGE_DIR, [(row[image], row[text]) for row in rows]
 
 
 def read_test_images(path: Path) -> pd.DataFrame:
@@ -266,13 +291,18 @@ def _check_images_exist(table: Path, frame: pd.DataFrame, names: pd.Series, fold
         validate_image_file(folder / name, decode=decode)
 
 
-def load_data(root: str | Path, *, check_images: bool = True, decode_images: bool = False) -> WithSenseData:
-    """Read and validate the five tables; check every referenced image exists (and opens, or fully decodes)."""
+def data_root(root: str | Path) -> Path:
     root = Path(root)
     if not root.is_dir():
         raise WsenseError(
             f"{root}: data directory not found (set data.dir in the config or the WSENSE_DATA_DIR variable)"
         )
+    return root
+
+
+def load_data(root: str | Path, *, check_images: bool = True, decode_images: bool = False) -> WithSenseData:
+    """Read and validate the five tables; check every referenced image exists (and opens, or fully decodes)."""
+    root = data_root(root)
     train = read_train_dataset(root / TRAIN_DATASET)
     experts = read_expert_annotations(root / EXPERT_ANNOTATIONS)
     crowd = read_crowd_annotations(root / CROWD_ANNOTATIONS)

@@ -15,7 +15,7 @@ from conftest import make_check, settings, write_image
 from wsense.errors import WsenseError
 from wsense.models.checkpoint import model_fingerprint
 from wsense.safety.screener import PhotoScreener
-from wsense.serving.index import PROGRESS_DIR, CatalogIndex, IndexJournal, update_index
+from wsense.serving.index import PROGRESS_DIR, CatalogIndex, IndexJournal, described_children, update_index
 from wsense.serving.scoring import RelevanceScorer
 from wsense.serving.search import SearchEngine
 
@@ -207,3 +207,12 @@ def test_progress_of_another_model_or_a_damaged_shard_is_passed_over(tmp_path, c
     np.testing.assert_array_equal(found["a.jpg"][3], np.ones(4, np.float32))
     assert "000009.parquet: unreadable progress shard, passed over" in capsys.readouterr().err
     assert not list((tmp_path / PROGRESS_DIR).glob("*.tmp"))
+
+
+def test_descriptions_as_pairs_or_a_table_keep_out_the_same_photos():
+    import pandas as pd
+
+    pairs = [("a.jpg", "a lighthouse"), ("b.jpg", "a toddler on a swing"), ("c.jpg", ""), ("a.jpg", "Ребёнок")]
+    table = pd.DataFrame(pairs, columns=["image", "text"])
+    assert described_children(pairs) == described_children(table) == {"a.jpg", "b.jpg"}
+    assert described_children(None) == described_children([]) == described_children(table[:0]) == set()

@@ -139,3 +139,20 @@ def test_bad_paging_and_terms_are_clear_errors(features_engine, options, message
 
     with pytest.raises(WsenseError, match=message):
         features_engine.search(QUERY, **{"top_k": 3, **options})
+
+
+def test_the_query_checks_verdict_is_kept_with_the_query(engine, monkeypatch):
+    import wsense.serving.search as search_module
+
+    asked = []
+    check = search_module.check_query
+    monkeypatch.setattr(search_module, "check_query", lambda text: asked.append(text) or check(text))
+    first = engine.search("a lighthouse on a cliff at dusk", 2).to_dict()
+    assert engine.search("a lighthouse on a cliff at dusk", 2).to_dict() == first
+    assert engine.search("a boy on a lighthouse", 2).refused and engine.search("a boy on a lighthouse", 2).refused
+    assert asked == ["a lighthouse on a cliff at dusk", "a boy on a lighthouse"]  # each checked once
+    monkeypatch.setattr(engine.scorer, "query_cache_size", 0)
+    engine.search("a red kite over the sea", 1)
+    engine.search("a red kite over the sea", 1)
+    assert asked[2:] == ["a red kite over the sea"] * 2  # no cache: every search asks
+    assert "a red kite over the sea" not in engine.verdicts

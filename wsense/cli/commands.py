@@ -160,12 +160,10 @@ def engine_of(args: argparse.Namespace, config):
     image_dir = args.images
     existing_index = args.index_dir and (Path(args.index_dir) / META_FILE).is_file()
     if image_dir is None and not existing_index:
-        from wsense.data import load_data
+        from wsense.data import demo_catalog
 
-        # The demo catalog's tables only: indexing opens every photo itself (and skips what it cannot read).
-        data = load_data(config.data_dir, check_images=False)
-        image_dir = data.test_image_dir
-        descriptions = data.test_queries.rename(columns={"query_text": "text"})[["image", "text"]]
+        # The test queries' table alone: indexing opens every photo itself (and skips what it cannot read).
+        image_dir, descriptions = demo_catalog(config.data_dir)
     checkpoint = search_checkpoint(args, config)
     checker = None
     if image_dir is not None:

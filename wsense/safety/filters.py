@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
-import pandas as pd
 
 from wsense.safety.child_classifier import photo_labels
 from wsense.safety.rules import mentions_child
+
+if TYPE_CHECKING:
+    # pandas (75 MB, 0.4 s to import) only where a table is read: a server over its index never needs it
+    import pandas as pd
 
 
 def _mentions(texts: pd.Series) -> pd.Series:

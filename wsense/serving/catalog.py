@@ -10,14 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from wsense.config import Config
 from wsense.errors import WsenseError
 from wsense.safety.child_classifier import CHECK_FILE
 from wsense.safety.screener import PhotoScreener, configured_classifier
 from wsense.serving.first_stage import FirstStage
-from wsense.serving.index import CatalogIndex, IndexReport, update_index
+from wsense.serving.index import CatalogIndex, Descriptions, IndexReport, update_index
 from wsense.serving.metadata import MetadataFilter, unknown_metadata
 
 FILTER_MASKS_KEPT = 64
@@ -95,7 +94,7 @@ class LiveCatalog:
     refresh, an uploaded example)."""
 
     def __init__(self, scorer, fingerprint: str, image_dir: str | Path | None, index_dir: str | Path | None,
-                 descriptions: pd.DataFrame | None = None, rebuild: bool = False,
+                 descriptions: Descriptions | None = None, rebuild: bool = False,
                  checker: PhotoScreener | None = None, photo_batches=None):
         config = self.config = scorer.config
         if image_dir is None and index_dir is None:

@@ -20,18 +20,23 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Union
 
 import numpy as np
-import pandas as pd
 
 from wsense.data import IMAGE_EXTENSIONS
 from wsense.errors import WsenseError
 from wsense.io import atomic_dir, atomic_path, file_sha256
 from wsense.safety.screener import PhotoScreener
 from wsense.safety.filters import child_images
+from wsense.safety.rules import mentions_child
 from wsense.serving.scoring import RelevanceScorer
 from wsense.serving.metadata import photo_metadata, unknown_metadata
 from wsense.serving.thumbnails import ensure_thumbnails
+
+if TYPE_CHECKING:
+    # pandas (75 MB, 0.4 s to import) only where a table is read: a server over its index never needs it
+    import pandas as pd
 
 INDEX_FORMAT = "wsense-index-1"
 EMBEDDINGS_FILE, META_FILE, PROGRESS_DIR = "embeddings.npy", "index.json", "progress"
@@ -135,10 +140,13 @@ class IndexJournal:
     def committed(self) -> dict[str, tuple[int, int, str, np.ndarray]]:
         """path -> (size, mtime_ns, sha256, embedding) of every photo committed by this model (a damaged shard, from
         a kill in the middle of a write that was not atomic after all, or another model's, is passed over)."""
+        found: dict[str, tuple[int, int, str, np.ndarray]] = {}
+        shards = sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []
+        if not shards:  # the usual start of a server: pyarrow (27 MB) is not imported
+            return found
         import pyarrow.parquet as pq
 
-        found: dict[str, tuple[int, int, str, np.ndarray]] = {}
-        for shard in sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []:
+        for shard in shards:
             try:
                 table = pq.read_table(shard)
                 if (table.schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode() != self.fingerprint:
@@ -177,7 +185,7 @@ class IndexJournal:
 
 
 def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScorer, fingerprint: str,
-                 checker: PhotoScreener, descriptions: pd.DataFrame | None = None, rebuild: bool = False,
+                 checker: PhotoScreener, descriptions: Descriptions | None = None, rebuild: bool = False,
                  photo_batches=None) -> tuple[CatalogIndex, IndexReport]:
     """Bring the index of `root` up to date: embed new and changed photos, drop deleted ones, run the image check
     where its verdict is missing or stale, re-apply the legal filter, and save atomically. `photo_batches`: what
@@ -278,8 +286,20 @@ def _run_image_check(root: Path, entries: list[dict], checker: PhotoScreener, re
     report.checked = len(stale)
 
 
-def _apply_legal_filter(entries: list[dict], descriptions: pd.DataFrame | None, report: IndexReport) -> None:
-    described = child_images(descriptions) if descriptions is not None and len(descriptions) else set()
+Descriptions = Union["pd.DataFrame", Iterable[tuple[str, str]]]  # a table (columns image, text) or (image, text) pairs
+
+
+def described_children(descriptions: Descriptions | None) -> set[str]:
+    """The photos that any of their own descriptions says show a child."""
+    if descriptions is None:
+        return set()
+    if hasattr(descriptions, "columns"):
+        return child_images(descriptions) if len(descriptions) else set()
+    return {image for image, text in descriptions if text and mentions_child(text)}
+
+
+def _apply_legal_filter(entries: list[dict], descriptions: Descriptions | None, report: IndexReport) -> None:
+    described = described_children(descriptions)
     for entry in entries:
         name = entry["path"]
         if name in described or Path(name).name in described:
@@ -295,6 +315,8 @@ def read_descriptions(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise WsenseError(f"{path}: descriptions file not found")
+    import pandas as pd
+
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

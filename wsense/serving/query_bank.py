@@ -6,14 +6,17 @@ photos that are close to every caption. The offsets are computed at index time, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Collection
+from typing import TYPE_CHECKING, Collection
 
 import numpy as np
-import pandas as pd
 
 from wsense.errors import WsenseError
 from wsense.io import atomic_path
 from wsense.safety.rules import mentions_child
+
+if TYPE_CHECKING:
+    # pandas (75 MB, 0.4 s to import) only where a table is read: a server over its index never needs it
+    import pandas as pd
 
 BANK_FILE = "query_bank.npy"
 

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import posixpath
 import sys
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from wsense.config import Config
 from wsense.errors import WsenseError
 from wsense.models.calibration import load_calibration
-from wsense.safety import check_query
+from wsense.safety import QueryVerdict, check_query
 from wsense.safety.screener import PhotoScreener
 from wsense.serving.catalog import LiveCatalog
-from wsense.serving.index import IndexReport
+from wsense.serving.index import Descriptions, IndexReport
 from wsense.serving.ranking import Plan, Ranker, Ranking
 from wsense.serving.requests import Example, SearchRequest, SearchResult, UnknownPhoto
 from wsense.serving.scoring import RelevanceScorer
@@ -50,7 +50,7 @@ class SearchEngine:
     """Search over the catalog under `image_dir`, indexed (incrementally) in `index_dir`."""
 
     def __init__(self, checkpoint: str | Path, image_dir: str | Path | None = None,
-                 descriptions: pd.DataFrame | None = None, candidates: int | None = None,
+                 descriptions: Descriptions | None = None, candidates: int | None = None,
                  index_dir: str | Path | None = None, rebuild: bool = False, device: str = "cpu",
                  settings: Config | None = None, checker: PhotoScreener | None = None, photo_batches=None):
         """`settings`: the user's config, for search and runtime settings (default: the built-in defaults); the
@@ -64,6 +64,9 @@ class SearchEngine:
                              candidates=candidates or search.candidates,
                              duplicate_threshold=search.duplicate_threshold)
         self.query_threads = search.query_threads
+        # The query check's verdicts on the last search.query_cache texts, beside their embeddings: the check (USE
+        # and the n-grams, a few ms) would otherwise cost a repeated query more than the rest of its answer.
+        self.verdicts: OrderedDict[str, QueryVerdict] = OrderedDict()
         self.live = LiveCatalog(self.scorer, self.scorer.fingerprint, image_dir, index_dir, descriptions,
                                 rebuild, checker, photo_batches)
 
@@ -148,7 +151,7 @@ class SearchEngine:
                               filters=request.filters.to_dict() if request.filters else {},
                               score="relevance" if query else "similarity")
         for text in request.texts:
-            verdict = check_query(text)
+            verdict = self._verdict(text)
             if verdict.refused:
                 result.refused, result.reason = True, verdict.reason
                 return result, None
@@ -157,6 +160,20 @@ class SearchEngine:
             result.refused, result.reason = True, example
             return result, None
         return result, example
+
+    def _verdict(self, text: str) -> QueryVerdict:
+        """The query check's verdict on a text, from the verdicts kept where it was asked lately."""
+        size, cache = self.scorer.query_cache_size, self.verdicts
+        verdict = cache.get(text)
+        if verdict is not None:
+            cache.move_to_end(text)
+            return verdict
+        verdict = check_query(text)
+        if size:
+            cache[text] = verdict
+            while len(cache) > size:
+                cache.popitem(last=False)
+        return verdict
 
     def _answer(self, catalog, request: SearchRequest, result: SearchResult, plan: Plan, ranking: Ranking) -> None:
         """Fill in a result's page of photos and its total from the ranking."""
