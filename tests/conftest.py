@@ -29,6 +29,9 @@ from PIL import Image
 from wsense.config import DATA_DIR_ENV, Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
+# The sentence encoder's ready copies (wsense/models/sentence_encoder.py) go to a folder of this run, not to the
+# user's ~/.cache/wsense; subprocesses inherit it.
+os.environ.setdefault("WSENSE_TABLE_CACHE", tempfile.mkdtemp(prefix="wsense-test-table-"))
 FULL_DATA = Path(os.environ.get(DATA_DIR_ENV) or REPO.parent / "shared" / "data" / "with_sense")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
