@@ -13,6 +13,7 @@ column whose rarest value keeps about 5%:
 Each is searched in a fresh process (start: open and first query; RSS after the queries), one query at a time;
 recall@10 is against exact search over the same allowed photos.
 
+    pip install pylance   # the Lance candidate only: not a dependency of wsense
     python experiments/scale_store.py --photos 1000000 [--which lance faiss] [--folder /tmp/wsense-scale-exp]
 """
 from __future__ import annotations
