@@ -184,8 +184,9 @@ def test_failed_index_save_keeps_the_old_index(checkpoint, tmp_path, monkeypatch
     def disk_full(*args, **kwargs):  # the failure comes after some rows of the new version were written
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_module, "_row", lambda entry, vector, version, real=store_module._row: (
-        disk_full() if entry["path"] == "p1.jpg" else real(entry, vector, version)))
+    real = store_module._row
+    monkeypatch.setattr(store_module, "_row", lambda entry, *args: (
+        disk_full() if entry["path"] == "p1.jpg" else real(entry, *args)))
     with pytest.raises(OSError, match="disk full"):
         changed.save(directory)
     monkeypatch.undo()
@@ -207,6 +208,19 @@ def test_a_save_rewrites_only_the_rows_that_changed(tmp_path):
     assert second == first + 1 and written == {"p0.jpg": first, "p1.jpg": second}
     loaded = CatalogIndex.load(tmp_path / "ix", "model-a")
     assert loaded.entries == entries[:2] and np.array_equal(loaded.embeddings, vectors[:2])
+
+
+def test_a_store_made_with_float16_embeddings_keeps_them_so(tmp_path):
+    entries = [{"path": f"p{i}.jpg", "size": i, "mtime_ns": i, "sha256": f"{i:064x}", "excluded": None}
+               for i in range(3)]
+    vectors = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    store = IndexStore(tmp_path)
+    store.write_chunks(tmp_path, "model-a", [(entries[:2], vectors[:2]), (entries[2:], vectors[2:])], "float16")
+    CatalogIndex(tmp_path, "model-a", entries, vectors[::-1]).save(tmp_path)  # a later save keeps the type
+    loaded = CatalogIndex.load(tmp_path, "model-a")
+    assert store.info()["dtype"] == "float16" and loaded.embeddings.dtype == np.float32
+    np.testing.assert_allclose(loaded.embeddings, vectors[::-1], atol=2e-3)
+    assert not np.array_equal(loaded.embeddings, vectors[::-1])
 
 
 def test_an_index_of_the_earlier_format_moves_into_the_store_on_first_open(tmp_path, capsys):

@@ -5,12 +5,12 @@ version, and a reader never sees half of one), rows that are written only where 
 opens without reading it whole. Why SQLite and not Lance or a home-made format: docs/experiments.md (issue 30).
 
 Tables:
-- `info`: the store's format, the model's fingerprint, the catalog folder and the committed version (0: an indexing
-  run has started but never finished; no index yet).
+- `info`: the store's format, the model's fingerprint, the catalog folder, the committed version (0: an indexing
+  run has started but never finished; no index yet), the embeddings' width and type.
 - `photos`: the committed index. path, size, mtime_ns, sha256; the metadata columns (wsense.serving.metadata: all
   NULL for an entry read before metadata); the image check's version and verdict; why the legal filter keeps the
-  photo out (NULL: searchable); the embedding (float32 bytes); the version that last wrote the row; a digest of
-  all of it, so a save rewrites only the rows that changed.
+  photo out (NULL: searchable); the embedding (float32 bytes, or float16 in a store made so); the version that
+  last wrote the row; a digest of all of it, so a save rewrites only the rows that changed.
 - `progress`: what a run in progress has embedded so far (path, size, mtime_ns, sha256, fingerprint, embedding),
   committed every `embedding.commit_every` photos; the rerun of a killed run takes its photos from there. It is
   emptied in the transaction that commits the index.
@@ -22,7 +22,7 @@ import json
 import sqlite3
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -70,6 +70,9 @@ class IndexStore:
             raise WsenseError(f"{self.directory}: no index here")
         try:
             with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+                # Rows of a float32 embedding are about 1.8 KB: 4 KB pages would leave a fifth of the file empty
+                # (set before anything is written; an existing store keeps its own).
+                db.execute("PRAGMA page_size = 16384")
                 db.execute("PRAGMA journal_mode=WAL")  # readers go on while a run commits
                 db.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives a killed process
                 if write:  # one transaction: a reader never sees a store without its format
@@ -79,6 +82,10 @@ class IndexStore:
                 yield db
         except sqlite3.DatabaseError as error:  # not a database, a torn file, a foreign schema
             raise damaged(self.directory, f"{type(error).__name__}: {error}") from None
+
+    def reader(self):
+        """A connection to read the store with (a context manager; closed on leaving it)."""
+        return self._connect()
 
     def _check_format(self, db: sqlite3.Connection) -> None:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -115,32 +122,47 @@ class IndexStore:
                 entry["check"] = json.loads(values["check_verdict"])
             entry["excluded"] = values["excluded"]
             entries.append(entry)
-            vectors.append(np.frombuffer(values["embedding"], np.float32))
+            vectors.append(np.frombuffer(values["embedding"], info.get("dtype", "float32")))
         dim = int(info.get("dim", 0))
-        embeddings = np.stack(vectors) if vectors else np.zeros((0, dim), np.float32)
+        embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
         return info, entries, embeddings
 
     def write(self, root: Path, fingerprint: str, entries: list[dict], embeddings: np.ndarray) -> int:
         """Commit `entries` (with their embeddings) as the next version, in one transaction: rows that changed are
         rewritten, rows of photos no longer there deleted, the rest left as they are; the progress of the run that
         made them is dropped with it. Returns the new version."""
-        embeddings = np.asarray(embeddings, np.float32)
+        return self.write_chunks(root, fingerprint, [(entries, embeddings)])
+
+    def write_chunks(self, root: Path, fingerprint: str, chunks: Iterable[tuple[list[dict], np.ndarray]],
+                     dtype: str | None = None) -> int:
+        """`write` for a catalog given chunk by chunk (entries and their embeddings), so that one never needs all of
+        a large catalog in memory. `dtype`: how a new store keeps the embeddings, float32 (the default) or float16
+        (half the disk, cosines within about 1e-3, for catalogs of millions); a store keeps the one it began with."""
         with self._connect(write=True) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 version = int(db.execute("SELECT value FROM info WHERE key = 'version'").fetchone()[0]) + 1
+                kept = db.execute("SELECT value FROM info WHERE key = 'dtype'").fetchone()
+                dtype = kept[0] if kept else dtype or "float32"
+                if dtype not in ("float32", "float16"):
+                    raise WsenseError(f"{self.directory}: embeddings as {dtype}? float32 or float16")
                 stored = dict(db.execute("SELECT path, digest FROM photos"))
-                rows = []
-                for entry, vector in zip(entries, embeddings):
-                    row = _row(entry, vector, version)
-                    if stored.pop(entry["path"], None) != row[-1]:
-                        rows.append(row)
-                db.executemany(f"INSERT OR REPLACE INTO photos VALUES ({', '.join('?' * len(_ROW_COLUMNS))})", rows)
+                dim = 0
+                for entries, embeddings in chunks:
+                    embeddings = np.asarray(embeddings, np.float32)
+                    dim = embeddings.shape[1] if embeddings.ndim == 2 else dim
+                    rows = []
+                    for entry, vector in zip(entries, embeddings):
+                        row = _row(entry, vector, version, dtype)
+                        if stored.pop(entry["path"], None) != row[-1]:
+                            rows.append(row)
+                    db.executemany(f"INSERT OR REPLACE INTO photos ({', '.join(_ROW_COLUMNS)}) VALUES "
+                                   f"({', '.join('?' * len(_ROW_COLUMNS))})", rows)
                 db.executemany("DELETE FROM photos WHERE path = ?", [(path,) for path in stored])
                 db.execute("DELETE FROM progress")
                 db.executemany("INSERT OR REPLACE INTO info VALUES (?, ?)", [
                     ("version", str(version)), ("fingerprint", fingerprint), ("root", str(Path(root).resolve())),
-                    ("dim", str(embeddings.shape[1] if embeddings.ndim == 2 else 0))])
+                    ("dim", str(dim)), ("dtype", dtype)])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -182,12 +204,12 @@ class IndexStore:
                 db.execute("DELETE FROM progress")
 
 
-def _row(entry: dict, vector: np.ndarray, version: int) -> tuple:
+def _row(entry: dict, vector: np.ndarray, version: int, dtype: str = "float32") -> tuple:
     meta, check = entry.get("meta"), entry.get("check")
-    blob = np.ascontiguousarray(vector, np.float32).tobytes()
+    blob = np.ascontiguousarray(vector, dtype).tobytes()
     values = (entry["path"], int(entry["size"]), int(entry["mtime_ns"]), entry["sha256"],
               *((meta or {}).get(key) for key in META_COLUMNS), int(meta is not None),
               (check or {}).get("version"), None if check is None else json.dumps(check, sort_keys=True),
               entry.get("excluded"), blob)
-    digest = hashlib.sha256(json.dumps(values[:-1], default=str).encode() + blob).hexdigest()
+    digest = hashlib.sha256(json.dumps(values[:-1], default=str).encode() + blob).hexdigest()[:32]
     return (*values, version, digest)
