@@ -104,3 +104,19 @@ def test_a_stage_of_an_older_index_version_is_refused(catalog, tmp_path):
         CompressedStage(copy)
     build_compressed_stage(copy, **SMALL)
     assert len(CompressedStage(copy).search(vectors[0], 3)[1]) == 3
+
+
+def test_the_engine_over_the_compressed_stage_answers_as_over_the_exact_one(checkpoint, catalog_photos, catalog_index,
+                                                                           exact_engine):
+    from conftest import settings
+    from wsense.serving.search import SearchEngine
+
+    engine = SearchEngine(checkpoint, catalog_photos, None, index_dir=catalog_index,
+                          settings=settings(search__first_stage="compressed", search__candidates=3))
+    assert engine.catalog.first_stage.method == "compressed" and engine.images == exact_engine.images
+    for query in ("a dog", "a man climbing a rock", "snowy mountains under a blue sky"):
+        got, want = engine.search(query, top_k=5).results, exact_engine.search(query, top_k=5).results
+        assert [r["image"] for r in got] == [r["image"] for r in want], query
+        assert all(abs(g["score"] - w["score"]) <= 1e-5 for g, w in zip(got, want)), query
+    like = exact_engine.images[0]
+    assert engine.search(like=like, top_k=3).results == exact_engine.search(like=like, top_k=3).results

@@ -101,9 +101,12 @@ def build_compressed_stage(directory: str | Path, offsets_of: Callable[[np.ndarr
             out[:, dim] = -offsets[ids]
         return out
 
-    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(padded), padded, nlist, sub_vectors, bits, faiss.METRIC_INNER_PRODUCT)
     # FAISS wants >= 39 training points a list; 64 a list is enough for k-means to settle.
     sample = np.concatenate([coded(ids, vectors) for ids, vectors in chunks(max(1, count // (64 * nlist)))])
+    bits = max(1, min(bits, int(math.log2(max(count, 2)))))  # k-means of 2^bits centres wants as many points
+    if len(sample) < 2 ** bits:
+        sample = np.resize(sample, (2 ** bits, padded))
+    index = faiss.IndexIVFPQ(faiss.IndexFlatIP(padded), padded, nlist, sub_vectors, bits, faiss.METRIC_INNER_PRODUCT)
     index.train(sample[np.random.default_rng(seed).permutation(len(sample))[:64 * nlist]])
     for ids, vectors in tqdm(chunks(), total=math.ceil(count / CHUNK), desc="first stage", disable=not progress):
         index.add_with_ids(coded(ids, vectors), ids)
@@ -195,3 +198,36 @@ class CompressedStage:
         found = dict(self.db.execute(f"SELECT rowid, path FROM photos WHERE rowid IN ({', '.join('?' * len(ids))})",
                                      [int(i) for i in ids]))
         return [found[int(i)] for i in ids]
+
+
+class CompressedFirstStage:
+    """The compressed stage as the engine's first stage (search.first_stage: compressed): the interface of
+    wsense.serving.first_stage.FirstStage, in the rows of the catalog's searchable photos (`images`). The stage is
+    built (again) where it is missing or was built for another version of the index."""
+    method = "compressed"
+
+    def __init__(self, directory: str | Path, images: list[str],
+                 offsets_of: Callable[[np.ndarray], np.ndarray] | None = None, nprobe: int = 64):
+        try:
+            self.stage = CompressedStage(directory, nprobe)
+            if self.stage.info["offsets"] != (offsets_of is not None):
+                raise WsenseError("built for another ranking")
+        except WsenseError:
+            build_compressed_stage(directory, offsets_of)
+            self.stage = CompressedStage(directory, nprobe)
+        self.row_of = {name: row for row, name in enumerate(images)}
+
+    def search(self, queries: np.ndarray, k: int, offset_weight: float | np.ndarray = 1.0, filters=None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows), each (queries x k), best first, row -1 where fewer photos qualify; each query's filters
+        are pushed into the scan."""
+        queries = np.atleast_2d(queries)
+        weights = np.broadcast_to(np.asarray(offset_weight, np.float32).reshape(-1), (len(queries),))
+        filters = filters if filters is not None else [None] * len(queries)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        rows = np.full((len(queries), k), -1, np.int64)
+        for j, (query, weight, wanted) in enumerate(zip(queries, weights, filters)):
+            found, ids = self.stage.search(query, k, float(weight), wanted)
+            found_rows = [self.row_of.get(path, -1) for path in self.stage.paths(ids)] if len(ids) else []
+            scores[j, :len(found_rows)], rows[j, :len(found_rows)] = found, found_rows
+        return scores, rows
