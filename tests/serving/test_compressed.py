@@ -14,7 +14,7 @@ from wsense.serving.index import CatalogIndex
 from wsense.serving.metadata import MetadataFilter
 from wsense.serving.store import IndexStore
 
-PHOTOS, DIM = 2000, 32
+PHOTOS, DIM = 1200, 32
 SMALL = {"sub_vectors": 8, "bits": 4}  # codes that train in a moment
 CAMERAS = ("Canon EOS R5", "Nikon Z 9", "Leica Q3", None)
 
