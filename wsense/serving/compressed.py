@@ -2,7 +2,7 @@
 re-scored from the store's full embeddings, the metadata filters pushed into the scan.
 
 Built from an index store (wsense.serving.store) beside it in the index folder, for the store's committed version:
-- `first_stage.faiss`: FAISS IVF-PQ over the searchable photos (48 bytes a photo), ids the store's row ids. With
+- `first_stage.faiss`: FAISS IVF-PQ over the searchable photos (96 bytes a photo), ids the store's row ids. With
   query-bank offsets, each vector carries -offset as one more dimension (zero-padded to a multiple of the codes'
   sub-vectors), as wsense.serving.first_stage does.
 - `offsets.npy`: each row id's query-bank offset (float32; NaN for a photo that is not searchable), so that a
@@ -32,7 +32,7 @@ from wsense.serving.metadata import MetadataFilter
 from wsense.serving.store import IndexStore
 
 STAGE_FILE, OFFSETS_FILE, STAGE_INFO = "first_stage.faiss", "offsets.npy", "first_stage.json"
-SUB_VECTORS, CHUNK, MASKS_KEPT = 48, 100_000, 16
+SUB_VECTORS, CHUNK, MASKS_KEPT = 96, 100_000, 16
 
 
 def filter_sql(filters: MetadataFilter | None) -> tuple[str, list]:
@@ -124,7 +124,7 @@ def build_compressed_stage(directory: str | Path, offsets_of: Callable[[np.ndarr
 class CompressedStage:
     """The compressed first stage of an index folder, memory-mapped; `search` answers in the store's row ids."""
 
-    def __init__(self, directory: str | Path, nprobe: int = 64, depth: int = 1000):
+    def __init__(self, directory: str | Path, nprobe: int = 64, depth: int = 400):
         import faiss
 
         self.directory = Path(directory)
