@@ -151,7 +151,8 @@ class TrainingConfig:
 class SearchConfig:
     checkpoint: str = "runs/final/best"
     candidates: int = 100  # first-stage shortlist re-ranked by the fusion head (ranking: fusion)
-    first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss | milvus
+    first_stage: str = "auto"  # auto (exact below faiss_threshold images, FAISS above) | exact | faiss | milvus |
+    # compressed (IVF-PQ files beside the index store, re-scored from it; wsense.serving.compressed)
     faiss_threshold: int = 50_000
     faiss_nprobe: int = 64
     milvus_uri: str | None = None  # first_stage milvus: a Milvus Lite file or a server's URI (default: in cache_dir)

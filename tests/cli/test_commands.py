@@ -37,7 +37,9 @@ def test_check_image_prints_one_json_line_per_photo(tmp_path, capsys, config_fil
 
 
 def indexed_paths(index_dir: Path) -> list[dict]:
-    return json.loads((index_dir / "index.json").read_text(encoding="utf-8"))["entries"]
+    from wsense.serving.index import CatalogIndex
+
+    return CatalogIndex.load(index_dir).entries
 
 
 def test_index_command_indexes_a_folder_and_names_the_searchable_photos(checkpoint, tmp_path, capsys):
@@ -47,7 +49,7 @@ def test_index_command_indexes_a_folder_and_names_the_searchable_photos(checkpoi
                  "--config", str(write_config(tmp_path / "config.yaml"))])
     out = capsys.readouterr().out
     assert code == 0
-    assert (index_dir / "index.json").is_file() and (index_dir / "embeddings.npy").is_file()
+    assert (index_dir / "index.sqlite").is_file()
     entries = indexed_paths(index_dir)
     assert sorted(e["path"] for e in entries) == ["photo0.jpg", "photo1.jpg", "photo2.jpg"]
     match = re.search(r"(\d+) searchable photos", out)

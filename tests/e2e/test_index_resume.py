@@ -8,13 +8,13 @@ import sys
 import time
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from conftest import TEST_CHECK, write_image
 from wsense.cli import main
 from wsense.errors import WsenseError
-from wsense.serving.index import PROGRESS_DIR, CatalogIndex
+from wsense.serving.index import CatalogIndex
+from wsense.serving.store import IndexStore
 
 PHOTOS = 64
 
@@ -38,7 +38,11 @@ def index_command(folder, index_dir, checkpoint, config) -> list[str]:
 
 
 def committed_photos(index_dir) -> int:
-    return sum(pq.read_metadata(shard).num_rows for shard in (index_dir / PROGRESS_DIR).glob("*.parquet"))
+    """Photos the run has committed as progress (0 while its store is not there yet, or is being created)."""
+    try:
+        return IndexStore(index_dir).progress_count()
+    except WsenseError:
+        return 0
 
 
 def test_a_killed_index_run_resumes_with_only_the_missing_photos(catalog, checkpoint, tmp_path, capsys):
@@ -49,7 +53,7 @@ def test_a_killed_index_run_resumes_with_only_the_missing_photos(catalog, checkp
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + 180
-    while len(list((index_dir / PROGRESS_DIR).glob("*.parquet"))) < 2:
+    while committed_photos(index_dir) < 16:  # two commits of 8
         if process.poll() is not None:
             pytest.fail(f"wsense index ended before it was killed:\n{process.stderr.read().decode()[-3000:]}")
         assert time.monotonic() < deadline, "no progress committed in 180 s"
@@ -69,7 +73,7 @@ def test_a_killed_index_run_resumes_with_only_the_missing_photos(catalog, checkp
     added, resumed = map(int, re.search(r"index: (\d+) added.*; (\d+) embedded by an interrupted run", report).groups())
     assert (added, resumed) == (PHOTOS, committed)  # so this run embedded only the other PHOTOS - committed
     assert f"indexing: 100%|██████████| {PHOTOS - committed}/{PHOTOS - committed}" in report
-    assert not (index_dir / PROGRESS_DIR).exists()  # gone with the old folder once the index was saved
+    assert committed_photos(index_dir) == 0  # taken in by the index, in the transaction that committed it
 
     assert main(index_command(folder, tmp_path / "whole", checkpoint, config)) == 0  # never interrupted
     resumed_index, whole = CatalogIndex.load(index_dir), CatalogIndex.load(tmp_path / "whole")

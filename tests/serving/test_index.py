@@ -2,22 +2,24 @@
 every photo, and the progress shards an interrupted run leaves."""
 from __future__ import annotations
 
+import json
 import shutil
-from pathlib import Path
+import sqlite3
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file, save_file
 
-import wsense.serving.index as index_module
+import wsense.serving.store as store_module
 from conftest import make_check, settings, write_image
 from wsense.errors import WsenseError
 from wsense.models.checkpoint import model_fingerprint
 from wsense.safety.screener import PhotoScreener
-from wsense.serving.index import PROGRESS_DIR, CatalogIndex, IndexJournal, described_children, update_index
+from wsense.serving.index import PROGRESS_DIR, CatalogIndex, described_children, index_exists, update_index
+from wsense.serving.metadata import unknown_metadata
 from wsense.serving.scoring import RelevanceScorer
 from wsense.serving.search import SearchEngine
+from wsense.serving.store import STORE_FILE, IndexStore
 
 
 @pytest.fixture(scope="module")
@@ -165,11 +167,7 @@ def test_a_changed_check_rechecks_photos_without_embedding_them_again(photos, tm
     assert report.checked == 4 and embedded == []
 
 
-def temp_leftovers(parent: Path, name: str) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
-
-
-def test_failed_index_save_keeps_the_old_index_and_no_temp_folder(checkpoint, tmp_path, monkeypatch):
+def test_failed_index_save_keeps_the_old_index(checkpoint, tmp_path, monkeypatch):
     photos = tmp_path / "photos"
     photos.mkdir()
     for i in range(2):
@@ -179,34 +177,99 @@ def test_failed_index_save_keeps_the_old_index_and_no_temp_folder(checkpoint, tm
     fingerprint = model_fingerprint(checkpoint)
     directory = tmp_path / "cache" / "index"
     index, _ = update_index(photos, directory, scorer, fingerprint, PhotoScreener.from_config(config))
-    saved = (directory / "embeddings.npy").read_bytes()
+    version = IndexStore(directory).committed_version()
+    changed = CatalogIndex(index.root, fingerprint, [dict(e, excluded="x") for e in index.entries],
+                           index.embeddings[::-1].copy())
 
-    def disk_full(*args, **kwargs):
+    def disk_full(*args, **kwargs):  # the failure comes after some rows of the new version were written
         raise OSError("disk full")
 
-    monkeypatch.setattr(index_module.np, "save", disk_full)
+    real = store_module._row
+    monkeypatch.setattr(store_module, "_row", lambda entry, *args: (
+        disk_full() if entry["path"] == "p1.jpg" else real(entry, *args)))
     with pytest.raises(OSError, match="disk full"):
-        index.save(directory)
+        changed.save(directory)
     monkeypatch.undo()
     loaded = CatalogIndex.load(directory, fingerprint)
-    assert [e["path"] for e in loaded.entries] == ["p0.jpg", "p1.jpg"]
+    assert loaded.entries == index.entries and IndexStore(directory).committed_version() == version
     assert np.array_equal(loaded.embeddings, index.embeddings)
-    assert (directory / "embeddings.npy").read_bytes() == saved
-    assert temp_leftovers(directory.parent, "index") == [], "CatalogIndex.save left its temporary folder behind"
 
 
-def test_progress_of_another_model_or_a_damaged_shard_is_passed_over(tmp_path, capsys):
-    journal = IndexJournal(tmp_path, "model-a")
-    journal.commit([("a.jpg", 10, 1, "ab" * 32), ("b.jpg", 11, 2, "cd" * 32)], np.ones((2, 4), np.float32))
-    IndexJournal(tmp_path, "model-b").commit([("c.jpg", 12, 3, "ef" * 32)], np.zeros((1, 4), np.float32))
-    whole = pq.read_table(tmp_path / PROGRESS_DIR).to_pandas()  # the shards as one table, as Ray or Spark read them
-    assert sorted(whole["path"]) == ["a.jpg", "b.jpg", "c.jpg"] and list(whole["embedding"][0]) == [1.0] * 4
-    (tmp_path / PROGRESS_DIR / "000009.parquet").write_bytes(b"PAR1 cut short by a crash")
-    found = IndexJournal(tmp_path, "model-a").committed()
+def test_a_save_rewrites_only_the_rows_that_changed(tmp_path):
+    entries = [{"path": f"p{i}.jpg", "size": i, "mtime_ns": i, "sha256": f"{i:064x}", "excluded": None,
+                "meta": unknown_metadata(f"p{i}.jpg"), "check": {"version": "v1", "child": False, "reason": ""}}
+               for i in range(3)]
+    vectors = np.eye(3, 4, dtype=np.float32)
+    first = CatalogIndex(tmp_path, "model-a", entries, vectors).save(tmp_path / "ix")
+    entries[1] = dict(entries[1], excluded="image check: a child")
+    second = CatalogIndex(tmp_path, "model-a", entries[:2], vectors[:2]).save(tmp_path / "ix")
+    with sqlite3.connect(tmp_path / "ix" / STORE_FILE) as db:
+        written = dict(db.execute("SELECT path, version FROM photos"))
+    assert second == first + 1 and written == {"p0.jpg": first, "p1.jpg": second}
+    loaded = CatalogIndex.load(tmp_path / "ix", "model-a")
+    assert loaded.entries == entries[:2] and np.array_equal(loaded.embeddings, vectors[:2])
+
+
+def test_a_store_made_with_float16_embeddings_keeps_them_so(tmp_path):
+    entries = [{"path": f"p{i}.jpg", "size": i, "mtime_ns": i, "sha256": f"{i:064x}", "excluded": None}
+               for i in range(3)]
+    vectors = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    store = IndexStore(tmp_path)
+    store.write_chunks(tmp_path, "model-a", [(entries[:2], vectors[:2]), (entries[2:], vectors[2:])], "float16")
+    CatalogIndex(tmp_path, "model-a", entries, vectors[::-1]).save(tmp_path)  # a later save keeps the type
+    loaded = CatalogIndex.load(tmp_path, "model-a")
+    assert store.info()["dtype"] == "float16" and loaded.embeddings.dtype == np.float32
+    np.testing.assert_allclose(loaded.embeddings, vectors[::-1], atol=2e-3)
+    assert not np.array_equal(loaded.embeddings, vectors[::-1])
+
+
+def test_an_index_of_the_earlier_format_moves_into_the_store_on_first_open(tmp_path, capsys):
+    entries = [{"path": "a.jpg", "size": 1, "mtime_ns": 2, "sha256": "ab" * 32, "excluded": None,
+                "check": {"version": "v1", "child": False, "reason": "no face"}},  # from before metadata
+               {"path": "sub/b.jpg", "size": 3, "mtime_ns": 4, "sha256": "cd" * 32, "excluded": "image check: x",
+                "meta": unknown_metadata("sub/b.jpg") | {"camera": "X100", "width": 64},
+                "check": {"version": "v1", "child": True, "reason": "x"}}]
+    vectors = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    legacy = tmp_path / "ix"
+    (legacy / PROGRESS_DIR).mkdir(parents=True)
+    np.save(legacy / "embeddings.npy", vectors)
+    (legacy / "index.json").write_text(json.dumps({"format": "wsense-index-1", "fingerprint": "model-a",
+                                                   "root": str(tmp_path), "entries": entries}))
+    assert index_exists(legacy)
+    loaded = CatalogIndex.load(legacy, "model-a")
+    assert loaded.entries == entries and np.array_equal(loaded.embeddings, vectors)
+    assert sorted(p.name for p in legacy.iterdir() if not p.name.startswith(STORE_FILE)) == []
+    assert "index moved into index.sqlite (2 photos)" in capsys.readouterr().err
+    again = CatalogIndex.load(legacy, "model-a")  # from the store now
+    assert again.entries == entries and again.root == tmp_path.resolve()
+    with pytest.raises(WsenseError, match="built by another model.*--rebuild"):
+        CatalogIndex.load(legacy, "model-b")
+
+
+def test_a_damaged_or_foreign_store_is_a_clear_error(tmp_path):
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / STORE_FILE).write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)
+    (tmp_path / "foreign").mkdir()
+    with sqlite3.connect(tmp_path / "foreign" / STORE_FILE) as db:
+        db.execute("CREATE TABLE info (key TEXT, value TEXT)")
+        db.execute("INSERT INTO info VALUES ('format', 'someone-else-7')")
+    for folder in ("torn", "foreign"):
+        with pytest.raises(WsenseError, match="damaged or foreign index.*--rebuild") as error:
+            CatalogIndex.load(tmp_path / folder)
+        assert "\n" not in str(error.value)
+
+
+def test_progress_of_another_model_is_passed_over(tmp_path):
+    store = IndexStore(tmp_path)
+    store.commit_progress("model-a", [("a.jpg", 10, 1, "ab" * 32), ("b.jpg", 11, 2, "cd" * 32)],
+                          np.ones((2, 4), np.float32))
+    store.commit_progress("model-b", [("c.jpg", 12, 3, "ef" * 32)], np.zeros((1, 4), np.float32))
+    found = IndexStore(tmp_path).progress("model-a")
     assert sorted(found) == ["a.jpg", "b.jpg"] and found["b.jpg"][:3] == (11, 2, "cd" * 32)
     np.testing.assert_array_equal(found["a.jpg"][3], np.ones(4, np.float32))
-    assert "000009.parquet: unreadable progress shard, passed over" in capsys.readouterr().err
-    assert not list((tmp_path / PROGRESS_DIR).glob("*.tmp"))
+    assert IndexStore(tmp_path).committed_version() == 0  # progress alone is no index
+    with pytest.raises(WsenseError, match="no index here"):
+        CatalogIndex.load(tmp_path)
 
 
 def test_descriptions_as_pairs_or_a_table_keep_out_the_same_photos():

@@ -13,6 +13,7 @@ from wsense.errors import WsenseError
 from wsense.safety.screener import PhotoScreener
 from wsense.serving import index as index_module
 from wsense.serving.index import CatalogIndex
+from wsense.serving.store import IndexStore
 from wsense.serving.search import SearchEngine
 from wsense.serving.web import create_app
 
@@ -84,7 +85,8 @@ def test_new_photos_are_checked_before_they_are_searchable(engine, folder, tmp_p
 
 
 def test_a_failed_refresh_keeps_the_catalog_and_the_index_as_they_were(engine, folder, monkeypatch):
-    saved = (engine.index_dir / "index.json").read_bytes()
+    saved = CatalogIndex.load(engine.index_dir)
+    version = IndexStore(engine.index_dir).committed_version()
     write_image(folder / "new.jpg", 1, size=(64, 48))
 
     def broken(*args, **kwargs):
@@ -94,7 +96,8 @@ def test_a_failed_refresh_keeps_the_catalog_and_the_index_as_they_were(engine, f
     with pytest.raises(OSError, match="disk full"):
         engine.refresh()
     assert "new.jpg" not in engine.images and engine.search("a dog", 5).total == 3
-    assert (engine.index_dir / "index.json").read_bytes() == saved
+    assert IndexStore(engine.index_dir).committed_version() == version
+    assert CatalogIndex.load(engine.index_dir).entries == saved.entries
     assert not [p for p in engine.index_dir.parent.iterdir() if p.name.startswith(".")]  # no half-written folder
 
 

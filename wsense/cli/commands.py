@@ -153,12 +153,12 @@ def engine_of(args: argparse.Namespace, config):
     """The search engine of the command line: an existing --index-dir alone is opened as it is; otherwise
     --images (default: the data set's test images, with their captions as descriptions) is indexed
     incrementally first. Search and runtime settings come from the user's config (--config)."""
-    from wsense.serving.index import META_FILE, read_descriptions
+    from wsense.serving.index import index_exists, read_descriptions
     from wsense.serving.search import SearchEngine
 
     descriptions = read_descriptions(args.descriptions) if getattr(args, "descriptions", None) else None
     image_dir = args.images
-    existing_index = args.index_dir and (Path(args.index_dir) / META_FILE).is_file()
+    existing_index = args.index_dir and index_exists(args.index_dir)
     if image_dir is None and not existing_index:
         from wsense.data import demo_catalog
 

@@ -57,6 +57,11 @@ class Catalog:
                                            search.milvus_collection or collection_name(index_dir.resolve()),
                                            fingerprint, index.entries, index.embeddings, rows, offsets,
                                            search.faiss_threshold, search.faiss_nprobe)
+        elif search.first_stage == "compressed":
+            from wsense.serving.compressed import CompressedFirstStage
+
+            first_stage = CompressedFirstStage(index_dir, images, scorer.photo_offsets if offsets is not None else None,
+                                               search.faiss_nprobe)
         else:
             first_stage = FirstStage(vectors, search.first_stage, search.faiss_threshold, search.faiss_nprobe,
                                      offsets=offsets)

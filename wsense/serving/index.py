@@ -1,17 +1,17 @@
 """The catalog index: every photo under a folder embedded once by the trained image tower.
 
-An index folder holds `embeddings.npy` (one projected, L2-normalised row per photo) and `index.json` (the
-photos' relative paths, sizes, modification times and content hashes, the model's fingerprint, each photo's
-image-check verdict with the check's version, and which photos the legal filter keeps out of results). It is
-written atomically; a second run embeds only new or changed photos and drops deleted ones, and re-checks (without
-re-embedding) the photos whose verdict came from another version of the image check. Unreadable photos are
-reported and skipped, and tried again next run.
+An index folder holds one store (wsense.serving.store: `index.sqlite`), a row per photo: its relative path, size,
+modification time and content hash, its metadata, the image check's verdict with the check's version, why the
+legal filter keeps it out of results (if it does) and its projected, L2-normalised embedding; with the model's
+fingerprint. A second run embeds only new or changed photos and drops deleted ones, and re-checks (without
+re-embedding) the photos whose verdict came from another version of the image check; it commits the new version in
+one transaction, rewriting only the rows that changed. Unreadable photos are reported and skipped, and tried again
+next run.
 
-While a run embeds, it commits its work every `embedding.commit_every` photos (IndexJournal: shard files in the
-index folder's `progress/`, each written atomically). A run that is killed leaves the previous index as it was, or
-none, never half of one; the next run takes every photo whose size, modification time and content hash still match
-a committed one from there and embeds only the rest. The shards go away with the old index folder when the new one
-is saved.
+While a run embeds, it commits its work every `embedding.commit_every` photos (the store's progress table). A run
+that is killed leaves the previous index as it was, or none, never half of one; the next run takes every photo
+whose size, modification time and content hash still match a committed one from there and embeds only the rest.
+An index folder of the earlier format (`index.json` and `embeddings.npy`) is moved into a store when first opened.
 """
 from __future__ import annotations
 
@@ -26,21 +26,21 @@ import numpy as np
 
 from wsense.data import IMAGE_EXTENSIONS
 from wsense.errors import WsenseError
-from wsense.io import atomic_dir, atomic_path, file_sha256
+from wsense.io import file_sha256
 from wsense.safety.screener import PhotoScreener
 from wsense.safety.filters import child_images
 from wsense.safety.rules import mentions_child
 from wsense.serving.scoring import RelevanceScorer
 from wsense.serving.metadata import photo_metadata, unknown_metadata
+from wsense.serving.store import IndexStore
 from wsense.serving.thumbnails import ensure_thumbnails
 
 if TYPE_CHECKING:
     # pandas (75 MB, 0.4 s to import) only where a table is read: a server over its index never needs it
     import pandas as pd
 
-INDEX_FORMAT = "wsense-index-1"
+INDEX_FORMAT = "wsense-index-1"  # the earlier format: index.json and embeddings.npy, moved into a store on first open
 EMBEDDINGS_FILE, META_FILE, PROGRESS_DIR = "embeddings.npy", "index.json", "progress"
-FINGERPRINT_KEY = b"wsense_fingerprint"  # the model a progress shard's embeddings belong to (Parquet metadata)
 EXCLUDED_BY_DESCRIPTION = "description mentions a child"
 EXCLUDED_BY_IMAGE_CHECK = "image check"
 
@@ -98,90 +98,55 @@ class CatalogIndex:
         """The entries the legal filter keeps out of results, each with its reason (`excluded`)."""
         return [entry for entry in self.entries if entry.get("excluded")]
 
-    def save(self, directory: str | Path) -> None:
-        with atomic_dir(directory) as tmp:
-            np.save(tmp / EMBEDDINGS_FILE, self.embeddings.astype(np.float32))
-            meta = {"format": INDEX_FORMAT, "fingerprint": self.fingerprint, "root": str(self.root.resolve()),
-                    "entries": self.entries}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+    def save(self, directory: str | Path) -> int:
+        """Commit this index as the folder's next version (only changed rows are written); returns the version."""
+        return IndexStore(directory).write(self.root, self.fingerprint, self.entries, self.embeddings)
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> "CatalogIndex":
         directory = Path(directory)
-        if not (directory / META_FILE).is_file() or not (directory / EMBEDDINGS_FILE).is_file():
+        store = IndexStore(directory)
+        if not store.exists() and (directory / META_FILE).is_file():
+            migrate_legacy(directory)
+        if store.committed_version() == 0:
             raise WsenseError(f"{directory}: no index here; build one with `wsense index IMAGE_FOLDER --index-dir "
                               f"{directory}`")
-        try:
-            meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-            embeddings = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
-        except (OSError, ValueError, json.JSONDecodeError) as exc:
-            raise WsenseError(f"{directory}: damaged index ({type(exc).__name__}); rebuild it with "
-                              "`wsense index IMAGE_FOLDER --rebuild`") from None
-        if meta.get("format") != INDEX_FORMAT or len(meta.get("entries", [])) != len(embeddings):
-            raise WsenseError(f"{directory}: damaged or foreign index; rebuild it with `wsense index IMAGE_FOLDER "
-                              "--rebuild`")
-        if fingerprint is not None and meta["fingerprint"] != fingerprint:
-            raise WsenseError(f"{directory}: index was built by another model (fingerprint {meta['fingerprint']}, "
-                              f"this model {fingerprint}); rebuild it with `wsense index {meta['root']} --index-dir "
+        info, entries, embeddings = store.read()
+        if fingerprint is not None and info["fingerprint"] != fingerprint:
+            raise WsenseError(f"{directory}: index was built by another model (fingerprint {info['fingerprint']}, "
+                              f"this model {fingerprint}); rebuild it with `wsense index {info['root']} --index-dir "
                               f"{directory} --rebuild`")
-        return cls(Path(meta["root"]), meta["fingerprint"], meta["entries"], embeddings)
+        return cls(Path(info["root"]), info["fingerprint"], entries, embeddings)
 
 
-class IndexJournal:
-    """The embeddings an indexing run has committed so far: one Parquet shard per commit in `directory`/progress/,
-    each with the photos' paths, sizes, modification times, content hashes and embeddings, and the model's
-    fingerprint in the file's metadata (readable as one table by pandas, Ray Data or Spark)."""
+def index_exists(directory: str | Path) -> bool:
+    """Whether `directory` holds an index: a committed store, or one of the earlier format."""
+    directory = Path(directory)
+    return IndexStore(directory).committed_version() > 0 or (directory / META_FILE).is_file()
 
-    def __init__(self, directory: Path, fingerprint: str):
-        self.folder = Path(directory) / PROGRESS_DIR
-        self.fingerprint = fingerprint
-        self.shards = len(list(self.folder.glob("*.parquet"))) if self.folder.is_dir() else 0
 
-    def committed(self) -> dict[str, tuple[int, int, str, np.ndarray]]:
-        """path -> (size, mtime_ns, sha256, embedding) of every photo committed by this model (a damaged shard, from
-        a kill in the middle of a write that was not atomic after all, or another model's, is passed over)."""
-        found: dict[str, tuple[int, int, str, np.ndarray]] = {}
-        shards = sorted(self.folder.glob("*.parquet")) if self.folder.is_dir() else []
-        if not shards:  # the usual start of a server: pyarrow (27 MB) is not imported
-            return found
-        import pyarrow.parquet as pq
-
-        for shard in shards:
-            try:
-                table = pq.read_table(shard)
-                if (table.schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode() != self.fingerprint:
-                    continue
-                columns = table.to_pydict()
-                vectors = np.asarray(table["embedding"].combine_chunks().flatten(), np.float32)
-                vectors = vectors.reshape(len(table), -1)
-                for path, size, mtime, sha, vector in zip(columns["path"], columns["size"], columns["mtime_ns"],
-                                                          columns["sha256"], vectors):
-                    found[path] = (size, mtime, sha, vector)
-            except (OSError, ValueError, KeyError) as error:  # pyarrow's ArrowInvalid is a ValueError
-                print(f"warning: {shard}: unreadable progress shard, passed over ({type(error).__name__})",
-                      file=sys.stderr)
-        return found
-
-    def commit(self, records: list[tuple[str, int, int, str]], embeddings: np.ndarray) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        if not records:
-            return
-        paths, sizes, mtimes, hashes = zip(*records)
-        embeddings = np.asarray(embeddings, np.float32)
-        table = pa.table({"path": list(paths), "size": pa.array(sizes, pa.int64()),
-                          "mtime_ns": pa.array(mtimes, pa.int64()), "sha256": list(hashes),
-                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(embeddings.ravel()),
-                                                                          embeddings.shape[1])},
-                         metadata={FINGERPRINT_KEY: self.fingerprint.encode()})
-        with atomic_path(self.folder / f"{self.shards:06d}.parquet") as tmp:
-            pq.write_table(table, str(tmp))
-        self.shards += 1
-
-    def clear(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-        self.shards = 0
+def migrate_legacy(directory: Path) -> None:
+    """Move an index of the earlier format (index.json, embeddings.npy, progress shards) into a store: committed
+    first, the old files removed after, so a kill in between leaves an index that opens."""
+    if not (directory / EMBEDDINGS_FILE).is_file():
+        raise WsenseError(f"{directory}: no index here; build one with `wsense index IMAGE_FOLDER --index-dir "
+                          f"{directory}`")
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        embeddings = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
+    except (OSError, ValueError, json.JSONDecodeError) as exc:
+        raise WsenseError(f"{directory}: damaged index ({type(exc).__name__}); rebuild it with "
+                          "`wsense index IMAGE_FOLDER --rebuild`") from None
+    if (not isinstance(meta, dict) or meta.get("format") != INDEX_FORMAT
+            or len(meta.get("entries", [])) != len(embeddings)):
+        raise WsenseError(f"{directory}: damaged or foreign index; rebuild it with `wsense index IMAGE_FOLDER "
+                          "--rebuild`")
+    IndexStore(directory).write(Path(meta["root"]), meta["fingerprint"], meta["entries"], embeddings)
+    for name in (META_FILE, EMBEDDINGS_FILE):
+        (directory / name).unlink()
+    shutil.rmtree(directory / PROGRESS_DIR, ignore_errors=True)  # an interrupted run's: its photos are embedded again
+    print(f"{directory}: index moved into {IndexStore(directory).path.name} ({len(embeddings)} photos)",
+          file=sys.stderr)
 
 
 def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScorer, fingerprint: str,
@@ -192,14 +157,14 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     embeds the photos, batch by batch (default: `scorer.photo_batches` in this process; or RayPhotoBatches)."""
     root, directory = Path(root), Path(directory)
     previous = None
-    if not rebuild and (directory / META_FILE).exists():
+    if not rebuild and index_exists(directory):
         previous = CatalogIndex.load(directory, fingerprint)
     old = ({entry["path"]: (entry, previous.embeddings[i]) for i, entry in enumerate(previous.entries)}
            if previous else {})
-    journal = IndexJournal(directory, fingerprint)
+    store = IndexStore(directory)
     if rebuild:
-        journal.clear()
-    committed = journal.committed()
+        store.clear_progress()
+    committed = store.progress(fingerprint)
     report = IndexReport(check_version=checker.version)
     files = catalog_files(root)
     keep: dict[str, tuple[dict, np.ndarray]] = {}
@@ -232,7 +197,8 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     pending: list[tuple[tuple[str, int, int, str], np.ndarray]] = []
 
     def commit_pending() -> None:
-        journal.commit([record for record, _ in pending], np.stack([vector for _, vector in pending]))
+        store.commit_progress(fingerprint, [record for record, _ in pending],
+                              np.stack([vector for _, vector in pending]))
         pending.clear()
 
     for done, vectors, skipped, pooled in (photo_batches or scorer.photo_batches)(
@@ -269,6 +235,9 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
                                           scorer.config.cache_dir)
     index = CatalogIndex(root, fingerprint, entries, embeddings)
     index.save(directory)
+    for name in (META_FILE, EMBEDDINGS_FILE):  # an index of the earlier format, rebuilt: the store replaces it
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / PROGRESS_DIR, ignore_errors=True)
     return index, report
 
 
