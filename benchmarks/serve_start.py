@@ -3,8 +3,11 @@
 Starts `python -m wsense.cli serve` (the data set's 100 test photos, their index built already) in a subprocess,
 asks `/api/search` until it answers, then sends 50 searches (new queries, each through the text tower) and one photo
 upload to `/api/similar`, and reads the server's /proc: resident memory (VmRSS) after the searches and after the
-upload, its peak (VmHWM), and whether a libtorch library is mapped. With `--before COMMIT` the same runs first on
-that commit's tree (a git worktree), on the same index; the runs alternate, `--runs` of each.
+upload, its peak (VmHWM), and whether a libtorch library is mapped. Then the issue's two decompression bombs go to
+`/api/similar` (a grey PNG of 13,000 x 13,000 and one of 30,000 x 30,000 pixels, a few hundred KB each): their status,
+seconds, how far they raised the server's peak memory, and whether a search still answers after them. With
+`--before COMMIT` the same runs first on that commit's tree (a git worktree), on the same index; the runs alternate,
+`--runs` of each.
 
     python benchmarks/serve_start.py [--before main] [--runs 2] [--port 8765]
 """
@@ -19,6 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -48,7 +52,18 @@ def get(url: str, data: bytes | None = None, kind: str | None = None) -> tuple[i
         return error.code, error.read()
 
 
-def one_run(tree: Path, port: int, queries: list[str], upload: Path) -> dict:
+def bomb_png(side: int) -> bytes:
+    """A valid grey PNG of side x side pixels, all zero: a few hundred KB that decode to side**2 bytes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    packer, row = zlib.compressobj(9), bytes(side + 1)  # each row: filter byte 0, then the pixels
+    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+def one_run(tree: Path, port: int, queries: list[str], upload: Path, bombs: dict[str, bytes]) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
     began = time.perf_counter()
     # The tree's own wsense first on the path, run from this repository (its runs/ and .cache/: the same checkpoint
@@ -79,9 +94,18 @@ def one_run(tree: Path, port: int, queries: list[str], upload: Path) -> dict:
         code, body = get(f"{base}/api/similar?k=5", upload.read_bytes(), "image/jpeg")
         assert code == 200 and b'"results"' in body, (code, body[:200])
         after_upload = status(server.pid)
+        torch_after_upload = torch_mapped(server.pid)
+        refused = {}
+        for name, bomb in bombs.items():
+            start = time.perf_counter()
+            code, _ = get(f"{base}/api/similar?k=5", bomb, "image/png")
+            refused[name] = {"status": code, "seconds": round(time.perf_counter() - start, 2)}
+        code, _ = get(f"{base}/api/search?q={quote('a red bicycle against a wall')}&k=5")
         return {"first_answer_s": round(first, 2), "rss_after_50_searches_mb": round(after_searches["VmRSS"]),
                 "rss_after_upload_mb": round(after_upload["VmRSS"]), "peak_mb": round(after_upload["VmHWM"]),
-                "libtorch_after_searches": torch_after_searches, "libtorch_after_upload": torch_mapped(server.pid)}
+                "libtorch_after_searches": torch_after_searches, "libtorch_after_upload": torch_after_upload,
+                "bombs": refused, "bombs_raised_peak_mb": round(status(server.pid)["VmHWM"] - after_upload["VmHWM"]),
+                "search_after_bombs": code}
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -100,6 +124,7 @@ def main() -> int:
     data = load_data(load_config().data_dir, check_images=False)
     queries = data.test_queries["query_text"].drop_duplicates().tolist()[100:150]
     upload = data.train_image_dir / sorted(data.train_images)[0]
+    bombs = {f"{side}x{side}": bomb_png(side) for side in (13_000, 30_000)}
     with tempfile.TemporaryDirectory(prefix="wsense-serve-start-") as folder:
         trees = {"now": REPO}
         if args.before:
@@ -110,7 +135,7 @@ def main() -> int:
             results: dict[str, list[dict]] = {name: [] for name in trees}
             for run in range(args.runs):
                 for name, tree in trees.items():
-                    results[name].append(one_run(tree, args.port, queries, upload))
+                    results[name].append(one_run(tree, args.port, queries, upload, bombs))
                     print(name, json.dumps(results[name][-1]), flush=True)
         finally:
             if args.before:
