@@ -5,7 +5,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-
 from wsense.safety.child_classifier import photo_labels
 from wsense.safety.rules import mentions_child
 

@@ -109,14 +109,26 @@ class CatalogIndex:
         if not store.exists() and (directory / META_FILE).is_file():
             migrate_legacy(directory)
         if store.committed_version() == 0:
-            raise WsenseError(f"{directory}: no index here; build one with `wsense index IMAGE_FOLDER --index-dir "
-                              f"{directory}`")
+            raise no_index_here(directory)
         info, entries, embeddings = store.read()
         if fingerprint is not None and info["fingerprint"] != fingerprint:
             raise WsenseError(f"{directory}: index was built by another model (fingerprint {info['fingerprint']}, "
                               f"this model {fingerprint}); rebuild it with `wsense index {info['root']} --index-dir "
                               f"{directory} --rebuild`")
         return cls(Path(info["root"]), info["fingerprint"], entries, embeddings)
+
+
+def no_index_here(directory: Path) -> WsenseError:
+    return WsenseError(f"{directory}: no index here; build one with `wsense index IMAGE_FOLDER --index-dir "
+                       f"{directory}`")
+
+
+def remove_legacy_files(directory: Path) -> None:
+    """The files of the earlier format, once the store holds the index (an interrupted run's progress shards
+    included: their photos are embedded again)."""
+    for name in (META_FILE, EMBEDDINGS_FILE):
+        (directory / name).unlink(missing_ok=True)
+    shutil.rmtree(directory / PROGRESS_DIR, ignore_errors=True)
 
 
 def index_exists(directory: str | Path) -> bool:
@@ -129,8 +141,7 @@ def migrate_legacy(directory: Path) -> None:
     """Move an index of the earlier format (index.json, embeddings.npy, progress shards) into a store: committed
     first, the old files removed after, so a kill in between leaves an index that opens."""
     if not (directory / EMBEDDINGS_FILE).is_file():
-        raise WsenseError(f"{directory}: no index here; build one with `wsense index IMAGE_FOLDER --index-dir "
-                          f"{directory}`")
+        raise no_index_here(directory)
     try:
         meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
         embeddings = np.load(directory / EMBEDDINGS_FILE, allow_pickle=False)
@@ -142,9 +153,7 @@ def migrate_legacy(directory: Path) -> None:
         raise WsenseError(f"{directory}: damaged or foreign index; rebuild it with `wsense index IMAGE_FOLDER "
                           "--rebuild`")
     IndexStore(directory).write(Path(meta["root"]), meta["fingerprint"], meta["entries"], embeddings)
-    for name in (META_FILE, EMBEDDINGS_FILE):
-        (directory / name).unlink()
-    shutil.rmtree(directory / PROGRESS_DIR, ignore_errors=True)  # an interrupted run's: its photos are embedded again
+    remove_legacy_files(directory)
     print(f"{directory}: index moved into {IndexStore(directory).path.name} ({len(embeddings)} photos)",
           file=sys.stderr)
 
@@ -235,9 +244,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
                                           scorer.config.cache_dir)
     index = CatalogIndex(root, fingerprint, entries, embeddings)
     index.save(directory)
-    for name in (META_FILE, EMBEDDINGS_FILE):  # an index of the earlier format, rebuilt: the store replaces it
-        (directory / name).unlink(missing_ok=True)
-    shutil.rmtree(directory / PROGRESS_DIR, ignore_errors=True)
+    remove_legacy_files(directory)  # an index of the earlier format, rebuilt: the store replaces it
     return index, report
 
 
