@@ -9,7 +9,7 @@ seconds, how far they raised the server's peak memory, and whether a search stil
 `--before COMMIT` the same runs first on that commit's tree (a git worktree), on the same index; the runs alternate,
 `--runs` of each.
 
-    python benchmarks/serve_start.py [--before main] [--runs 2] [--port 8765]
+    python benchmarks/serve_start.py [--before main] [--runs 2] [--port 8765] [--upload camera.jpg]
 """
 from __future__ import annotations
 
@@ -116,6 +116,8 @@ def main() -> int:
     parser.add_argument("--before", help="a commit to measure too (e.g. main)")
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--upload", type=Path, help="the JPEG to upload (default: the first training photo); e.g. a "
+                        "24-megapixel camera file")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from wsense.config import load_config
@@ -123,7 +125,7 @@ def main() -> int:
 
     data = load_data(load_config().data_dir, check_images=False)
     queries = data.test_queries["query_text"].drop_duplicates().tolist()[100:150]
-    upload = data.train_image_dir / sorted(data.train_images)[0]
+    upload = args.upload or data.train_image_dir / sorted(data.train_images)[0]
     bombs = {f"{side}x{side}": bomb_png(side) for side in (13_000, 30_000)}
     with tempfile.TemporaryDirectory(prefix="wsense-serve-start-") as folder:
         trees = {"now": REPO}
