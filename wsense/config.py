@@ -17,7 +17,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.y
 TARGETS = ("expert", "crowd", "blend")
 MODES = ("frozen", "partial", "full")
 TEXT_RUNTIMES = ("onnx", "onnx_int8", "torch")
-IMAGE_RUNTIMES = ("onnx", "torch")
+IMAGE_RUNTIMES = ("openvino_bf16", "openvino", "onnx", "torch")
 EMBEDDING_DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -84,8 +84,8 @@ class TextModelConfig:
 class EmbeddingConfig:
     image_batch_size: int = 32
     text_batch_size: int = 128
-    # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): onnx | torch.
-    image_runtime: str = "onnx"
+    # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): IMAGE_RUNTIMES.
+    image_runtime: str = "openvino_bf16"
     commit_every: int = 256  # photos an indexing run embeds between two commits of its progress
     # Where an index embeds its photos: auto (a CUDA GPU when there is one, else the CPU) | cpu | cuda. On a GPU:
     device: str = "auto"

@@ -42,6 +42,7 @@ def test_frozen_features_through_onnx_match_torch_and_export_only_for_uncached_p
     from wsense.models.frozen_features import FrozenFeatures
 
     config = load_config()
+    config.embedding.image_runtime = "onnx"  # OpenVINO's own figures: tests/models/test_image_openvino.py
     config.cache_dir = str(tmp_path / "onnx-cache")
     onnx = FrozenFeatures(config).images(photos)
     exported = sorted((tmp_path / "onnx-cache" / "onnx").glob(f"{FILE_PREFIX}*.onnx"))

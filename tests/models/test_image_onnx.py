@@ -38,7 +38,7 @@ def test_image_runtime_is_chosen_by_the_users_config_with_clear_errors(checkpoin
     assert RelevanceScorer.from_checkpoint(folder, TORCH).photos.onnx is None and not exports(folder)
     bad = tmp_path / "bad.yaml"
     bad.write_text("embedding:\n  image_runtime: tensorrt\n")
-    with pytest.raises(WsenseError, match="image_runtime must be one of onnx, torch"):
+    with pytest.raises(WsenseError, match="image_runtime must be one of openvino_bf16, openvino, onnx, torch"):
         load_config(bad)
     for missing_module, message in (
         ("onnxruntime", r"embedding.image_runtime: onnx needs onnxruntime \(pip install"),

@@ -18,7 +18,9 @@ from wsense.models.serving_head import ServingHead, head_arrays
 from wsense.models.views import VIEWS, view_pixels
 from wsense.serving.scoring import RelevanceScorer
 
-FP32 = settings(search__text_runtime="onnx")
+# The index's photos in ONNX Runtime, as a server's uploads: the two paths then agree to the bit (the default,
+# openvino_bf16, within a cosine of about 0.999: tests/models/test_image_openvino.py)
+FP32 = settings(search__text_runtime="onnx", embedding__image_runtime="onnx")
 
 
 def test_the_numpy_head_gives_the_torch_models_numbers(checkpoint):

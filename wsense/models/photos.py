@@ -1,10 +1,10 @@
 """The one path from photo files to pooled image features.
 
 A photo is decoded, cut into the configured views (image_backbone.views) at each backbone's size, run through the
-tower's backbones (torch, or ONNX Runtime on the CPU: embedding.image_runtime, chosen once here), averaged over its
-views, and the backbones' features are put side by side. The frozen features of training and the baselines, the
-catalog index and checkpoint evaluation all take their photos through PhotoEncoder; a relevance model projects the
-features it returns.
+tower's backbones (torch, or on the CPU their ONNX export in ONNX Runtime or OpenVINO: embedding.image_runtime,
+chosen once here), averaged over its views, and the backbones' features are put side by side. The frozen features
+of training and the baselines, the catalog index and checkpoint evaluation all take their photos through
+PhotoEncoder; a relevance model projects the features it returns.
 
 On a GPU (embedding.device) the same path is fed for throughput: loader processes read the files, JPEGs are decoded
 on the GPU (nvJPEG) and cut into the same views there, and the backbones run under autocast (fp16 by default) on
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -28,6 +29,7 @@ from wsense.models.image import ImageTower, Pixels, TowerViews, pixels_to, stack
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 JPEG_MAGIC = b"\xff\xd8"
+FIRST_BATCH = 4  # photos in the first batch of a CPU run
 
 
 def photo_device(setting: str) -> torch.device:
@@ -101,17 +103,24 @@ class PhotoEncoder:
         self.autocast = AUTOCAST[precision]
         self.workers = workers
         self.reader = PhotoReader(self.transform, decode_on_device)
-        self.onnx = None  # one OnnxImagePath per backbone where the tower runs in ONNX Runtime
+        self.onnx = None  # one OnnxImagePath per backbone where the tower runs from its ONNX export
+        self.engines = None  # what runs each backbone's export: those, or OpenVINO's compiled models of them
         if runtime not in IMAGE_RUNTIMES:
-            raise WsenseError(f"unknown image runtime '{runtime}' (expected {' or '.join(IMAGE_RUNTIMES)})")
-        if runtime == "onnx":
+            raise WsenseError(f"unknown image runtime '{runtime}' (expected {', '.join(IMAGE_RUNTIMES)})")
+        if runtime != "torch":
             if self.device.type != "cpu":
-                raise WsenseError(f"embedding.image_runtime: onnx runs on the CPU, not on {self.device}; use torch")
+                raise WsenseError(f"embedding.image_runtime: {runtime} runs on the CPU, not on {self.device}; use "
+                                  "torch")
             if onnx_dir is None:
                 raise WsenseError("the ONNX image tower needs a folder to keep its export in")
             from wsense.models.image_onnx import OnnxImagePath
 
             self.onnx = [OnnxImagePath(backbone, onnx_dir) for backbone in tower.backbones]
+            self.engines = self.onnx
+            if runtime.startswith("openvino"):
+                from wsense.models.image_openvino import OpenVinoImagePath
+
+                self.engines = [OpenVinoImagePath(path, runtime) for path in self.onnx]
 
     def pixels(self, path: str | Path) -> Pixels:
         """One photo's normalised views per backbone; a WsenseError names an unreadable file."""
@@ -140,8 +149,8 @@ class PhotoEncoder:
     def features(self, pixels: Pixels) -> torch.Tensor:
         """Pooled features (n, dim) of transformed photos (per backbone (n, views, 3, size, size)), averaged over
         the views, the backbones' side by side."""
-        if self.onnx is not None:
-            return torch.cat([onnx(part).float() for onnx, part in zip(self.onnx, pixels)], dim=-1)
+        if self.engines is not None:
+            return torch.cat([engine(part).float() for engine, part in zip(self.engines, pixels)], dim=-1)
         return torch.cat([self._backbone_features(backbone, part)
                           for backbone, part in zip(self.tower.backbones, pixels)], dim=-1)
 
@@ -155,17 +164,33 @@ class PhotoEncoder:
             features = backbone(flat).float()
         return features.view(len(views), views.shape[1], -1).mean(1).cpu()
 
-    def _loaded(self, paths: Sequence[str | Path]) -> Iterator[tuple[list, list]]:
-        """(paths, what load() made of each) per batch: in this process, or from `workers` loader processes."""
+    def _loaded(self, paths: Sequence[str | Path]) -> Iterator[tuple[list, list, Pixels | None]]:
+        """(paths, what load() made of each, the readable ones' views stacked or None) per batch: in this process,
+        or from `workers` loader processes."""
         if not self.workers:
-            for start in range(0, len(paths), self.batch_size):
-                chunk = list(paths[start:start + self.batch_size])
-                yield chunk, [self.reader.load(path) for path in chunk]
+            # One thread reads, cuts and stacks the next batch while the backbones run on this one (PIL's decode
+            # and resizes and torch's copies let other threads run).
+            # The first batch small: the backbones start on it while the next is cut.
+            first = min(self.batch_size, FIRST_BATCH)
+            chunks = [list(paths[:first])] if paths else []
+            chunks += [list(paths[start:start + self.batch_size])
+                       for start in range(first, len(paths), self.batch_size)]
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wsense-views") as pool:
+                ahead = pool.submit(self._load_stacked, chunks[0]) if chunks else None
+                for i, chunk in enumerate(chunks):
+                    items, stacked = ahead.result()
+                    ahead = pool.submit(self._load_stacked, chunks[i + 1]) if i + 1 < len(chunks) else None
+                    yield chunk, items, stacked
             return
         loader = DataLoader(_PhotoFiles(paths, self.reader), batch_size=self.batch_size, num_workers=self.workers,
                             collate_fn=list, prefetch_factor=4, pin_memory=False)
         for start, items in zip(range(0, len(paths), self.batch_size), loader):
-            yield list(paths[start:start + self.batch_size]), items
+            yield list(paths[start:start + self.batch_size]), items, None
+
+    def _load_stacked(self, chunk: list) -> tuple[list, Pixels | None]:
+        items = [self.reader.load(path) for path in chunk]
+        readable = [item for item in items if not isinstance(item, (WsenseError, _RawJpeg))]
+        return items, (stack_pixels(readable) if readable and len(readable) == len(items) else None)
 
     def encode(self, paths: Sequence[str | Path]) -> torch.Tensor:
         """Pooled features of a batch of photo files, one row each, in order."""
@@ -177,7 +202,7 @@ class PhotoEncoder:
         unreadable photo stops the run unless `skip_unreadable`."""
         with tqdm(total=len(paths), desc=desc, unit="photo", file=sys.stderr,
                   disable=not progress or not paths) as bar:
-            for chunk, items in self._loaded(paths):
+            for chunk, items, stacked in self._loaded(paths):
                 raw = [i for i, item in enumerate(items) if isinstance(item, _RawJpeg)]
                 if raw:
                     for i, views in zip(raw, self._decode([items[i] for i in raw], [chunk[i] for i in raw])):
@@ -191,6 +216,8 @@ class PhotoEncoder:
                     else:
                         pixels.append(pixels_to(item, self.device))
                         good.append(path)
-                features = self.features(stack_pixels(pixels)) if pixels else torch.zeros(0, self.tower.num_features)
+                if stacked is None and pixels:
+                    stacked = stack_pixels(pixels)
+                features = self.features(stacked) if pixels else torch.zeros(0, self.tower.num_features)
                 bar.update(len(chunk))
                 yield good, features, skipped

@@ -285,7 +285,7 @@ def _name_image_towers_made_before(scorer: RelevanceScorer, checkpoint: str | Pa
     from wsense.models.image_onnx import FILE_PREFIX, image_path_key
 
     backbones = scorer.model.image_backbone.backbones
-    if scorer.config.embedding.image_runtime == "onnx" and all(
+    if scorer.config.embedding.image_runtime != "torch" and all(
             (Path(checkpoint) / f"{FILE_PREFIX}{b.name}-{image_path_key(b, b.image_size)}.onnx").is_file()
             for b in backbones):
         scorer.photos  # noqa: B018  (opening the photo path names its exports)
