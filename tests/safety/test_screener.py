@@ -79,3 +79,45 @@ def test_a_missing_or_stale_check_is_the_shipped_one_else_fitted_on_first_use(tm
     monkeypatch.setattr(screener, "shipped_check_dir", lambda: tmp_path / "no-shipped-check")
     screener.load_or_fit_screener(settings(safety__check=str(tmp_path / "fit")))
     assert fitted and "fitting it now on the training photos" in capsys.readouterr().err
+
+
+def test_faces_ahead_fills_the_face_cache_in_the_background_and_stops_when_told(tmp_path, monkeypatch):
+    import time
+
+    import wsense.safety.faces as faces_module
+    import wsense.safety.screener as screener_module
+    from wsense.io import file_sha256
+
+    config = settings()
+    config.cache_dir = str(tmp_path / "cache")
+    checker = PhotoScreener(make_check(), config)
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"p{i}.jpg")
+        write_image(paths[-1], 60 + i, (96, 96))
+    hashes = [file_sha256(path) for path in paths]
+    ahead = checker.analyze_ahead(paths, hashes)
+    deadline = time.monotonic() + 60
+    while not all(key in checker.face_cache for key in hashes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ahead.stop()
+    assert all(key in checker.face_cache for key in hashes) and not ahead.thread.is_alive()
+    # screen_photos finds them there: no analyzer is made (one would fail here)
+    monkeypatch.setattr(faces_module, "shared_analyzer", None)
+    assert [r.verdict is not None for r in checker.screen_photos(paths, hashes=hashes, progress=False)] == [True] * 2
+
+    analysed = []
+
+    def slow(paths, cache, **kwargs):  # one photo every 10 ms: 10 s for all of them
+        for path in paths:
+            analysed.append(path)
+            yield path, None, None
+            time.sleep(0.01)
+
+    monkeypatch.setattr(screener_module, "analyze_photos", slow)
+    ahead = screener_module.FacesAhead(checker.face_cache, [f"x{i}" for i in range(1000)],
+                                       [f"k{i}" for i in range(1000)])
+    while not analysed:
+        time.sleep(0.001)
+    ahead.stop()
+    assert not ahead.thread.is_alive() and len(analysed) < 1000

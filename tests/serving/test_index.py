@@ -279,3 +279,28 @@ def test_descriptions_as_pairs_or_a_table_keep_out_the_same_photos():
     table = pd.DataFrame(pairs, columns=["image", "text"])
     assert described_children(pairs) == described_children(table) == {"a.jpg", "b.jpg"}
     assert described_children(None) == described_children([]) == described_children(table[:0]) == set()
+
+
+def test_indexing_analyses_faces_while_it_embeds(photos, tmp_path, scorer, checkpoints):
+    import time
+
+    scorer, config = scorer
+    own = settings()
+    own.cache_dir = str(tmp_path / "cache")
+    checker = PhotoScreener.from_config(own)
+    seen_during_embedding = []
+
+    def photo_batches(paths, **kwargs):
+        from wsense.io import file_sha256
+
+        keys = [file_sha256(path) for path in paths]
+        deadline = time.monotonic() + 60  # the face thread has the photos to itself while this waits
+        while not all(key in checker.face_cache for key in keys) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen_during_embedding.append(sum(key in checker.face_cache for key in keys))
+        yield from scorer.photo_batches(paths, **kwargs)
+
+    index, report = update_index(photos, tmp_path / "index", scorer, model_fingerprint(checkpoints[0]), checker,
+                                 photo_batches=photo_batches)
+    assert seen_during_embedding == [4] and report.checked == 4
+    assert all(entry["check"]["version"] == checker.version for entry in index.entries)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -87,6 +88,12 @@ class PhotoScreener:
         """Hand over the check's frozen features of photos (by sha256) that a model computed (shared_columns)."""
         self.features.remember(hashes, pooled)
 
+    def analyze_ahead(self, paths: Sequence[str | Path], hashes: Sequence[str]) -> "FacesAhead":
+        """Start the face analysis of photos about to be screened, in a thread beside the caller's work (indexing
+        embeds them meanwhile: the face models and the image tower then share the CPU's cores instead of taking
+        turns). screen_photos finds what it finished in the face cache."""
+        return FacesAhead(self.face_cache, paths, hashes)
+
     def screen_photos(self, paths: Sequence[str | Path], *, hashes: Sequence[str] | None = None,
                      skip_unreadable: bool = True, progress: bool = True) -> list[ScreenedPhoto]:
         """One ScreenedPhoto per photo, in order; `hashes`: the files' sha256 where the caller has them already. An
@@ -110,6 +117,33 @@ class PhotoScreener:
         if features is None:
             features = self.features.encode([Path(path)])
         return ScreenedPhoto(path, self.check.verdicts(features, [faces])[0], faces)
+
+
+class FacesAhead:
+    """Face analyses of photos, made in a background thread into a FaceCache until `stop()`."""
+
+    def __init__(self, cache: FaceCache, paths: Sequence[str | Path], hashes: Sequence[str]):
+        self.cache, self._stop = cache, threading.Event()
+        todo = [(path, key) for path, key in zip(paths, hashes) if key not in cache]
+        self.thread = threading.Thread(target=self._run, args=(todo,), name="wsense-faces-ahead", daemon=True)
+        if todo:
+            self.thread.start()
+
+    def _run(self, todo: list[tuple[str | Path, str]]) -> None:
+        try:
+            for _ in analyze_photos([path for path, _ in todo], self.cache, hashes=[key for _, key in todo],
+                                    skip_unreadable=True, progress=False):
+                if self._stop.is_set():
+                    break
+        except Exception:  # noqa: BLE001  (screen_photos analyses what is missing again, and reports any error)
+            pass
+
+    def stop(self) -> None:
+        """Stop after the photo in hand; what is done stays in the cache (saved), and the check analyses the rest
+        with its own progress bar."""
+        self._stop.set()
+        if self.thread.is_alive():
+            self.thread.join()
 
 
 def training_photos(config: Config):

@@ -204,27 +204,32 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     # A frozen model's pooled features are the check's own: handed over, the backbone runs once per photo.
     shared = checker.shared_columns(scorer.config)
     pending: list[tuple[tuple[str, int, int, str], np.ndarray]] = []
-
     def commit_pending() -> None:
         store.commit_progress(fingerprint, [record for record, _ in pending],
                               np.stack([vector for _, vector in pending]))
         pending.clear()
 
-    for done, vectors, skipped, pooled in (photo_batches or scorer.photo_batches)(
-            list(catalog_path), skip_unreadable=True, desc="indexing"):
-        if shared and done and pooled is not None:
-            checker.remember_features([hashes[catalog_path[file]] for file in done], np.asarray(pooled)[:, :shared])
-        report.skipped += [(catalog_path[file], why) for file, why in skipped]
-        for file, vector in zip(done, np.asarray(vectors)):
-            path = catalog_path[file]
-            stat = (root / path).stat()
-            record = (path, stat.st_size, stat.st_mtime_ns, hashes[path])
-            keep[path] = (dict(zip(("path", "size", "mtime_ns", "sha256"), record)), vector)
-            pending.append((record, vector))
-        if len(pending) >= scorer.config.embedding.commit_every:
+    # The face models work on the same photos in a thread meanwhile: the check then finds their analyses cached.
+    faces_ahead = checker.analyze_ahead(list(catalog_path), [hashes[path] for path in to_embed])
+    try:
+        for done, vectors, skipped, pooled in (photo_batches or scorer.photo_batches)(
+                list(catalog_path), skip_unreadable=True, desc="indexing"):
+            if shared and done and pooled is not None:
+                checker.remember_features([hashes[catalog_path[file]] for file in done],
+                                          np.asarray(pooled)[:, :shared])
+            report.skipped += [(catalog_path[file], why) for file, why in skipped]
+            for file, vector in zip(done, np.asarray(vectors)):
+                path = catalog_path[file]
+                stat = (root / path).stat()
+                record = (path, stat.st_size, stat.st_mtime_ns, hashes[path])
+                keep[path] = (dict(zip(("path", "size", "mtime_ns", "sha256"), record)), vector)
+                pending.append((record, vector))
+            if len(pending) >= scorer.config.embedding.commit_every:
+                commit_pending()
+        if pending:  # the image check and the thumbnails still to come can take as long again
             commit_pending()
-    if pending:  # the image check and the thumbnails still to come can take as long again
-        commit_pending()
+    finally:
+        faces_ahead.stop()
     report.added = sum(1 for path in keep if path not in old)
     report.changed = sum(1 for path in keep if path in old and keep[path][0]["sha256"] != old[path][0]["sha256"])
     paths = sorted(keep)
