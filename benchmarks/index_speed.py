@@ -1,7 +1,7 @@
 """Indexing speed on the data set's 500 px photos and on 24-megapixel camera files: photos per second of
 `wsense index` (image check included) from empty caches, and the milliseconds per photo of each stage.
 
-    python benchmarks/index_speed.py [--checkpoint runs/final/best] [--photos 20]
+    python benchmarks/index_speed.py [--checkpoint runs/final/best] [--photos 100] [--camera-photos 20]
 
 The camera files are made from test photos (6000 x 4000, JPEG quality 92), so the two sets show the same scenes.
 The stages are timed one by one on the same photos, outside indexing: read (the bytes, hashed), decode (at the size
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ def stage_times(paths: list[Path], scorer: RelevanceScorer, screener: PhotoScree
                 times[name] += time.perf_counter() - start
         return run
 
+    analyzer.analyze(load_image(paths[0], longer_side=MAX_SIDE))  # the age model loads on its first face, untimed
     analyzer.detector.detect = timed("faces", detect)
     analyzer.ages.predict = timed("ages", predict)
     analyzer.people = SimpleNamespace(detectMultiScale=timed("people", people))  # cv2's own is read-only
@@ -107,11 +109,24 @@ def stage_times(paths: list[Path], scorer: RelevanceScorer, screener: PhotoScree
     return {name: 1000 * total / len(paths) for name, total in times.items()}
 
 
+def cpu_name() -> str:
+    """The CPU's model and whether it has bfloat16 units (AMX, AVX-512 BF16): openvino_bf16 needs them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "CPU unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    bf16 = [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+    return f"{os.cpu_count()} x {model}, bfloat16 units: {', '.join(bf16) or 'none'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/final/best")
     parser.add_argument("--config", help="settings (default: configs/default.yaml)")
-    parser.add_argument("--photos", type=int, default=20, help="test photos, and as many camera files")
+    parser.add_argument("--photos", type=int, default=100, help="test photos (500 px) to index")
+    parser.add_argument("--camera-photos", type=int, default=20, help="camera files to index, made from test photos")
     parser.add_argument("--agreement", type=int, default=0, metavar="N",
                         help="also: do the image check's verdicts on the first N test photos hold on their camera "
                              "files?")
@@ -122,8 +137,10 @@ def main() -> None:
     small = [data.test_image_dir / name for name in data.test_images[:args.photos]]
     scorer = RelevanceScorer.from_checkpoint(args.checkpoint, config)
     screener = PhotoScreener.from_config(config)
+    print(f"embedding.image_runtime: {config.embedding.image_runtime}; {cpu_name()}")
     with tempfile.TemporaryDirectory() as folder:
-        sets = {"500 px (data set)": small, "24 MP (6000 x 4000)": camera_files(small, Path(folder) / "camera")}
+        camera = camera_files(small[:args.camera_photos], Path(folder) / "camera")
+        sets = {"500 px (data set)": small, "24 MP (6000 x 4000)": camera}
         for name, paths in sets.items():
             with tempfile.TemporaryDirectory() as copy_dir:  # a folder of its own: the index takes a whole folder
                 own = []

@@ -7,8 +7,9 @@ is written atomically. Only photos the legal filter allows get one.
 from __future__ import annotations
 
 import math
-
+import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -50,9 +51,17 @@ def ensure_thumbnails(root: Path, entries: Iterable[dict], cache_dir: str | Path
     """Make the missing thumbnails of index entries (path, sha256) under `root`; returns how many were made. A photo
     that cannot be reduced is reported and left without one (the page then shows its original)."""
     missing = [entry for entry in entries if not thumbnail_path(cache_dir, entry["sha256"]).is_file()]
-    for entry in tqdm(missing, desc="thumbnails", unit="photo", file=sys.stderr, disable=not progress or not missing):
+
+    def make(entry: dict) -> None:
         try:
             make_thumbnail(root / entry["path"], thumbnail_path(cache_dir, entry["sha256"]))
         except WsenseError as error:
             print(f"warning: no thumbnail: {error}", file=sys.stderr)
+
+    # One thread a core: PIL decodes, reduces and encodes without holding Python's lock.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool, tqdm(
+            total=len(missing), desc="thumbnails", unit="photo", file=sys.stderr,
+            disable=not progress or not missing) as bar:
+        for _ in pool.map(make, missing):
+            bar.update(1)
     return len(missing)
