@@ -391,8 +391,11 @@ def features_engine(checkpoint, features_photos, tmp_path_factory):
     from wsense.serving.search import SearchEngine
 
     descriptions = pd.DataFrame({"image": ["photo1.jpg"], "text": ["A little girl on a swing ."]})
+    # The index in ONNX Runtime, as uploads are: an upload of a catalog photo then scores as its row does, to the bit
+    # (the default openvino_bf16 index agrees to a cosine of about 0.999)
     return SearchEngine(checkpoint, features_photos, descriptions, index_dir=tmp_path_factory.mktemp("ix") / "ix",
-                        settings=settings(search__ranking="cosine", search__candidates=4))
+                        settings=settings(search__ranking="cosine", search__candidates=4,
+                                          embedding__image_runtime="onnx"))
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,8 @@ class TextModelConfig:
 class EmbeddingConfig:
     image_batch_size: int = 32
     text_batch_size: int = 128
-    # The image backbone wherever photos are embedded on CPU (frozen features, index, evaluation): IMAGE_RUNTIMES.
+    # The image backbone wherever photos are embedded on CPU (index, evaluation; frozen features at float32):
+    # IMAGE_RUNTIMES.
     image_runtime: str = "openvino_bf16"
     commit_every: int = 256  # photos an indexing run embeds between two commits of its progress
     # Where an index embeds its photos: auto (a CUDA GPU when there is one, else the CPU) | cpu | cuda. On a GPU:

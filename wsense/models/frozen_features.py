@@ -27,6 +27,13 @@ def backbone_fingerprints(config: Config) -> list[str]:
     return names
 
 
+def feature_runtime(runtime: str) -> str:
+    """The image runtime frozen features are computed in: the configured one, at float32 (openvino_bf16 runs as
+    openvino), so that what is fitted on them (the search model's heads, the image check) comes out the same on any
+    CPU. Indexing keeps bfloat16: its verdicts and rankings do not change (docs/experiments.md)."""
+    return "openvino" if runtime == "openvino_bf16" else runtime
+
+
 def image_fingerprint(config: Config) -> str:
     """What the image tower's pooled features depend on: its backbones' fingerprints, joined by " + "."""
     return " + ".join(backbone_fingerprints(config))
@@ -94,7 +101,8 @@ class FrozenFeatures:
         keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
         caches = TowerCaches(self._caches(), self.image_backbone.widths)
         # Exporting a backbone to ONNX takes a few seconds: only when some photo is not cached yet.
-        runtime = self.config.embedding.image_runtime if any(key not in caches for key in keys) else "torch"
+        runtime = feature_runtime(self.config.embedding.image_runtime) if any(key not in caches for key in keys) \
+            else "torch"
         # The whole tower in one pass: each photo is decoded and cut into views once for all its backbones.
         encoder = PhotoEncoder(self.image_backbone, self.config.image_backbone, runtime=runtime,
                                onnx_dir=Path(self.config.cache_dir) / "onnx")
@@ -112,7 +120,8 @@ class FrozenFeatures:
         from wsense.models.photos import PhotoEncoder
 
         return PhotoEncoder(self.image_backbone, self.config.image_backbone,
-                            runtime=self.config.embedding.image_runtime, onnx_dir=Path(self.config.cache_dir) / "onnx")
+                            runtime=feature_runtime(self.config.embedding.image_runtime),
+                            onnx_dir=Path(self.config.cache_dir) / "onnx")
 
     def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store pooled features computed elsewhere by the same tower (keys: the photos' sha256)."""

@@ -205,7 +205,7 @@ class RelevanceScorer:
     def upload_features(self, path: str | Path) -> np.ndarray:
         """One photo's pooled features (1 x width), through the serving files' ONNX photo path where they name the
         image towers (no torch), else through the torch photo path (which names them there for next time)."""
-        if self.served is not None and self.served.has_photo_path and self._photos is None:
+        if self.served is not None and self.served.has_photo_path:  # one upload path, torch loaded or not
             return self.served.photos.features([path])
         pooled: list = []
         self.embed_photos([path], progress=False, pooled_out=pooled)
