@@ -56,3 +56,28 @@ def test_texts_keep_order_and_duplicates(tmp_path):
 
     vectors = embed_texts(["aa", "b", "aa", "ccc"], Encoder(), EmbeddingCache(tmp_path / "t.npz"))
     assert vectors.tolist() == [[2, 2], [1, 0], [2, 2], [3, 0]]
+
+
+def test_a_save_writes_only_what_was_added_and_shards_are_merged_past_a_limit(tmp_path, monkeypatch):
+    legacy = tmp_path / "m.npz"  # the earlier layout: one file holding every vector
+    np.savez(legacy, keys=np.array(["old"], dtype="U64"), vectors=np.ones((1, 4), np.float32))
+    cache = EmbeddingCache(legacy)
+    assert "old" in cache and len(cache) == 1
+    cache.put(["a"], np.full((1, 4), 2.0))
+    cache.save()
+    cache.save()  # nothing new: no shard
+    [shard] = sorted((tmp_path / "m").glob("*.npz"))
+    with np.load(shard) as stored:
+        assert stored["keys"].tolist() == ["a"]  # the new vector alone, not the cache again
+    other = EmbeddingCache(legacy)  # another process, which adds its own
+    other.put(["theirs"], np.full((1, 4), 3.0))
+    other.save()
+    monkeypatch.setattr(EmbeddingCache, "MAX_SHARDS", 3)
+    cache.put(["k0"], np.full((1, 4), 10.0))
+    cache.save()  # a fourth shard: past the limit of three
+    assert len(list((tmp_path / "m").glob("*.npz"))) == 1 and not legacy.exists()  # merged into one
+    cache.put(["k1"], np.full((1, 4), 11.0))
+    cache.save()
+    reopened = EmbeddingCache(legacy)
+    assert sorted(reopened._vectors) == ["a", "k0", "k1", "old", "theirs"]
+    assert reopened.get(["theirs", "k1"]).tolist() == [[3.0] * 4, [11.0] * 4]

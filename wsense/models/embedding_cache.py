@@ -5,6 +5,7 @@ text) to its vector: a second run is instant and a changed file is embedded agai
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,19 +20,38 @@ from wsense.models.photos import PhotoEncoder
 
 
 class EmbeddingCache:
-    """Vectors of one model, keyed by content hash, stored in a single .npz written atomically."""
+    """Vectors of one model, keyed by content hash, in a folder of .npz shards (`path` without its suffix): each save
+    writes, atomically, a shard of the vectors added since the last one, so that a save costs what it adds, not the
+    whole cache (indexing saves after every batch). Past MAX_SHARDS shards they are merged into one. A single .npz at
+    `path` (the earlier layout) is read as one more shard, and merged away with the rest."""
+
+    MAX_SHARDS = 32
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.folder = self.path.with_suffix("")
         self._vectors: dict[str, np.ndarray] = {}
-        if self.path.is_file():
-            try:
-                with np.load(self.path, allow_pickle=False) as stored:
-                    self._vectors = dict(zip(stored["keys"].tolist(), stored["vectors"]))
-            except (OSError, ValueError, KeyError):
-                # A damaged cache is only lost time: start again and overwrite it.
-                print(f"warning: {self.path}: unreadable embedding cache, rebuilding it", file=sys.stderr)
-                self._vectors = {}
+        self._new: dict[str, np.ndarray] = {}  # added since the last save
+        self._damaged: list[Path] = []
+        for shard in self._shards():
+            found = self._read(shard)
+            if found is None:
+                # A damaged cache is only lost time: start again without it (removed at the next save).
+                print(f"warning: {shard}: unreadable embedding cache, rebuilding it", file=sys.stderr)
+                self._damaged.append(shard)
+            else:
+                self._vectors.update(found)
+
+    def _shards(self) -> list[Path]:
+        return ([self.path] if self.path.is_file() else []) + sorted(self.folder.glob("*.npz"))
+
+    @staticmethod
+    def _read(shard: Path) -> dict[str, np.ndarray] | None:
+        try:
+            with np.load(shard, allow_pickle=False) as stored:
+                return dict(zip(stored["keys"].tolist(), stored["vectors"]))
+        except (OSError, ValueError, KeyError):
+            return None
 
     def __contains__(self, key: str) -> bool:
         return key in self._vectors
@@ -43,14 +63,35 @@ class EmbeddingCache:
         return np.stack([self._vectors[k] for k in keys])
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        self._vectors.update(zip(keys, np.asarray(vectors, dtype=np.float32)))
+        added = dict(zip(keys, np.asarray(vectors, dtype=np.float32)))
+        self._vectors.update(added)
+        self._new.update(added)
 
     def save(self) -> None:
-        keys = np.array(list(self._vectors), dtype="U64")
-        vectors = np.stack(list(self._vectors.values())) if self._vectors else np.zeros((0, 0), np.float32)
-        with atomic_path(self.path) as tmp:
+        for shard in self._damaged:
+            shard.unlink(missing_ok=True)
+        self._damaged = []
+        if not self._new:
+            return
+        self._write(self._new)
+        self._new = {}
+        shards = self._shards()
+        if len(shards) > self.MAX_SHARDS:
+            merged: dict[str, np.ndarray] = {}
+            for shard in shards:  # another process's shards too, read now: nothing it added is lost
+                merged.update(self._read(shard) or {})
+            kept = self._write(merged)
+            for shard in shards:
+                if shard != kept:
+                    shard.unlink(missing_ok=True)
+
+    def _write(self, vectors: dict[str, np.ndarray]) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shard = self.folder / f"{time.time_ns():020d}-{os.getpid()}.npz"
+        with atomic_path(shard) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez(handle, keys=keys, vectors=vectors)
+                np.savez(handle, keys=np.array(list(vectors), dtype="U64"), vectors=np.stack(list(vectors.values())))
+        return shard
 
 
 def _embed_cached(

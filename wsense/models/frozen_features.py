@@ -73,6 +73,7 @@ class FrozenFeatures:
     def __init__(self, config: Config):
         self.config = config
         self.cache_dir = Path(config.cache_dir) / "embeddings"
+        self._open: dict = {}  # backbone fingerprint -> its EmbeddingCache, once read
 
     @cached_property
     def image_backbone(self):
@@ -87,10 +88,15 @@ class FrozenFeatures:
         return create_text_encoder(self.config.text_model)
 
     def _caches(self) -> list:
-        """One EmbeddingCache per backbone of the tower, in order."""
+        """One EmbeddingCache per backbone of the tower, in order: read once, then kept (indexing hands features over
+        batch after batch)."""
         from wsense.models.embedding_cache import EmbeddingCache
 
-        return [EmbeddingCache(self.cache_dir / f"{name}.npz") for name in backbone_fingerprints(self.config)]
+        names = backbone_fingerprints(self.config)
+        for name in names:
+            if name not in self._open:
+                self._open[name] = EmbeddingCache(self.cache_dir / f"{name}.npz")
+        return [self._open[name] for name in names]
 
     def images(self, paths: Sequence[Path], keys: Sequence[str] | None = None) -> np.ndarray:
         """Pooled features of photo files, each backbone's cached apart (a backbone shared by two towers is run
