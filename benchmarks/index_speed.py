@@ -125,7 +125,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default="runs/final/best")
     parser.add_argument("--config", help="settings (default: configs/default.yaml)")
-    parser.add_argument("--photos", type=int, default=100, help="test photos (500 px) to index")
+    parser.add_argument("--photos", type=int, default=100,
+                        help="500 px photos to index: the test photos, then the training ones (1100: all)")
     parser.add_argument("--camera-photos", type=int, default=20, help="camera files to index, made from test photos")
     parser.add_argument("--agreement", type=int, default=0, metavar="N",
                         help="also: do the image check's verdicts on the first N test photos hold on their camera "
@@ -134,7 +135,9 @@ def main() -> None:
     config = load_config(args.config)
     load_or_fit_screener(config)
     data = load_data(config.data_dir, check_images=False)
-    small = [data.test_image_dir / name for name in data.test_images[:args.photos]]
+    # The test photos first, then the training photos: --photos 1100 indexes the whole data set
+    small = ([data.test_image_dir / name for name in data.test_images]
+             + [data.train_image_dir / name for name in data.train_images])[:args.photos]
     scorer = RelevanceScorer.from_checkpoint(args.checkpoint, config)
     screener = PhotoScreener.from_config(config)
     print(f"embedding.image_runtime: {config.embedding.image_runtime}; {cpu_name()}")
