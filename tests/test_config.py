@@ -52,3 +52,17 @@ def test_bad_config_is_one_clear_line(tmp_path, text, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(WsenseError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_the_milvus_deployment_settings_load_and_point_at_the_compose_files_server():
+    import yaml
+
+    folder = Path(__file__).resolve().parent.parent / "deploy" / "milvus"
+    config = load_config(folder / "wsense.yaml")
+    assert config.search.first_stage == "milvus" and config.search.milvus_collection is None
+    compose = yaml.safe_load((folder / "docker-compose.yml").read_text(encoding="utf-8"))
+    milvus = compose["services"]["milvus"]
+    port = config.search.milvus_uri.rsplit(":", 1)[1]
+    assert f"{port}:19530" in milvus["ports"] and set(milvus["depends_on"]) == {"etcd", "minio"}
+    assert milvus["environment"]["ETCD_ENDPOINTS"] == "etcd:2379"
+    assert milvus["environment"]["MINIO_ADDRESS"] == "minio:9000"
