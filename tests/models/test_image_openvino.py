@@ -7,8 +7,8 @@ import pytest
 
 from conftest import settings
 from wsense.errors import WsenseError
-from wsense.models.image_onnx import FILE_PREFIX
-from wsense.models.image_openvino import OpenVinoImagePath
+from wsense.models.image_onnx import FILE_PREFIX, OnnxImagePath
+from wsense.models.image_openvino import OpenVinoSession
 from wsense.serving.scoring import RelevanceScorer
 
 
@@ -22,8 +22,8 @@ def test_openvino_runs_the_onnx_export_with_its_features(exported_checkpoint_cop
     reference = RelevanceScorer.from_checkpoint(checkpoint, runtime("onnx")).embed_images(shaped_photos,
                                                                                          progress=False)
     fp32 = RelevanceScorer.from_checkpoint(checkpoint, runtime("openvino"))
-    assert all(isinstance(engine, OpenVinoImagePath) for engine in fp32.photos.engines)
-    assert sorted(engine.path for engine in fp32.photos.engines) == made_before  # the same files, none exported again
+    assert all(isinstance(onnx.session, OpenVinoSession) for onnx in fp32.photos.onnx)  # no ONNX Runtime session
+    assert sorted(onnx.path for onnx in fp32.photos.onnx) == made_before  # the same files, none exported again
     assert np.allclose(fp32.embed_images(shaped_photos, progress=False), reference, atol=1e-4)
     bf16 = RelevanceScorer.from_checkpoint(checkpoint, runtime("openvino_bf16")).embed_images(shaped_photos,
                                                                                              progress=False)
@@ -34,14 +34,19 @@ def test_openvino_runs_the_onnx_export_with_its_features(exported_checkpoint_cop
     assert sorted(checkpoint.glob(f"{FILE_PREFIX}*.onnx")) == made_before
 
 
-def test_missing_openvino_and_a_compiled_model_that_disagrees_are_clear_errors(exported_checkpoint_copy,
-                                                                              monkeypatch):
-    onnx = RelevanceScorer.from_checkpoint(exported_checkpoint_copy, runtime("onnx")).photos.onnx[0]
+def test_missing_openvino_and_an_export_that_disagrees_are_clear_errors(exported_checkpoint_copy, monkeypatch):
+    scorer = RelevanceScorer.from_checkpoint(exported_checkpoint_copy, runtime("onnx"))
+    backbone = scorer.model.image_backbone.backbones[0]
     with monkeypatch.context() as patch, pytest.raises(WsenseError, match=r"openvino_bf16 needs OpenVINO \(pip "):
         patch.setitem(sys.modules, "openvino", None)  # import fails as if not installed
-        OpenVinoImagePath(onnx, "openvino_bf16")
-    onnx.reference = -onnx.reference  # what a wrong graph would compute
-    with pytest.raises(WsenseError, match="OpenVINO .openvino. disagrees with the torch image tower"):
-        OpenVinoImagePath(onnx, "openvino")
+        OnnxImagePath(backbone, exported_checkpoint_copy, runtime="openvino_bf16")
     with pytest.raises(WsenseError, match="unknown OpenVINO runtime 'openvino_int4'"):
-        OpenVinoImagePath(onnx, "openvino_int4")
+        OnnxImagePath(backbone, exported_checkpoint_copy, runtime="openvino_int4")
+    [lite0, _] = sorted(exported_checkpoint_copy.glob(f"{FILE_PREFIX}*.onnx"))
+    lite0.write_bytes(b"not an onnx file")  # damaged: OpenVINO cannot compile it, so it is exported again
+    assert np.isfinite(OnnxImagePath(backbone, exported_checkpoint_copy, runtime="openvino_bf16").run(
+        np.zeros((1, 3, 224, 224), np.float32))).all()
+    from wsense.models.image_openvino import agrees_in_bf16  # a graph computing something else is refused
+
+    probe = np.random.default_rng(0).normal(size=(2, 8)).astype(np.float32)
+    assert agrees_in_bf16(probe * 1.01, probe) and not agrees_in_bf16(-probe, probe)

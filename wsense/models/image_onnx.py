@@ -1,4 +1,5 @@
-"""The image backbone in ONNX Runtime, for embedding photos on CPU (embedding.image_runtime: onnx).
+"""The image backbone's ONNX export, for embedding photos on CPU (embedding.image_runtime: onnx, run by ONNX
+Runtime; openvino and openvino_bf16, by OpenVINO: wsense.models.image_openvino).
 
 Pixels (n, 3, h, w) -> pooled features, the same numbers as the torch backbone (within 1e-5), in about a quarter
 of its time on 2 CPU cores (EfficientNet-Lite0's depthwise convolutions are slow in eager torch). Indexing runs
@@ -56,10 +57,18 @@ class OnnxImagePath(OnnxPath):
 
     what, setting = "image tower", SETTING
 
-    def __init__(self, backbone, directory: str | Path, threads: int | None = None):
-        """The export of the torch `backbone` in `directory`, made or made again where needed."""
+    def __init__(self, backbone, directory: str | Path, threads: int | None = None, runtime: str = "onnx"):
+        """The export of the torch `backbone` in `directory`, made or made again where needed, run by `runtime`
+        (onnx: ONNX Runtime; openvino, openvino_bf16: OpenVINO, wsense.models.image_openvino)."""
         import torch
 
+        self.runtime = runtime
+        self.chunk = CHUNK
+        if runtime != "onnx":
+            from wsense.models import image_openvino
+
+            image_openvino.check_runtime(runtime)  # before the export is judged: a missing OpenVINO is no damage
+            self.chunk = image_openvino.CHUNK
         size = backbone.image_size
         self.file_prefix = f"{FILE_PREFIX}{backbone.name}-"
         path = Path(directory) / f"{self.file_prefix}{image_path_key(backbone, size)}.onnx"
@@ -75,6 +84,7 @@ class OnnxImagePath(OnnxPath):
         """An export made before, without the torch backbone: it must reproduce `reference` (the backbone's features
         of probe_pixels(size), kept when it was exported); a missing or damaged file is a WsenseError."""
         self = cls.__new__(cls)
+        self.runtime, self.chunk = "onnx", CHUNK
         self.file_prefix = Path(path).name.rsplit("-", 1)[0] + "-"
         OnnxPath.__init__(self, Path(path), {"pixels": probe_pixels(size)}, reference, TOLERANCE, None,
                           threads=threads)
@@ -92,9 +102,23 @@ class OnnxImagePath(OnnxPath):
         found = self.run(views.reshape(-1, *views.shape[2:]))
         return found.reshape(len(views), views.shape[1], -1).mean(1)
 
+    def new_session(self, threads: int):
+        if self.runtime == "onnx":
+            return super().new_session(threads)
+        from wsense.models.image_openvino import OpenVinoSession
+
+        return OpenVinoSession(self.path, self.runtime, threads)
+
+    def agrees(self, found: np.ndarray, reference: np.ndarray) -> bool:
+        if self.runtime == "openvino_bf16":
+            from wsense.models.image_openvino import agrees_in_bf16
+
+            return agrees_in_bf16(found, reference)
+        return super().agrees(found, reference)
+
     def run(self, pixels: np.ndarray) -> np.ndarray:
         # In chunks: ONNX Runtime keeps its peak activation memory (about 30 MB an image at 224 px), so one run
-        # over a whole catalog batch's views would hold gigabytes.
+        # over a whole catalog batch's views would hold gigabytes (OpenVINO's own chunk: image_openvino.CHUNK).
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        return np.concatenate([self.session.run(None, {"pixels": pixels[start:start + CHUNK]})[0]
-                               for start in range(0, len(pixels), CHUNK)])
+        return np.concatenate([self.session.run(None, {"pixels": pixels[start:start + self.chunk]})[0]
+                               for start in range(0, len(pixels), self.chunk)])

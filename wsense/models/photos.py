@@ -104,7 +104,6 @@ class PhotoEncoder:
         self.workers = workers
         self.reader = PhotoReader(self.transform, decode_on_device)
         self.onnx = None  # one OnnxImagePath per backbone where the tower runs from its ONNX export
-        self.engines = None  # what runs each backbone's export: those, or OpenVINO's compiled models of them
         if runtime not in IMAGE_RUNTIMES:
             raise WsenseError(f"unknown image runtime '{runtime}' (expected {', '.join(IMAGE_RUNTIMES)})")
         if runtime != "torch":
@@ -115,12 +114,7 @@ class PhotoEncoder:
                 raise WsenseError("the ONNX image tower needs a folder to keep its export in")
             from wsense.models.image_onnx import OnnxImagePath
 
-            self.onnx = [OnnxImagePath(backbone, onnx_dir) for backbone in tower.backbones]
-            self.engines = self.onnx
-            if runtime.startswith("openvino"):
-                from wsense.models.image_openvino import OpenVinoImagePath
-
-                self.engines = [OpenVinoImagePath(path, runtime) for path in self.onnx]
+            self.onnx = [OnnxImagePath(backbone, onnx_dir, runtime=runtime) for backbone in tower.backbones]
 
     def pixels(self, path: str | Path) -> Pixels:
         """One photo's normalised views per backbone; a WsenseError names an unreadable file."""
@@ -149,8 +143,8 @@ class PhotoEncoder:
     def features(self, pixels: Pixels) -> torch.Tensor:
         """Pooled features (n, dim) of transformed photos (per backbone (n, views, 3, size, size)), averaged over
         the views, the backbones' side by side."""
-        if self.engines is not None:
-            return torch.cat([engine(part).float() for engine, part in zip(self.engines, pixels)], dim=-1)
+        if self.onnx is not None:
+            return torch.cat([onnx(part).float() for onnx, part in zip(self.onnx, pixels)], dim=-1)
         return torch.cat([self._backbone_features(backbone, part)
                           for backbone, part in zip(self.tower.backbones, pixels)], dim=-1)
 
