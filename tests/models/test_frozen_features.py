@@ -91,3 +91,23 @@ def test_the_tower_runs_once_per_photo_and_fills_each_backbones_cache(photos, tm
     assert passes == [(2, 3)]
     np.testing.assert_allclose(both, tower, atol=1e-5)
     np.testing.assert_allclose(both[:2, :1280], alone, atol=1e-5)
+
+
+def test_features_handed_over_land_in_each_backbones_cache_without_reading_it(photos, tmp_path, monkeypatch):
+    from wsense.models import embedding_cache
+    from wsense.models.frozen_features import FrozenFeatures
+
+    config = load_config()
+    config.cache_dir = str(tmp_path / "cache")
+    features = FrozenFeatures(config)
+    keys = [f"{i:064x}" for i in range(3)]
+    vectors = np.arange(3 * 2560, dtype=np.float32).reshape(3, 2560)
+    with monkeypatch.context() as patch:  # reading a cache while handing over would cost what the cache holds
+        patch.setattr(embedding_cache, "_read_shard", lambda shard: pytest.fail(f"read {shard}"))
+        features.remember(keys, vectors)
+    first = load_config()
+    first.cache_dir = config.cache_dir
+    first.image_backbone = first.image_backbone.first_only()
+    [lite0] = FrozenFeatures(first)._caches()
+    np.testing.assert_array_equal(lite0.get(keys), vectors[:, :1280])  # Lite0's columns, under Lite0's name
+    np.testing.assert_array_equal(features._caches()[1].get(keys), vectors[:, 1280:])

@@ -22,36 +22,24 @@ from wsense.models.photos import PhotoEncoder
 class EmbeddingCache:
     """Vectors of one model, keyed by content hash, in a folder of .npz shards (`path` without its suffix): each save
     writes, atomically, a shard of the vectors added since the last one, so that a save costs what it adds, not the
-    whole cache (indexing saves after every batch). Past MAX_SHARDS shards they are merged into one. A single .npz at
+    whole cache (indexing adds after every batch). Past MAX_SHARDS shards they are merged into one. A single .npz at
     `path` (the earlier layout) is read as one more shard, and merged away with the rest."""
 
     MAX_SHARDS = 32
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.folder = self.path.with_suffix("")
         self._vectors: dict[str, np.ndarray] = {}
         self._new: dict[str, np.ndarray] = {}  # added since the last save
         self._damaged: list[Path] = []
-        for shard in self._shards():
-            found = self._read(shard)
+        for shard in _shards(self.path):
+            found = _read_shard(shard)
             if found is None:
                 # A damaged cache is only lost time: start again without it (removed at the next save).
                 print(f"warning: {shard}: unreadable embedding cache, rebuilding it", file=sys.stderr)
                 self._damaged.append(shard)
             else:
                 self._vectors.update(found)
-
-    def _shards(self) -> list[Path]:
-        return ([self.path] if self.path.is_file() else []) + sorted(self.folder.glob("*.npz"))
-
-    @staticmethod
-    def _read(shard: Path) -> dict[str, np.ndarray] | None:
-        try:
-            with np.load(shard, allow_pickle=False) as stored:
-                return dict(zip(stored["keys"].tolist(), stored["vectors"]))
-        except (OSError, ValueError, KeyError):
-            return None
 
     def __contains__(self, key: str) -> bool:
         return key in self._vectors
@@ -71,27 +59,47 @@ class EmbeddingCache:
         for shard in self._damaged:
             shard.unlink(missing_ok=True)
         self._damaged = []
-        if not self._new:
-            return
-        self._write(self._new)
-        self._new = {}
-        shards = self._shards()
-        if len(shards) > self.MAX_SHARDS:
+        if self._new:
+            self.add(self.path, list(self._new), np.stack(list(self._new.values())))
+            self._new = {}
+
+    @classmethod
+    def add(cls, path: Path, keys: Sequence[str], vectors: np.ndarray) -> None:
+        """Add vectors to the cache at `path` without reading it: a shard of their own, and past MAX_SHARDS the
+        shards merged into one (another process's too, read then: nothing it added is lost)."""
+        _write_shard(Path(path), dict(zip(keys, np.asarray(vectors, dtype=np.float32))))
+        shards = _shards(Path(path))
+        if len(shards) > cls.MAX_SHARDS:
             merged: dict[str, np.ndarray] = {}
-            for shard in shards:  # another process's shards too, read now: nothing it added is lost
-                merged.update(self._read(shard) or {})
-            kept = self._write(merged)
+            for shard in shards:
+                merged.update(_read_shard(shard) or {})
+            kept = _write_shard(Path(path), merged)
             for shard in shards:
                 if shard != kept:
                     shard.unlink(missing_ok=True)
 
-    def _write(self, vectors: dict[str, np.ndarray]) -> Path:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        shard = self.folder / f"{time.time_ns():020d}-{os.getpid()}.npz"
-        with atomic_path(shard) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, keys=np.array(list(vectors), dtype="U64"), vectors=np.stack(list(vectors.values())))
-        return shard
+
+def _shards(path: Path) -> list[Path]:
+    """The cache's shard files: the earlier single file at `path`, if there, then its folder's."""
+    return ([path] if path.is_file() else []) + sorted(path.with_suffix("").glob("*.npz"))
+
+
+def _read_shard(shard: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(shard, allow_pickle=False) as stored:
+            return dict(zip(stored["keys"].tolist(), stored["vectors"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _write_shard(path: Path, vectors: dict[str, np.ndarray]) -> Path:
+    folder = path.with_suffix("")
+    folder.mkdir(parents=True, exist_ok=True)
+    shard = folder / f"{time.time_ns():020d}-{os.getpid()}.npz"
+    with atomic_path(shard) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, keys=np.array(list(vectors), dtype="U64"), vectors=np.stack(list(vectors.values())))
+    return shard
 
 
 def _embed_cached(

@@ -73,7 +73,6 @@ class FrozenFeatures:
     def __init__(self, config: Config):
         self.config = config
         self.cache_dir = Path(config.cache_dir) / "embeddings"
-        self._open: dict = {}  # backbone fingerprint -> its EmbeddingCache, once read
 
     @cached_property
     def image_backbone(self):
@@ -88,15 +87,10 @@ class FrozenFeatures:
         return create_text_encoder(self.config.text_model)
 
     def _caches(self) -> list:
-        """One EmbeddingCache per backbone of the tower, in order: read once, then kept (indexing hands features over
-        batch after batch)."""
+        """One EmbeddingCache per backbone of the tower, in order."""
         from wsense.models.embedding_cache import EmbeddingCache
 
-        names = backbone_fingerprints(self.config)
-        for name in names:
-            if name not in self._open:
-                self._open[name] = EmbeddingCache(self.cache_dir / f"{name}.npz")
-        return [self._open[name] for name in names]
+        return [EmbeddingCache(self.cache_dir / f"{name}.npz") for name in backbone_fingerprints(self.config)]
 
     def images(self, paths: Sequence[Path], keys: Sequence[str] | None = None) -> np.ndarray:
         """Pooled features of photo files, each backbone's cached apart (a backbone shared by two towers is run
@@ -130,11 +124,13 @@ class FrozenFeatures:
                             onnx_dir=Path(self.config.cache_dir) / "onnx")
 
     def remember(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Store pooled features computed elsewhere by the same tower (keys: the photos' sha256)."""
-        caches = TowerCaches(self._caches(), self.image_backbone.widths)
-        if any(key not in caches for key in keys):
-            caches.put(keys, vectors)
-            caches.save()
+        """Store pooled features computed elsewhere by the same tower (keys: the photos' sha256): a shard added to
+        each backbone's cache, which is not read for it (indexing hands features over batch after batch)."""
+        from wsense.models.embedding_cache import EmbeddingCache
+
+        splits = np.cumsum(self.image_backbone.widths)[:-1]
+        for name, part in zip(backbone_fingerprints(self.config), np.split(np.asarray(vectors), splits, axis=1)):
+            EmbeddingCache.add(self.cache_dir / f"{name}.npz", keys, part)
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
         """ImageNet class probabilities from pooled features: each backbone's own classifier, averaged."""
