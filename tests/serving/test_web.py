@@ -241,7 +241,8 @@ def jpeg(seed: int, size=(96, 72)) -> bytes:
 
 def cache_files(engine) -> dict[Path, bytes]:
     folder = Path(engine.config.cache_dir)
-    return {path: path.read_bytes() for path in [*folder.glob("faces/*"), *folder.glob("embeddings/*")]}
+    return {path: path.read_bytes() for path in [*folder.glob("faces/*"), *folder.glob("embeddings/**/*")]
+            if path.is_file()}
 
 
 def test_api_pages_cuts_and_negates_as_the_engine(features_client, features_engine):
