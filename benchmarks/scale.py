@@ -14,7 +14,7 @@ The server process imports neither torch nor this benchmark's builder: it opens 
 time without filter and with the camera filter (pushed into the scan), and reports its resident memory after them.
 Recall@10 is against exact search (the same score: cosine minus offset) over the same allowed photos.
 
-    python benchmarks/scale.py --photos 1000000 [--folder /tmp/wsense-scale] [--keep]
+    python benchmarks/scale.py --photos 1000000 [--folder /tmp/wsense-scale] [--keep] [--depth 400]
 """
 from __future__ import annotations
 
@@ -134,12 +134,12 @@ def build(folder: Path, photos: int, dtype: str) -> float:
     return time.perf_counter() - began
 
 
-def serve(folder: Path) -> dict:
+def serve(folder: Path, depth: int | None) -> dict:
     """In its own process: open the index, answer the queries, report."""
     from wsense.serving.compressed import CompressedStage
     from wsense.serving.metadata import MetadataFilter
 
-    stage = CompressedStage(folder / "index")
+    stage = CompressedStage(folder / "index", **({"depth": depth} if depth else {}))
     queries = np.load(folder / "queries.npy")
     camera = MetadataFilter.parse(camera=CAMERA)
     stage.paths(stage.search(queries[0], 10)[1])
@@ -169,19 +169,20 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                         help="the store's embeddings (float16: half the disk; a store's own default is float32)")
     parser.add_argument("--keep", action="store_true", help="keep the index folder afterwards")
+    parser.add_argument("--depth", type=int, help="photos re-scored from the store per query (default: the stage's)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = Path(args.folder)
     if args.serve:
-        print(json.dumps(serve(folder)))
+        print(json.dumps(serve(folder, args.depth)))
         return
     folder.mkdir(parents=True, exist_ok=True)
     build_s = build(folder, args.photos, args.dtype)
     index_dir = folder / "index"
     disk = sum(p.stat().st_size for p in index_dir.rglob("*") if p.is_file())
     # The server starts with a cold process but a warm page cache: the files were just written.
-    answer = subprocess.run([sys.executable, __file__, "--serve", "--folder", str(folder)], capture_output=True,
-                            text=True)
+    answer = subprocess.run([sys.executable, __file__, "--serve", "--folder", str(folder),
+                             *(["--depth", str(args.depth)] if args.depth else [])], capture_output=True, text=True)
     if answer.returncode:
         sys.exit(f"the server failed:\n{answer.stderr[-3000:]}")
     served = json.loads(answer.stdout.splitlines()[-1])
