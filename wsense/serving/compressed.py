@@ -124,7 +124,7 @@ def build_compressed_stage(directory: str | Path, offsets_of: Callable[[np.ndarr
 class CompressedStage:
     """The compressed first stage of an index folder, memory-mapped; `search` answers in the store's row ids."""
 
-    def __init__(self, directory: str | Path, nprobe: int = 64, depth: int = 400):
+    def __init__(self, directory: str | Path, nprobe: int = 64, depth: int = 600):
         import faiss
 
         self.directory = Path(directory)
