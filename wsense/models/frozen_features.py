@@ -45,12 +45,17 @@ def text_fingerprint(config: Config) -> str:
     return f"text-{source}-{cfg.max_length}"
 
 
+def per_backbone(vectors: np.ndarray, widths: Sequence[int]) -> list[np.ndarray]:
+    """The tower's pooled features (photos, sum of widths) split into each backbone's columns."""
+    return np.split(np.asarray(vectors), np.cumsum(widths)[:-1], axis=1)
+
+
 class TowerCaches:
     """The tower's backbones' caches as one: a photo is cached when every backbone has it, and the tower's features
     (the backbones' side by side) are stored split into each backbone's cache."""
 
     def __init__(self, caches: list, widths: Sequence[int]):
-        self.caches, self.splits = caches, np.cumsum(widths)[:-1]
+        self.caches, self.widths = caches, widths
 
     def __contains__(self, key: str) -> bool:
         return all(key in cache for cache in self.caches)
@@ -59,7 +64,7 @@ class TowerCaches:
         return np.concatenate([cache.get(keys) for cache in self.caches], axis=1)
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:
-        for cache, part in zip(self.caches, np.split(np.asarray(vectors), self.splits, axis=1)):
+        for cache, part in zip(self.caches, per_backbone(vectors, self.widths)):
             cache.put(keys, part)
 
     def save(self) -> None:
@@ -128,8 +133,7 @@ class FrozenFeatures:
         each backbone's cache, which is not read for it (indexing hands features over batch after batch)."""
         from wsense.models.embedding_cache import EmbeddingCache
 
-        splits = np.cumsum(self.image_backbone.widths)[:-1]
-        for name, part in zip(backbone_fingerprints(self.config), np.split(np.asarray(vectors), splits, axis=1)):
+        for name, part in zip(backbone_fingerprints(self.config), per_backbone(vectors, self.image_backbone.widths)):
             EmbeddingCache.add(self.cache_dir / f"{name}.npz", keys, part)
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:

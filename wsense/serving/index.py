@@ -204,6 +204,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     # A frozen model's pooled features are the check's own: handed over, the backbone runs once per photo.
     shared = checker.shared_columns(scorer.config)
     pending: list[tuple[tuple[str, int, int, str], np.ndarray]] = []
+
     def commit_pending() -> None:
         store.commit_progress(fingerprint, [record for record, _ in pending],
                               np.stack([vector for _, vector in pending]))
