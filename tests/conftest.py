@@ -189,16 +189,16 @@ def allowing_check():
 
 
 def settings(**changes) -> Config:
-    """The default config with changes written "section__key=value" (search__text_runtime="torch"), as a user's
-    --config would give them. Tests default to the torch text path, no multilingual map, the fusion ranking (no
-    query bank to build) and the test image check (TEST_CHECK) unless they ask."""
+    """The default config with changes written "section__key=value" (search__text_runtime="torch"; a top-level key
+    as itself), as a user's --config would give them. Tests default to the torch text path, no multilingual map, the
+    fusion ranking (no query bank to build) and the test image check (TEST_CHECK) unless they ask."""
     config = load_config()
     values = {"search__multilingual": "none", "search__text_runtime": "torch", "search__ranking": "fusion",
               "search__duplicate_threshold": None,
               "safety__check": str(TEST_CHECK), **changes}
     for name, value in values.items():
-        section, key = name.split("__")
-        setattr(getattr(config, section), key, value)
+        section, _, key = name.rpartition("__")
+        setattr(getattr(config, section) if section else config, key, value)
     return config
 
 
@@ -391,11 +391,17 @@ def features_engine(checkpoint, features_photos, tmp_path_factory):
     from wsense.serving.search import SearchEngine
 
     descriptions = pd.DataFrame({"image": ["photo1.jpg"], "text": ["A little girl on a swing ."]})
+    # A cache of its own, so that a test can tell what this engine wrote from what another process's tests wrote
+    # at the same time; the ONNX exports are shared, as they are slow to make and never change.
+    cache = tmp_path_factory.mktemp("features-cache")
+    shared_exports = Path(load_config().cache_dir).resolve() / "onnx"
+    shared_exports.mkdir(parents=True, exist_ok=True)
+    (cache / "onnx").symlink_to(shared_exports)
     # The index in ONNX Runtime, as uploads are: an upload of a catalog photo then scores as its row does, to the bit
     # (the default openvino_bf16 index agrees to a cosine of about 0.999)
     return SearchEngine(checkpoint, features_photos, descriptions, index_dir=tmp_path_factory.mktemp("ix") / "ix",
                         settings=settings(search__ranking="cosine", search__candidates=4,
-                                          embedding__image_runtime="onnx"))
+                                          embedding__image_runtime="onnx", cache_dir=str(cache)))
 
 
 @pytest.fixture(scope="session")
