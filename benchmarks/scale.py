@@ -166,8 +166,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=1_000_000)
     parser.add_argument("--folder", default="/tmp/wsense-scale", help="where the catalog's index is written")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"],
-                        help="the store's embeddings (float16: half the disk; a store's own default is float32)")
+    parser.add_argument("--dtype", default="int10", choices=["int10", "float16", "float32"],
+                        help="the store's embeddings (embedding.index_dtype; a store's own default is float32)")
     parser.add_argument("--keep", action="store_true", help="keep the index folder afterwards")
     parser.add_argument("--depth", type=int, help="photos re-scored from the store per query (default: the stage's)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

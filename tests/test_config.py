@@ -32,6 +32,7 @@ def test_partial_config_keeps_defaults(tmp_path):
     ("data: [1, 2\n", "not valid YAML"),
     ("data: 3\n", "'data' must be a mapping"),
     ("search:\n  text_runtime: tensorrt\n", "search.text_runtime must be one of onnx, onnx_int8, torch"),
+    ("embedding:\n  index_dtype: int8\n", "embedding.index_dtype must be one of float32, float16, int10"),
     ("search:\n  query_threads: 0\n", "search.query_threads must be a whole number from 1"),
     ("search:\n  query_cache: -1\n", "search.query_cache must be a whole number from 0"),
     ("search:\n  multilingual_gloss: 1.5\n", "search.multilingual_gloss must be a number from 0 to 1, got 1.5"),

@@ -18,6 +18,7 @@ TARGETS = ("expert", "crowd", "blend")
 MODES = ("frozen", "partial", "full")
 TEXT_RUNTIMES = ("onnx", "onnx_int8", "torch")
 IMAGE_RUNTIMES = ("openvino_bf16", "openvino", "onnx", "torch")
+INDEX_DTYPES = ("float32", "float16", "int10")  # how an index store may keep its embeddings (wsense.serving.store)
 EMBEDDING_DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -88,6 +89,7 @@ class EmbeddingConfig:
     # IMAGE_RUNTIMES.
     image_runtime: str = "openvino_bf16"
     commit_every: int = 256  # photos an indexing run embeds between two commits of its progress
+    index_dtype: str = "float32"  # how a new index store keeps the embeddings: INDEX_DTYPES
     # Where an index embeds its photos: auto (a CUDA GPU when there is one, else the CPU) | cpu | cuda. On a GPU:
     device: str = "auto"
     gpu_precision: str = "fp16"  # the backbone under autocast: fp16 | bf16 | fp32
@@ -291,6 +293,9 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
         raise WsenseError(f"{source}: embedding.device must be one of {', '.join(EMBEDDING_DEVICES)} and "
                           f"embedding.gpu_precision one of {', '.join(PRECISIONS)}, got '{embedding.device}' and "
                           f"'{embedding.gpu_precision}'")
+    if config.embedding.index_dtype not in INDEX_DTYPES:
+        raise WsenseError(f"{source}: embedding.index_dtype must be one of {', '.join(INDEX_DTYPES)}, got "
+                          f"'{config.embedding.index_dtype}'")
     if config.embedding.image_runtime not in IMAGE_RUNTIMES:
         raise WsenseError(f"{source}: embedding.image_runtime must be one of {', '.join(IMAGE_RUNTIMES)}, got "
                           f"'{config.embedding.image_runtime}'")

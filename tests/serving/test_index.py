@@ -80,6 +80,17 @@ def test_incremental_index_embeds_only_new_and_changed_photos(photos, tmp_path, 
     assert CatalogIndex.load(directory, fingerprint).entries[1]["path"] == "b.jpeg"
 
 
+def test_an_index_keeps_its_embeddings_as_the_config_says(photos, tmp_path, scorer, checkpoints, checker,
+                                                           monkeypatch):
+    scorer, config = scorer
+    monkeypatch.setattr(scorer.config.embedding, "index_dtype", "int10")
+    fingerprint = model_fingerprint(checkpoints[0])
+    index, _ = update_index(photos, tmp_path / "index", scorer, fingerprint, checker)
+    loaded = CatalogIndex.load(tmp_path / "index", fingerprint)
+    assert IndexStore(tmp_path / "index").info()["dtype"] == "int10"
+    np.testing.assert_allclose(loaded.embeddings, index.embeddings, atol=1e-3)
+
+
 def test_corrupt_photos_are_reported_and_skipped(photos, tmp_path, scorer, checkpoints, checker):
     scorer, config = scorer
     (photos / "broken.jpg").write_bytes(b"not a jpeg at all")
@@ -210,16 +221,18 @@ def test_a_save_rewrites_only_the_rows_that_changed(tmp_path):
     assert loaded.entries == entries[:2] and np.array_equal(loaded.embeddings, vectors[:2])
 
 
-def test_a_store_made_with_float16_embeddings_keeps_them_so(tmp_path):
+@pytest.mark.parametrize("dtype, within", [("float16", 2e-3), ("int10", 1e-3)])
+def test_a_store_made_with_smaller_embeddings_keeps_them_so(tmp_path, dtype, within):
     entries = [{"path": f"p{i}.jpg", "size": i, "mtime_ns": i, "sha256": f"{i:064x}", "excluded": None}
                for i in range(3)]
     vectors = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
     store = IndexStore(tmp_path)
-    store.write_chunks(tmp_path, "model-a", [(entries[:2], vectors[:2]), (entries[2:], vectors[2:])], "float16")
+    store.write_chunks(tmp_path, "model-a", [(entries[:2], vectors[:2]), (entries[2:], vectors[2:])], dtype)
     CatalogIndex(tmp_path, "model-a", entries, vectors[::-1]).save(tmp_path)  # a later save keeps the type
     loaded = CatalogIndex.load(tmp_path, "model-a")
-    assert store.info()["dtype"] == "float16" and loaded.embeddings.dtype == np.float32
-    np.testing.assert_allclose(loaded.embeddings, vectors[::-1], atol=2e-3)
+    assert store.info()["dtype"] == dtype and loaded.embeddings.dtype == np.float32
+    norms = np.linalg.norm(vectors, axis=1)[::-1, None]
+    np.testing.assert_allclose(loaded.embeddings / norms, vectors[::-1] / norms, atol=within)
     assert not np.array_equal(loaded.embeddings, vectors[::-1])
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from wsense.errors import WsenseError
 from wsense.io import atomic_path, atomic_write_text
 from wsense.serving.metadata import MetadataFilter
-from wsense.serving.store import IndexStore
+from wsense.serving.store import IndexStore, decode_embeddings
 
 STAGE_FILE, OFFSETS_FILE, STAGE_INFO = "first_stage.faiss", "offsets.npy", "first_stage.json"
 SUB_VECTORS, CHUNK, MASKS_KEPT = 96, 100_000, 16
@@ -90,8 +90,7 @@ def build_compressed_stage(directory: str | Path, offsets_of: Callable[[np.ndarr
                                 "ORDER BY rowid", (sample_every,))
             while rows := cursor.fetchmany(CHUNK):
                 ids = np.fromiter((rowid for rowid, _ in rows), np.int64, len(rows))
-                vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype).reshape(len(rows), dim)
-                yield ids, vectors.astype(np.float32)
+                yield ids, decode_embeddings([blob for _, blob in rows], dtype, dim)
 
     def coded(ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         out = np.zeros((len(vectors), padded), np.float32)
@@ -186,8 +185,7 @@ class CompressedStage:
         rows = self.db.execute(f"SELECT rowid, embedding FROM photos WHERE rowid IN ({', '.join('?' * len(ids))})",
                                [int(i) for i in ids]).fetchall()
         ids = np.fromiter((rowid for rowid, _ in rows), np.int64, len(rows))
-        vectors = np.frombuffer(b"".join(blob for _, blob in rows), self.info["dtype"]).reshape(len(rows), dim)
-        scores = vectors.astype(np.float32) @ query
+        scores = decode_embeddings([blob for _, blob in rows], self.info["dtype"], dim) @ query
         if self.info["offsets"]:
             scores = scores - offset_weight * np.asarray(self.offsets[ids])
         best = np.argsort(-scores, kind="stable")[:k]

@@ -98,9 +98,10 @@ class CatalogIndex:
         """The entries the legal filter keeps out of results, each with its reason (`excluded`)."""
         return [entry for entry in self.entries if entry.get("excluded")]
 
-    def save(self, directory: str | Path) -> int:
-        """Commit this index as the folder's next version (only changed rows are written); returns the version."""
-        return IndexStore(directory).write(self.root, self.fingerprint, self.entries, self.embeddings)
+    def save(self, directory: str | Path, dtype: str | None = None) -> int:
+        """Commit this index as the folder's next version (only changed rows are written); returns the version.
+        `dtype`: how a new store keeps the embeddings (config.INDEX_DTYPES; an existing store keeps its own)."""
+        return IndexStore(directory).write(self.root, self.fingerprint, self.entries, self.embeddings, dtype)
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> "CatalogIndex":
@@ -249,7 +250,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     report.thumbnails = ensure_thumbnails(root, [entry for entry in entries if not entry["excluded"]],
                                           scorer.config.cache_dir)
     index = CatalogIndex(root, fingerprint, entries, embeddings)
-    index.save(directory)
+    index.save(directory, scorer.config.embedding.index_dtype)
     remove_legacy_files(directory)  # an index of the earlier format, rebuilt: the store replaces it
     return index, report
 

@@ -9,8 +9,8 @@ Tables:
   run has started but never finished; no index yet), the embeddings' width and type.
 - `photos`: the committed index. path, size, mtime_ns, sha256; the metadata columns (wsense.serving.metadata: all
   NULL for an entry read before metadata); the image check's version and verdict; why the legal filter keeps the
-  photo out (NULL: searchable); the embedding (float32 bytes, or float16 in a store made so); the version that
-  last wrote the row; a digest of all of it, so a save rewrites only the rows that changed.
+  photo out (NULL: searchable); the embedding (float32 bytes, or another of EMBEDDING_TYPES in a store made so); the
+  version that last wrote the row; a digest of all of it, so a save rewrites only the rows that changed.
 - `progress`: what a run in progress has embedded so far (path, size, mtime_ns, sha256, fingerprint, embedding),
   committed every `embedding.commit_every` photos; the rerun of a killed run takes its photos from there. It is
   emptied in the transaction that commits the index.
@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from wsense.config import INDEX_DTYPES
 from wsense.errors import WsenseError
 
 STORE_FILE = "index.sqlite"
@@ -43,6 +44,40 @@ CREATE TABLE IF NOT EXISTS progress (path TEXT PRIMARY KEY, size INTEGER NOT NUL
     sha256 TEXT NOT NULL, fingerprint TEXT NOT NULL, embedding BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS photos_camera ON photos (camera) WHERE excluded IS NULL;
 """
+
+
+# How a store may keep its embeddings. float16 halves the disk. int10 takes 5/16 of it, for catalogs of millions whose
+# disk counts: a float32 scale, then each component in 511ths of the largest, 10 bits (its 8 high bits a byte each,
+# then its 2 low bits four to a byte); cosines within about 3e-4. Why 10 bits and not 8: docs/experiments.md.
+EMBEDDING_TYPES = INDEX_DTYPES
+_LOW_SHIFTS = np.array([0, 2, 4, 6], np.uint8)
+
+
+def encode_embeddings(vectors: np.ndarray, dtype: str) -> list[bytes]:
+    """Embeddings (rows x dim) as a store of `dtype` keeps them, a blob each."""
+    vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+    if dtype != "int10":
+        return [row.tobytes() for row in vectors.astype(dtype)]
+    n, dim = vectors.shape
+    scales = (np.maximum(np.abs(vectors).max(axis=1, initial=0.0), 1e-30) / 511).astype(np.float32)
+    levels = (np.round(vectors / scales[:, None]).astype(np.int16) + 512).astype(np.uint16)  # 1 .. 1023
+    low = np.zeros((n, -(-dim // 4) * 4), np.uint8)
+    low[:, :dim] = levels & 3
+    packed = np.bitwise_or.reduce(low.reshape(n, -1, 4) << _LOW_SHIFTS, axis=2).astype(np.uint8)
+    rows = np.hstack([scales[:, None].view(np.uint8), (levels >> 2).astype(np.uint8), packed])
+    return [row.tobytes() for row in rows]
+
+
+def decode_embeddings(blobs: list[bytes], dtype: str, dim: int) -> np.ndarray:
+    """The float32 embeddings (rows x dim) of blobs a store of `dtype` keeps."""
+    joined = b"".join(blobs)
+    if dtype != "int10":
+        return np.frombuffer(joined, dtype).reshape(len(blobs), dim).astype(np.float32)
+    rows = np.frombuffer(joined, np.uint8).reshape(len(blobs), 4 + dim + -(-dim // 4))
+    scales = rows[:, :4].copy().view(np.float32)
+    low = ((rows[:, 4 + dim:, None] >> _LOW_SHIFTS) & 3).reshape(len(blobs), -(-dim // 4) * 4)[:, :dim]
+    levels = (rows[:, 4:4 + dim].astype(np.int16) << 2 | low) - 512
+    return levels.astype(np.float32) * scales
 
 
 def damaged(directory: Path, why: str) -> WsenseError:
@@ -112,7 +147,7 @@ class IndexStore:
             info = dict(db.execute("SELECT key, value FROM info"))
             rows = db.execute(f"SELECT {', '.join(_ROW_COLUMNS)} FROM photos ORDER BY path").fetchall()
             db.execute("COMMIT")
-        entries, vectors = [], []
+        entries, blobs = [], []
         for row in rows:
             values = dict(zip(_ROW_COLUMNS, row))
             entry = {key: values[key] for key in ("path", "size", "mtime_ns", "sha256")}
@@ -122,22 +157,21 @@ class IndexStore:
                 entry["check"] = json.loads(values["check_verdict"])
             entry["excluded"] = values["excluded"]
             entries.append(entry)
-            vectors.append(np.frombuffer(values["embedding"], info.get("dtype", "float32")))
-        dim = int(info.get("dim", 0))
-        embeddings = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
-        return info, entries, embeddings
+            blobs.append(values["embedding"])
+        return info, entries, decode_embeddings(blobs, info.get("dtype", "float32"), int(info.get("dim", 0)))
 
-    def write(self, root: Path, fingerprint: str, entries: list[dict], embeddings: np.ndarray) -> int:
+    def write(self, root: Path, fingerprint: str, entries: list[dict], embeddings: np.ndarray,
+              dtype: str | None = None) -> int:
         """Commit `entries` (with their embeddings) as the next version, in one transaction: rows that changed are
         rewritten, rows of photos no longer there deleted, the rest left as they are; the progress of the run that
         made them is dropped with it. Returns the new version."""
-        return self.write_chunks(root, fingerprint, [(entries, embeddings)])
+        return self.write_chunks(root, fingerprint, [(entries, embeddings)], dtype)
 
     def write_chunks(self, root: Path, fingerprint: str, chunks: Iterable[tuple[list[dict], np.ndarray]],
                      dtype: str | None = None) -> int:
         """`write` for a catalog given chunk by chunk (entries and their embeddings), so that one never needs all of
-        a large catalog in memory. `dtype`: how a new store keeps the embeddings, float32 (the default) or float16
-        (half the disk, cosines within about 1e-3, for catalogs of millions); a store keeps the one it began with."""
+        a large catalog in memory. `dtype`: how a new store keeps the embeddings, one of EMBEDDING_TYPES (float32 by
+        default); a store keeps the one it began with."""
         with self._connect(write=True) as db:
             # Paths arrive in no order the path index's pages follow: with the default 2 MB of cache, a 10M
             # catalog's inserts slowed threefold once that index outgrew it.
@@ -147,16 +181,16 @@ class IndexStore:
                 version = int(db.execute("SELECT value FROM info WHERE key = 'version'").fetchone()[0]) + 1
                 kept = db.execute("SELECT value FROM info WHERE key = 'dtype'").fetchone()
                 dtype = kept[0] if kept else dtype or "float32"
-                if dtype not in ("float32", "float16"):
-                    raise WsenseError(f"{self.directory}: embeddings as {dtype}? float32 or float16")
+                if dtype not in EMBEDDING_TYPES:
+                    raise WsenseError(f"{self.directory}: embeddings as {dtype}? {' or '.join(EMBEDDING_TYPES)}")
                 stored = dict(db.execute("SELECT path, digest FROM photos"))
                 dim = 0
                 for entries, embeddings in chunks:
                     embeddings = np.asarray(embeddings, np.float32)
                     dim = embeddings.shape[1] if embeddings.ndim == 2 else dim
                     rows = []
-                    for entry, vector in zip(entries, embeddings):
-                        row = _row(entry, vector, version, dtype)
+                    for entry, blob in zip(entries, encode_embeddings(embeddings, dtype)):
+                        row = _row(entry, blob, version)
                         if stored.pop(entry["path"], None) != row[-1]:
                             rows.append(row)
                     db.executemany(f"INSERT OR REPLACE INTO photos ({', '.join(_ROW_COLUMNS)}) VALUES "
@@ -207,9 +241,8 @@ class IndexStore:
                 db.execute("DELETE FROM progress")
 
 
-def _row(entry: dict, vector: np.ndarray, version: int, dtype: str = "float32") -> tuple:
+def _row(entry: dict, blob: bytes, version: int) -> tuple:
     meta, check = entry.get("meta"), entry.get("check")
-    blob = np.ascontiguousarray(vector, dtype).tobytes()
     values = (entry["path"], int(entry["size"]), int(entry["mtime_ns"]), entry["sha256"],
               *((meta or {}).get(key) for key in META_COLUMNS), int(meta is not None),
               (check or {}).get("version"), None if check is None else json.dumps(check, sort_keys=True),
