@@ -145,6 +145,8 @@ def main() -> None:
         camera = camera_files(small[:args.camera_photos], Path(folder) / "camera")
         sets = {"500 px (data set)": small, "24 MP (6000 x 4000)": camera}
         for name, paths in sets.items():
+            if not paths:
+                continue
             with tempfile.TemporaryDirectory() as copy_dir:  # a folder of its own: the index takes a whole folder
                 own = []
                 for path in paths:

@@ -54,13 +54,15 @@ def real_embeddings(folder: Path) -> tuple[np.ndarray, np.ndarray, object]:
     config = load_config(None)
     scorer = RelevanceScorer.from_checkpoint(checkpoint, config)
     cache = folder / "real.npz"
-    if not cache.is_file():
+    if not cache.is_file() or "texts" not in np.load(cache):
         data = load_data(config.data_dir, check_images=False)
         queries = [q for q in dict.fromkeys(data.test_queries["query_text"]) if not mentions_child(q)][:200]
         _, photos, _ = scorer.embed_photos([data.test_image_dir / name for name in data.test_images],
                                            skip_unreadable=True)
-        np.savez(cache, photos=np.asarray(photos, np.float32), queries=scorer.embed_texts(queries))
+        np.savez(cache, photos=np.asarray(photos, np.float32), queries=scorer.embed_texts(queries),
+                 texts=np.array(queries))
     real = np.load(cache)
+    (folder / "queries.json").write_text(json.dumps(real["texts"].tolist()), encoding="utf-8")
     return real["photos"], real["queries"], scorer
 
 
@@ -129,7 +131,8 @@ def build(folder: Path, photos: int, dtype: str) -> float:
     shutil.rmtree(index_dir, ignore_errors=True)
     began = time.perf_counter()
     chunks = tqdm(catalog_chunks(photos, centres), total=-(-photos // CHUNK), desc="index store", unit="chunk")
-    IndexStore(index_dir).write_chunks(folder / "photos", "synthetic", chunks, dtype)
+    # The shipped model's fingerprint: the search engine opens the index as one of its own.
+    IndexStore(index_dir).write_chunks(folder / "photos", scorer.fingerprint, chunks, dtype)
     build_compressed_stage(index_dir, scorer.photo_offsets, progress=True)
     return time.perf_counter() - began
 
@@ -162,6 +165,33 @@ def serve(folder: Path, depth: int | None) -> dict:
     return out
 
 
+def serve_engine(folder: Path) -> dict:
+    """In its own process: the search engine `wsense serve` runs (search.first_stage: compressed) over the index,
+    opened from the index folder alone, answering the queries' texts (the query check and the text tower
+    included)."""
+    from wsense.config import load_config
+    from wsense.serving.search import SearchEngine
+
+    config = load_config(None)
+    config.search.first_stage = "compressed"
+    engine = SearchEngine(folder / "model", index_dir=folder / "index", settings=config)
+    texts = json.loads((folder / "queries.json").read_text(encoding="utf-8"))
+    engine.search(texts[0], 10)
+    out: dict = {"engine_start_s": round(time.perf_counter() - STARTED, 2)}
+    times, found = [], []
+    for text in texts:
+        began = time.perf_counter()
+        result = engine.search(text, 10)
+        times.append(time.perf_counter() - began)
+        found.append(None if result.refused else [item["image"] for item in result.results])
+    out["engine_p50_ms"] = round(float(np.percentile(np.array(times) * 1000, 50)), 2)
+    (folder / "engine_found.json").write_text(json.dumps(found), encoding="utf-8")
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    out["engine_rss_mb"] = round(int(status["VmRSS"].split()[0]) / 1024)
+    out["torch_loaded"] = "torch" in sys.modules
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=1_000_000)
@@ -171,10 +201,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the index folder afterwards")
     parser.add_argument("--depth", type=int, help="photos re-scored from the store per query (default: the stage's)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = Path(args.folder)
     if args.serve:
         print(json.dumps(serve(folder, args.depth)))
+        return
+    if args.serve_engine:
+        print(json.dumps(serve_engine(folder)))
         return
     folder.mkdir(parents=True, exist_ok=True)
     build_s = build(folder, args.photos, args.dtype)
@@ -186,20 +220,31 @@ def main() -> None:
     if answer.returncode:
         sys.exit(f"the server failed:\n{answer.stderr[-3000:]}")
     served = json.loads(answer.stdout.splitlines()[-1])
+    answer = subprocess.run([sys.executable, __file__, "--serve-engine", "--folder", str(folder)],
+                            capture_output=True, text=True)
+    if answer.returncode:
+        sys.exit(f"the search engine failed:\n{answer.stderr[-3000:]}")
+    engine = json.loads(answer.stdout.splitlines()[-1])
     from wsense.serving.compressed import OFFSETS_FILE
 
     centres = np.load(folder / "real.npz")["photos"]
     truth = exact_top10(args.photos, centres, np.load(folder / "queries.npy"), np.load(index_dir / OFFSETS_FILE))
     recall = {name: float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(np.load(folder / f"{name}found.npy"),
                                                                           truth[name])])) for name in truth}
-    print(f"store embeddings {args.dtype}; server: {served}", file=sys.stderr)
+    answered = [(got, {f"shoot{(i - 1) % 500:03d}/photo{i - 1:09d}.jpg" for i in want})
+                for got, want in zip(json.loads((folder / "engine_found.json").read_text(encoding="utf-8")),
+                                     truth[""]) if got is not None]
+    engine["engine_recall_at_10"] = round(float(np.mean([len(set(got) & want) / 10 for got, want in answered])), 3)
+    engine["engine_queries_answered"] = len(answered)
+    print(f"store embeddings {args.dtype}; server: {served}; search engine: {engine}", file=sys.stderr)
     if not args.keep:
         shutil.rmtree(index_dir)
     print(json.dumps({"photos": args.photos, "build_s": round(build_s, 1),
                       "disk_bytes_per_photo": round(disk / args.photos), "start_s": served["start_s"],
                       "rss_mb": served["rss_mb"], "p50_ms": served["p50_ms"], "p95_ms": served["p95_ms"],
                       "recall_at_10": round(recall[""], 3), "filtered_p50_ms": served["filtered_p50_ms"],
-                      "filtered_recall_at_10": round(recall["filtered_"], 3)}))
+                      "filtered_recall_at_10": round(recall["filtered_"], 3),
+                      **{key: value for key, value in engine.items() if key != "torch_loaded"}}))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,34 @@ def test_the_engine_over_the_compressed_stage_answers_as_over_the_exact_one(chec
 
     engine = SearchEngine(checkpoint, catalog_photos, None, index_dir=catalog_index,
                           settings=settings(search__first_stage="compressed", search__candidates=3))
-    assert engine.catalog.first_stage.method == "compressed" and engine.images == exact_engine.images
+    assert engine.catalog.first_stage.method == "compressed" and list(engine.images) == exact_engine.images
+    assert_same_answers(engine, exact_engine)
+
+
+def test_a_server_opens_the_stored_catalog_without_loading_the_index(checkpoint, catalog_photos, catalog_index,
+                                                                     exact_engine, monkeypatch):
+    from conftest import settings
+    from wsense.serving.search import SearchEngine
+
+    SearchEngine(checkpoint, catalog_photos, None, index_dir=catalog_index,  # the stage, built once
+                 settings=settings(search__first_stage="compressed"))
+    monkeypatch.setattr(CatalogIndex, "load", lambda *args, **kwargs: pytest.fail("the index was loaded"))
+    monkeypatch.setattr(IndexStore, "read", lambda *args, **kwargs: pytest.fail("the store was read whole"))
+    engine = SearchEngine(checkpoint, index_dir=catalog_index,
+                          settings=settings(search__first_stage="compressed", search__candidates=3))
+    catalog, name = engine.catalog, exact_engine.images[2]
+    assert len(engine.images) == len(exact_engine.images) and name in engine.images and "nope.jpg" not in engine.images
+    assert catalog.meta(name) == exact_engine.catalog.meta(name) and catalog.meta("nope.jpg") is None
+    assert engine.sha256.get(name) == exact_engine.sha256[name]
+    np.testing.assert_allclose(engine.embeddings[[2, 0]], exact_engine.embeddings[[2, 0]], atol=1e-6)
+    assert catalog.check_versions() == exact_engine.catalog.check_versions()
+    assert_same_answers(engine, exact_engine)
+    camera = MetadataFilter.parse(orientation="landscape")
+    got, want = engine.search("a dog", 3, filters=camera), exact_engine.search("a dog", 3, filters=camera)
+    assert [r["image"] for r in got.results] == [r["image"] for r in want.results] and got.total == want.total
+
+
+def assert_same_answers(engine, exact_engine):
     for query in ("a dog", "a man climbing a rock", "snowy mountains under a blue sky"):
         got, want = engine.search(query, top_k=5).results, exact_engine.search(query, top_k=5).results
         assert [r["image"] for r in got] == [r["image"] for r in want], query

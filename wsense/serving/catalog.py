@@ -18,6 +18,7 @@ from wsense.safety.screener import PhotoScreener, configured_classifier
 from wsense.serving.first_stage import FirstStage
 from wsense.serving.index import CatalogIndex, Descriptions, IndexReport, update_index
 from wsense.serving.metadata import MetadataFilter, unknown_metadata
+from wsense.serving.stored_catalog import StoredCatalog
 
 FILTER_MASKS_KEPT = 64
 
@@ -57,11 +58,6 @@ class Catalog:
                                            search.milvus_collection or collection_name(index_dir.resolve()),
                                            fingerprint, index.entries, index.embeddings, rows, offsets,
                                            search.faiss_threshold, search.faiss_nprobe)
-        elif search.first_stage == "compressed":
-            from wsense.serving.compressed import CompressedFirstStage
-
-            first_stage = CompressedFirstStage(index_dir, images, scorer.photo_offsets if offsets is not None else None,
-                                               search.faiss_nprobe)
         else:
             first_stage = FirstStage(vectors, search.first_stage, search.faiss_threshold, search.faiss_nprobe,
                                      offsets=offsets)
@@ -79,6 +75,10 @@ class Catalog:
         """A searchable photo's metadata (None for a name that is not one)."""
         row = self.row_of.get(name)
         return None if row is None else self.metadata[row]
+
+    def check_versions(self) -> set[str]:
+        """The image check versions of the photos' verdicts ("none" for a photo never checked)."""
+        return {(entry.get("check") or {}).get("version") or "none" for entry in self.index.entries}
 
     def allowed(self, filters: MetadataFilter) -> np.ndarray:
         """Which photos the filters allow (kept for the last FILTER_MASKS_KEPT filters)."""
@@ -110,16 +110,22 @@ class LiveCatalog:
         self.image_dir, self.descriptions, self.photo_batches = image_dir, descriptions, photo_batches
         self._checker = checker
         self.search_lock, self.photo_lock = threading.RLock(), threading.Lock()
+        stored = config.search.first_stage == "compressed"  # served from disk: the index is not loaded
         if image_dir is not None:
             index, report = update_index(image_dir, index_dir, scorer, fingerprint, self.checker, descriptions,
                                          rebuild=rebuild, photo_batches=photo_batches)
             print(report, file=sys.stderr)
+            if not index.searchable:
+                raise WsenseError(f"{index.root}: no photos to search (jpg, jpeg, png, webp)")
+        elif stored:
+            index = None
         else:
             index = CatalogIndex.load(index_dir, fingerprint)
-            self._warn_if_checked_by_another_check(index)
-        self.current = Catalog.ready(index, scorer, config, self.index_dir, fingerprint)
-        if not self.current.images:
-            raise WsenseError(f"{index.root}: no photos to search (jpg, jpeg, png, webp)")
+        self.current = self._ready(index)
+        if image_dir is None:
+            self._warn_if_checked_by_another_check(self.current)
+        if not len(self.current.images):
+            raise WsenseError(f"{self.current.index.root}: no photos to search (jpg, jpeg, png, webp)")
 
     @property
     def checker(self) -> PhotoScreener:
@@ -143,10 +149,17 @@ class LiveCatalog:
         with self.photo_lock:
             index, report = update_index(self.image_dir, self.index_dir, self.scorer, self.fingerprint, self.checker,
                                          self.descriptions, photo_batches=self.photo_batches)
-            catalog = Catalog.ready(index, self.scorer, self.config, self.index_dir, self.fingerprint)
+            catalog = self._ready(index)
         with self.search_lock:
             self.current = catalog
         return report
+
+    def _ready(self, index: CatalogIndex | None) -> "Catalog | StoredCatalog":
+        """The committed index made ready to search: loaded (`index`), or served from its store and compressed
+        first stage (search.first_stage: compressed)."""
+        if self.config.search.first_stage == "compressed":
+            return StoredCatalog(self.index_dir, self.scorer, self.config, self.fingerprint)
+        return Catalog.ready(index, self.scorer, self.config, self.index_dir, self.fingerprint)
 
     def look_at(self, path: str | Path) -> np.ndarray | str:
         """A photo from outside the catalog (an upload): its embedding, or why the image check keeps it out.
@@ -160,7 +173,7 @@ class LiveCatalog:
                 return f"image check: {check.verdict.reason}"
             return self.scorer.embed_features(features)[0]
 
-    def _warn_if_checked_by_another_check(self, index: CatalogIndex) -> None:
+    def _warn_if_checked_by_another_check(self, catalog) -> None:
         """An index opened as it is keeps its verdicts; say so when the configured check would give others."""
         if self._checker is not None:
             version = self._checker.version
@@ -168,7 +181,7 @@ class LiveCatalog:
             version = configured_classifier(self.config).version
         else:
             return
-        if {(entry.get("check") or {}).get("version") for entry in index.entries} - {version}:
+        if catalog.check_versions() - {version}:
             print(f"warning: {self.index_dir}: some photos were checked by another version of the image check than "
-                  f"{version}; `wsense index {index.root} --index-dir {self.index_dir}` re-checks them",
+                  f"{version}; `wsense index {catalog.index.root} --index-dir {self.index_dir}` re-checks them",
                   file=sys.stderr)

@@ -7,6 +7,8 @@ Built from an index store (wsense.serving.store) beside it in the index folder, 
   sub-vectors), as wsense.serving.first_stage does.
 - `offsets.npy`: each row id's query-bank offset (float32; NaN for a photo that is not searchable), so that a
   server never computes them at start.
+- `rows.npy`: the searchable photos' row ids, ascending: a photo's place in it is its row in the catalog served
+  (wsense.serving.stored_catalog).
 - `first_stage.json`: the store version it was built from, and its settings.
 
 Opening maps the files; nothing grows with the catalog but the pages the queries touch. A search takes the
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -31,7 +34,7 @@ from wsense.io import atomic_path, atomic_write_text
 from wsense.serving.metadata import MetadataFilter
 from wsense.serving.store import IndexStore, decode_embeddings
 
-STAGE_FILE, OFFSETS_FILE, STAGE_INFO = "first_stage.faiss", "offsets.npy", "first_stage.json"
+STAGE_FILE, OFFSETS_FILE, ROWS_FILE, STAGE_INFO = "first_stage.faiss", "offsets.npy", "rows.npy", "first_stage.json"
 SUB_VECTORS, CHUNK, MASKS_KEPT = 96, 100_000, 16
 
 
@@ -107,13 +110,16 @@ def build_compressed_stage(directory: str | Path, offsets_of: Callable[[np.ndarr
         sample = np.resize(sample, (2 ** bits, padded))
     index = faiss.IndexIVFPQ(faiss.IndexFlatIP(padded), padded, nlist, sub_vectors, bits, faiss.METRIC_INNER_PRODUCT)
     index.train(sample[np.random.default_rng(seed).permutation(len(sample))[:64 * nlist]])
+    rows = []
     for ids, vectors in tqdm(chunks(), total=math.ceil(count / CHUNK), desc="first stage", disable=not progress):
         index.add_with_ids(coded(ids, vectors), ids)
+        rows.append(ids)
     with atomic_path(directory / STAGE_FILE) as tmp:
         faiss.write_index(index, str(tmp))
-    with atomic_path(directory / OFFSETS_FILE) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, offsets)
+    for name, array in ((OFFSETS_FILE, offsets), (ROWS_FILE, np.concatenate(rows))):
+        with atomic_path(directory / name) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, array)
     info = {"version": version, "photos": count, "dim": dim, "dtype": dtype, "padded": padded, "nlist": nlist,
             "offsets": offsets_of is not None}
     atomic_write_text(directory / STAGE_INFO, json.dumps(info))
@@ -132,6 +138,7 @@ class CompressedStage:
             self.info = json.loads((self.directory / STAGE_INFO).read_text(encoding="utf-8"))
             self.index = faiss.read_index(str(self.directory / STAGE_FILE), faiss.IO_FLAG_MMAP)
             self.offsets = np.load(self.directory / OFFSETS_FILE, mmap_mode="r")
+            self.rows = np.load(self.directory / ROWS_FILE, mmap_mode="r")
         except (OSError, ValueError, RuntimeError) as error:  # faiss reports a bad file as RuntimeError
             raise WsenseError(f"{self.directory}: no usable compressed first stage ({type(error).__name__}); "
                               "build it again") from None
@@ -139,7 +146,8 @@ class CompressedStage:
             raise WsenseError(f"{self.directory}: compressed first stage of index version {self.info['version']}, "
                               f"the index is at {self.store.committed_version()}; build it again")
         self.nprobe, self.depth = min(nprobe, self.info["nlist"]), depth
-        self.db = sqlite3.connect(self.store.path, check_same_thread=False)  # read-only use, one query at a time
+        # Read-only use; the lock keeps a server's threads (a search, a thumbnail's hash) from using it at once.
+        self.db, self.lock = sqlite3.connect(self.store.path, check_same_thread=False), threading.Lock()
         self.masks: OrderedDict[tuple, tuple[int, object, np.ndarray]] = OrderedDict()
 
     def allowed(self, filters: MetadataFilter | None):
@@ -151,8 +159,9 @@ class CompressedStage:
         if key not in self.masks:
             if len(self.masks) >= MASKS_KEPT:
                 self.masks.popitem(last=False)
-            rows = np.fromiter((r for (r,) in self.db.execute(f"SELECT rowid FROM photos WHERE {where}", params)),
-                               np.int64)
+            with self.lock:
+                rows = np.fromiter((r for (r,) in self.db.execute(f"SELECT rowid FROM photos WHERE {where}", params)),
+                                   np.int64)
             mask = np.zeros(len(self.offsets), bool)
             mask[rows[rows < len(mask)]] = True
             bits = np.packbits(mask, bitorder="little")
@@ -182,8 +191,9 @@ class CompressedStage:
         ids = found[0][found[0] >= 0]
         if not len(ids):
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        rows = self.db.execute(f"SELECT rowid, embedding FROM photos WHERE rowid IN ({', '.join('?' * len(ids))})",
-                               [int(i) for i in ids]).fetchall()
+        with self.lock:
+            rows = self.db.execute(f"SELECT rowid, embedding FROM photos WHERE rowid IN "
+                                   f"({', '.join('?' * len(ids))})", [int(i) for i in ids]).fetchall()
         ids = np.fromiter((rowid for rowid, _ in rows), np.int64, len(rows))
         scores = decode_embeddings([blob for _, blob in rows], self.info["dtype"], dim) @ query
         if self.info["offsets"]:
@@ -193,19 +203,21 @@ class CompressedStage:
 
     def paths(self, ids: np.ndarray) -> list[str]:
         """The photos' paths of row ids, in their order."""
-        found = dict(self.db.execute(f"SELECT rowid, path FROM photos WHERE rowid IN ({', '.join('?' * len(ids))})",
-                                     [int(i) for i in ids]))
+        with self.lock:
+            found = dict(self.db.execute(f"SELECT rowid, path FROM photos WHERE rowid IN "
+                                         f"({', '.join('?' * len(ids))})", [int(i) for i in ids]).fetchall())
         return [found[int(i)] for i in ids]
 
 
 class CompressedFirstStage:
     """The compressed stage as the engine's first stage (search.first_stage: compressed): the interface of
-    wsense.serving.first_stage.FirstStage, in the rows of the catalog's searchable photos (`images`). The stage is
-    built (again) where it is missing or was built for another version of the index."""
+    wsense.serving.first_stage.FirstStage, in rows of the catalog it serves (wsense.serving.stored_catalog: a
+    searchable photo's place among the stage's row ids). The stage is built (again) where it is missing or was
+    built for another version of the index."""
     method = "compressed"
 
-    def __init__(self, directory: str | Path, images: list[str],
-                 offsets_of: Callable[[np.ndarray], np.ndarray] | None = None, nprobe: int = 64):
+    def __init__(self, directory: str | Path, offsets_of: Callable[[np.ndarray], np.ndarray] | None = None,
+                 nprobe: int = 64):
         try:
             self.stage = CompressedStage(directory, nprobe)
             if self.stage.info["offsets"] != (offsets_of is not None):
@@ -213,7 +225,6 @@ class CompressedFirstStage:
         except WsenseError:
             build_compressed_stage(directory, offsets_of)
             self.stage = CompressedStage(directory, nprobe)
-        self.row_of = {name: row for row, name in enumerate(images)}
 
     def search(self, queries: np.ndarray, k: int, offset_weight: float | np.ndarray = 1.0, filters=None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -226,6 +237,5 @@ class CompressedFirstStage:
         rows = np.full((len(queries), k), -1, np.int64)
         for j, (query, weight, wanted) in enumerate(zip(queries, weights, filters)):
             found, ids = self.stage.search(query, k, float(weight), wanted)
-            found_rows = [self.row_of.get(path, -1) for path in self.stage.paths(ids)] if len(ids) else []
-            scores[j, :len(found_rows)], rows[j, :len(found_rows)] = found, found_rows
+            scores[j, :len(ids)], rows[j, :len(ids)] = found, np.searchsorted(self.stage.rows, ids)
         return scores, rows

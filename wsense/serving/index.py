@@ -105,18 +105,31 @@ class CatalogIndex:
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> "CatalogIndex":
-        directory = Path(directory)
-        store = IndexStore(directory)
-        if not store.exists() and (directory / META_FILE).is_file():
-            migrate_legacy(directory)
-        if store.committed_version() == 0:
-            raise no_index_here(directory)
-        info, entries, embeddings = store.read()
-        if fingerprint is not None and info["fingerprint"] != fingerprint:
-            raise WsenseError(f"{directory}: index was built by another model (fingerprint {info['fingerprint']}, "
-                              f"this model {fingerprint}); rebuild it with `wsense index {info['root']} --index-dir "
-                              f"{directory} --rebuild`")
+        open_store(directory, fingerprint)
+        info, entries, embeddings = IndexStore(directory).read()
+        check_fingerprint(directory, info, fingerprint)  # a run may have committed another model's since
         return cls(Path(info["root"]), info["fingerprint"], entries, embeddings)
+
+
+def open_store(directory: str | Path, fingerprint: str | None = None) -> dict[str, str]:
+    """The info of the index store in `directory` (an index of the earlier format moved into one first); an error
+    where there is none, or where another model than `fingerprint` built it."""
+    directory = Path(directory)
+    store = IndexStore(directory)
+    if not store.exists() and (directory / META_FILE).is_file():
+        migrate_legacy(directory)
+    if store.committed_version() == 0:
+        raise no_index_here(directory)
+    info = store.info()
+    check_fingerprint(directory, info, fingerprint)
+    return info
+
+
+def check_fingerprint(directory: Path, info: dict[str, str], fingerprint: str | None) -> None:
+    if fingerprint is not None and info["fingerprint"] != fingerprint:
+        raise WsenseError(f"{directory}: index was built by another model (fingerprint {info['fingerprint']}, "
+                          f"this model {fingerprint}); rebuild it with `wsense index {info['root']} --index-dir "
+                          f"{directory} --rebuild`")
 
 
 def no_index_here(directory: Path) -> WsenseError:

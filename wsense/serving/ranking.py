@@ -148,9 +148,7 @@ class Ranker:
                     for text, row in zip(texts, rows)]
         matrix = self.scorer.relevance(np.concatenate(texts), catalog.embeddings[union],
                                        None if part is None else part[union])
-        position = np.full(len(catalog.images), -1, dtype=np.int64)
-        position[union] = np.arange(len(union))
-        return [matrix[j, position[row]] for j, row in enumerate(rows)]
+        return [matrix[j, np.searchsorted(union, row)] for j, row in enumerate(rows)]
 
     def fold_duplicates(self, catalog, rows: np.ndarray) -> dict[int, list[int]]:
         """Positions of ranked `rows` that stay, in order, each with the later positions folded into it: those whose

@@ -159,7 +159,7 @@ class Routes:
     def healthz(self) -> dict:
         """For an operator's monitoring: ready, the catalog's size, and what checks and ranks it."""
         catalog = self.engine.catalog
-        checks = sorted({(entry.get("check") or {}).get("version") or "none" for entry in catalog.index.entries})
+        checks = sorted(catalog.check_versions())
         return {"ready": True, "photos": len(catalog.images), "kept_out": len(catalog.excluded),
                 "image_check": checks, "model": catalog.index.fingerprint}
 
