@@ -1,13 +1,15 @@
-"""Atomic file writes: a crash mid-write leaves the previous file intact, never a half-written one."""
+"""Atomic file writes (a crash mid-write leaves the previous file intact, never a half-written one), and caches kept
+as folders of shards (a save writes what it adds, not the whole cache)."""
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextmanager
@@ -67,3 +69,51 @@ def replace_dir(tmp: Path, target: Path) -> None:
     tmp.rename(target)
     if old.exists():
         shutil.rmtree(old)
+
+
+class ShardFolder:
+    """A cache of key -> item kept as a folder of shard files (`path` without its suffix): each `add` writes,
+    atomically, a shard of its own, and past `max_shards` shards they are merged into one (another process's too,
+    read then: nothing it added is lost). A single file at `path` (the earlier layout) is read as one more shard and
+    merged away with the rest. `read(file)` gives a shard's items (None: damaged); `write(file, items)` writes one."""
+
+    def __init__(self, path: str | Path, read: Callable[[Path], dict | None], write: Callable[[Path, dict], None],
+                 max_shards: int = 32):
+        self.path, self.folder = Path(path), Path(path).with_suffix("")
+        self.read, self.write, self.max_shards = read, write, max_shards
+
+    def shards(self) -> list[Path]:
+        return ([self.path] if self.path.is_file() else []) + sorted(self.folder.glob(f"*{self.path.suffix}"))
+
+    def load(self) -> tuple[dict, list[Path]]:
+        """(every shard's items, the shards that could not be read)."""
+        items, damaged = {}, []
+        for shard in self.shards():
+            found = self.read(shard)
+            if found is None:
+                damaged.append(shard)
+            else:
+                items.update(found)
+        return items, damaged
+
+    def add(self, items: dict) -> None:
+        """Write `items` as a shard without reading the others (merged past max_shards)."""
+        if not items:
+            return
+        self._write(items)
+        shards = self.shards()
+        if len(shards) > self.max_shards:
+            merged: dict = {}
+            for shard in shards:
+                merged.update(self.read(shard) or {})
+            kept = self._write(merged)
+            for shard in shards:
+                if shard != kept:
+                    shard.unlink(missing_ok=True)
+
+    def _write(self, items: dict) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        shard = self.folder / f"{time.time_ns():020d}-{os.getpid()}{self.path.suffix}"
+        with atomic_path(shard) as tmp:
+            self.write(tmp, items)
+        return shard

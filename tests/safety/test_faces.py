@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import write_image
 from wsense.errors import WsenseError
-from wsense.safety.faces import ANALYZER_VERSION, FaceCache, analyze_photos
+from wsense.safety.faces import ANALYZER_VERSION, FaceCache, PhotoFaces, analyze_photos
 
 
 def test_face_analysis_of_a_generated_photo_is_cached_by_content(tmp_path):
@@ -16,10 +16,32 @@ def test_face_analysis_of_a_generated_photo_is_cached_by_content(tmp_path):
     [(path, faces, why)] = analyze_photos([tmp_path / "noise.jpg"], cache, progress=False)
     assert why is None and (faces.width, faces.height) == (160, 200) and faces.faces == []
     reopened = FaceCache(tmp_path / "cache")
-    assert json.loads(reopened.path.read_text())["version"] == ANALYZER_VERSION
+    [shard] = reopened.shards.shards()
+    assert json.loads(shard.read_text())["version"] == ANALYZER_VERSION
     # Cached: no analyzer is needed (one that fails would be noticed).
     [(_, again, _)] = analyze_photos([tmp_path / "noise.jpg"], reopened, analyzer=object(), progress=False)
     assert again == faces
+
+
+def test_the_face_cache_saves_what_it_adds_and_reads_the_earlier_single_file(tmp_path):
+    cache = FaceCache(tmp_path / "cache")
+    faces = PhotoFaces(100, 80, [], [([1, 2, 30, 60], 0.9)])
+    cache.path.parent.mkdir(parents=True)
+    cache.path.write_text(json.dumps({"version": ANALYZER_VERSION, "photos": {"old": faces.to_dict()}}))
+    (cache.path.parent / "faces-0.json").write_text("{}")  # another analyzer's file: not read
+    cache = FaceCache(tmp_path / "cache")
+    assert "old" in cache and cache.get("old") == faces
+    cache.put("a", faces)
+    cache.save()
+    cache.put("b", faces)
+    cache.save()
+    added = [json.loads(shard.read_text())["photos"] for shard in cache.shards.shards()[1:]]
+    assert [list(photos) for photos in added] == [["a"], ["b"]]  # each save: what it added, not the whole cache
+    cache.shards.shards()[-1].write_text("{not json")
+    reopened = FaceCache(tmp_path / "cache")
+    assert "old" in reopened and "a" in reopened and "b" not in reopened
+    reopened.save()  # the damaged shard goes; its photo is analysed again when met
+    assert len(reopened.shards.shards()) == 2
 
 
 def test_unreadable_and_too_small_photos_are_named(tmp_path):

@@ -5,7 +5,6 @@ text) to its vector: a second run is instant and a changed file is embedded agai
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -15,31 +14,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wsense.io import atomic_path, file_sha256, text_sha256
+from wsense.io import ShardFolder, file_sha256, text_sha256
 from wsense.models.photos import PhotoEncoder
 
 
 class EmbeddingCache:
-    """Vectors of one model, keyed by content hash, in a folder of .npz shards (`path` without its suffix): each save
-    writes, atomically, a shard of the vectors added since the last one, so that a save costs what it adds, not the
-    whole cache (indexing adds after every batch). Past MAX_SHARDS shards they are merged into one. A single .npz at
-    `path` (the earlier layout) is read as one more shard, and merged away with the rest."""
+    """Vectors of one model, keyed by content hash, in a folder of .npz shards (`path` without its suffix,
+    wsense.io.ShardFolder): a save costs what it adds, not the whole cache (indexing adds after every batch)."""
 
     MAX_SHARDS = 32
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._vectors: dict[str, np.ndarray] = {}
+        self._vectors, self._damaged = _shard_folder(self.path).load()
+        for shard in self._damaged:  # a damaged cache is only lost time: start again without it
+            print(f"warning: {shard}: unreadable embedding cache, rebuilding it", file=sys.stderr)
         self._new: dict[str, np.ndarray] = {}  # added since the last save
-        self._damaged: list[Path] = []
-        for shard in _shards(self.path):
-            found = _read_shard(shard)
-            if found is None:
-                # A damaged cache is only lost time: start again without it (removed at the next save).
-                print(f"warning: {shard}: unreadable embedding cache, rebuilding it", file=sys.stderr)
-                self._damaged.append(shard)
-            else:
-                self._vectors.update(found)
 
     def __contains__(self, key: str) -> bool:
         return key in self._vectors
@@ -59,29 +49,17 @@ class EmbeddingCache:
         for shard in self._damaged:
             shard.unlink(missing_ok=True)
         self._damaged = []
-        if self._new:
-            self.add(self.path, list(self._new), np.stack(list(self._new.values())))
-            self._new = {}
+        _shard_folder(self.path).add(self._new)
+        self._new = {}
 
     @classmethod
     def add(cls, path: Path, keys: Sequence[str], vectors: np.ndarray) -> None:
-        """Add vectors to the cache at `path` without reading it: a shard of their own, and past MAX_SHARDS the
-        shards merged into one (another process's too, read then: nothing it added is lost)."""
-        _write_shard(Path(path), dict(zip(keys, np.asarray(vectors, dtype=np.float32))))
-        shards = _shards(Path(path))
-        if len(shards) > cls.MAX_SHARDS:
-            merged: dict[str, np.ndarray] = {}
-            for shard in shards:
-                merged.update(_read_shard(shard) or {})
-            kept = _write_shard(Path(path), merged)
-            for shard in shards:
-                if shard != kept:
-                    shard.unlink(missing_ok=True)
+        """Add vectors to the cache at `path` without reading it."""
+        _shard_folder(Path(path)).add(dict(zip(keys, np.asarray(vectors, dtype=np.float32))))
 
 
-def _shards(path: Path) -> list[Path]:
-    """The cache's shard files: the earlier single file at `path`, if there, then its folder's."""
-    return ([path] if path.is_file() else []) + sorted(path.with_suffix("").glob("*.npz"))
+def _shard_folder(path: Path) -> ShardFolder:
+    return ShardFolder(path, _read_shard, _write_shard, EmbeddingCache.MAX_SHARDS)
 
 
 def _read_shard(shard: Path) -> dict[str, np.ndarray] | None:
@@ -92,14 +70,9 @@ def _read_shard(shard: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _write_shard(path: Path, vectors: dict[str, np.ndarray]) -> Path:
-    folder = path.with_suffix("")
-    folder.mkdir(parents=True, exist_ok=True)
-    shard = folder / f"{time.time_ns():020d}-{os.getpid()}.npz"
-    with atomic_path(shard) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, keys=np.array(list(vectors), dtype="U64"), vectors=np.stack(list(vectors.values())))
-    return shard
+def _write_shard(file: Path, vectors: dict[str, np.ndarray]) -> None:
+    with open(file, "wb") as handle:
+        np.savez(handle, keys=np.array(list(vectors), dtype="U64"), vectors=np.stack(list(vectors.values())))
 
 
 def _embed_cached(

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from wsense.data import load_image
 from wsense.errors import WsenseError
-from wsense.io import atomic_write_text, file_sha256
+from wsense.io import ShardFolder, file_sha256
 from wsense.safety.mtcnn import MtcnnDetector
 
 # The cache key of an analysis: change it whenever a setting below changes what the analysis returns.
@@ -129,18 +129,16 @@ def shared_analyzer() -> FaceAnalyzer:
 
 
 class FaceCache:
-    """Analyses keyed by photo sha256, one JSON file per analyzer version, written atomically."""
+    """Analyses keyed by photo sha256, per analyzer version, in a folder of JSON shards (wsense.io.ShardFolder): a
+    save writes the analyses added since the last one, not the whole cache."""
 
     def __init__(self, cache_dir: str | Path):
         self.path = Path(cache_dir) / "faces" / f"{ANALYZER_VERSION.split(':')[0]}.json"
-        self._items: dict[str, dict] = {}
-        if self.path.is_file():
-            try:
-                stored = json.loads(self.path.read_text(encoding="utf-8"))
-                if stored.get("version") == ANALYZER_VERSION:
-                    self._items = stored["photos"]
-            except (OSError, ValueError, KeyError, AttributeError):
-                print(f"warning: {self.path}: unreadable face cache, rebuilding it", file=sys.stderr)
+        self.shards = ShardFolder(self.path, _read_faces, _write_faces)
+        self._items, self._damaged = self.shards.load()
+        for shard in self._damaged:  # removed at the next save
+            print(f"warning: {shard}: unreadable face cache, analysing its photos again", file=sys.stderr)
+        self._new: dict[str, dict] = {}
 
     def __contains__(self, key: str) -> bool:
         return key in self._items
@@ -149,10 +147,26 @@ class FaceCache:
         return PhotoFaces.from_dict(self._items[key])
 
     def put(self, key: str, faces: PhotoFaces) -> None:
-        self._items[key] = faces.to_dict()
+        self._items[key] = self._new[key] = faces.to_dict()
 
     def save(self) -> None:
-        atomic_write_text(self.path, json.dumps({"version": ANALYZER_VERSION, "photos": self._items}))
+        for shard in self._damaged:
+            shard.unlink(missing_ok=True)
+        self.shards.add(self._new)
+        self._new, self._damaged = {}, []
+
+
+def _read_faces(shard: Path) -> dict | None:
+    """A shard's analyses (none from another analyzer version); None where it cannot be read."""
+    try:
+        stored = json.loads(shard.read_text(encoding="utf-8"))
+        return dict(stored["photos"]) if stored.get("version") == ANALYZER_VERSION else {}
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        return None
+
+
+def _write_faces(file: Path, items: dict) -> None:
+    file.write_text(json.dumps({"version": ANALYZER_VERSION, "photos": items}), encoding="utf-8")
 
 
 def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: FaceAnalyzer | None = None, *,
