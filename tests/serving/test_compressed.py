@@ -138,6 +138,17 @@ def test_a_server_opens_the_stored_catalog_without_loading_the_index(checkpoint,
     camera = MetadataFilter.parse(orientation="landscape")
     got, want = engine.search("a dog", 3, filters=camera), exact_engine.search("a dog", 3, filters=camera)
     assert [r["image"] for r in got.results] == [r["image"] for r in want.results] and got.total == want.total
+    from fastapi.testclient import TestClient
+
+    from wsense.serving.web import create_app
+
+    client = TestClient(create_app(engine, max_k=8))
+    health = client.get("/healthz").json()
+    assert health["photos"] == len(exact_engine.images) and health["kept_out"] == len(exact_engine.catalog.excluded)
+    answer = client.get("/api/search", params={"q": "a dog", "k": 3}).json()
+    assert [r["image"] for r in answer["results"]] == [r["image"] for r in exact_engine.search("a dog", 3).results]
+    assert client.get(f"/thumbnails/{name}").status_code == 200 and client.get("/images/nope.jpg").status_code == 404
+    assert "a dog" in client.get("/", params={"q": "a dog"}).text
 
 
 def assert_same_answers(engine, exact_engine):
