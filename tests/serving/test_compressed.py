@@ -106,6 +106,21 @@ def test_a_stage_of_an_older_index_version_is_refused(catalog, tmp_path):
     assert len(CompressedStage(copy).search(vectors[0], 3)[1]) == 3
 
 
+def test_a_stage_reads_the_version_it_was_built_for_while_the_next_is_committed(catalog, tmp_path):
+    directory, entries, vectors = catalog
+    copy = tmp_path / "index"
+    CatalogIndex(copy, "model-a", entries, vectors).save(copy)
+    build_compressed_stage(copy, **SMALL)
+    stage = CompressedStage(copy)
+    _, ids = stage.search(vectors[3], 5)
+    before = stage.paths(ids)
+    changed = [dict(e, size=e["size"] + 1) for e in entries]  # every row rewritten: new row ids
+    CatalogIndex(copy, "model-a", changed[1:], vectors[1:]).save(copy)
+    assert stage.paths(ids) == before  # the old rows, as the stage knew them
+    with pytest.raises(WsenseError, match="build it again"):
+        CompressedStage(copy)
+
+
 def test_the_engine_over_the_compressed_stage_answers_as_over_the_exact_one(checkpoint, catalog_photos, catalog_index,
                                                                            exact_engine):
     from conftest import settings

@@ -142,12 +142,18 @@ class CompressedStage:
         except (OSError, ValueError, RuntimeError) as error:  # faiss reports a bad file as RuntimeError
             raise WsenseError(f"{self.directory}: no usable compressed first stage ({type(error).__name__}); "
                               "build it again") from None
-        if self.info["version"] != self.store.committed_version():
+        # Read-only use; the lock keeps a server's threads (a search, a thumbnail's hash) from using it at once. One
+        # read transaction for the stage's life: its reads see the version it was built for while a refresh commits
+        # the next one and builds its stage (WAL keeps the snapshot), not rows that have moved since.
+        self.db = sqlite3.connect(self.store.path, check_same_thread=False, isolation_level=None)
+        self.lock = threading.Lock()
+        self.db.execute("BEGIN")
+        version = int(self.db.execute("SELECT value FROM info WHERE key = 'version'").fetchone()[0])
+        if self.info["version"] != version:
+            self.db.close()
             raise WsenseError(f"{self.directory}: compressed first stage of index version {self.info['version']}, "
-                              f"the index is at {self.store.committed_version()}; build it again")
+                              f"the index is at {version}; build it again")
         self.nprobe, self.depth = min(nprobe, self.info["nlist"]), depth
-        # Read-only use; the lock keeps a server's threads (a search, a thumbnail's hash) from using it at once.
-        self.db, self.lock = sqlite3.connect(self.store.path, check_same_thread=False), threading.Lock()
         self.masks: OrderedDict[tuple, tuple[int, object, np.ndarray]] = OrderedDict()
 
     def allowed(self, filters: MetadataFilter | None):
