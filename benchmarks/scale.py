@@ -24,6 +24,7 @@ STARTED = time.perf_counter()  # a server's start counts from here: imports incl
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -159,10 +160,17 @@ def serve(folder: Path, depth: int | None) -> dict:
         ms = np.array(times) * 1000
         out[f"{name}p50_ms"], out[f"{name}p95_ms"] = (round(float(np.percentile(ms, q)), 2) for q in (50, 95))
         np.save(folder / f"{name}found.npy", np.array(found))
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    out["rss_mb"] = round(int(status["VmRSS"].split()[0]) / 1024)
+    out["rss_mb"] = rss_mb()
     out["torch_loaded"] = "torch" in sys.modules
     return out
+
+
+def rss_mb() -> int:
+    """This process's resident memory now."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serve_start import status  # this folder's reading of /proc
+
+    return round(status(os.getpid())["VmRSS"])
 
 
 def serve_engine(folder: Path) -> dict:
@@ -186,8 +194,7 @@ def serve_engine(folder: Path) -> dict:
         found.append(None if result.refused else [item["image"] for item in result.results])
     out["engine_p50_ms"] = round(float(np.percentile(np.array(times) * 1000, 50)), 2)
     (folder / "engine_found.json").write_text(json.dumps(found), encoding="utf-8")
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    out["engine_rss_mb"] = round(int(status["VmRSS"].split()[0]) / 1024)
+    out["engine_rss_mb"] = rss_mb()
     out["torch_loaded"] = "torch" in sys.modules
     return out
 

@@ -110,22 +110,19 @@ class LiveCatalog:
         self.image_dir, self.descriptions, self.photo_batches = image_dir, descriptions, photo_batches
         self._checker = checker
         self.search_lock, self.photo_lock = threading.RLock(), threading.Lock()
-        stored = config.search.first_stage == "compressed"  # served from disk: the index is not loaded
+        # Served from disk (search.first_stage: compressed): an index opened as it is is not loaded.
+        self.stored = config.search.first_stage == "compressed"
         if image_dir is not None:
             index, report = update_index(image_dir, index_dir, scorer, fingerprint, self.checker, descriptions,
                                          rebuild=rebuild, photo_batches=photo_batches)
             print(report, file=sys.stderr)
-            if not index.searchable:
-                raise WsenseError(f"{index.root}: no photos to search (jpg, jpeg, png, webp)")
-        elif stored:
-            index = None
         else:
-            index = CatalogIndex.load(index_dir, fingerprint)
+            index = None if self.stored else CatalogIndex.load(index_dir, fingerprint)
+        if index is not None and not index.searchable:
+            raise WsenseError(f"{index.root}: no photos to search (jpg, jpeg, png, webp)")
         self.current = self._ready(index)
         if image_dir is None:
             self._warn_if_checked_by_another_check(self.current)
-        if not len(self.current.images):
-            raise WsenseError(f"{self.current.index.root}: no photos to search (jpg, jpeg, png, webp)")
 
     @property
     def checker(self) -> PhotoScreener:
@@ -157,7 +154,7 @@ class LiveCatalog:
     def _ready(self, index: CatalogIndex | None) -> "Catalog | StoredCatalog":
         """The committed index made ready to search: loaded (`index`), or served from its store and compressed
         first stage (search.first_stage: compressed)."""
-        if self.config.search.first_stage == "compressed":
+        if self.stored:
             return StoredCatalog(self.index_dir, self.scorer, self.config, self.fingerprint)
         return Catalog.ready(index, self.scorer, self.config, self.index_dir, self.fingerprint)
 

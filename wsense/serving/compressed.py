@@ -157,7 +157,8 @@ class CompressedStage:
         self.masks: OrderedDict[tuple, tuple[int, object, np.ndarray]] = OrderedDict()
 
     def allowed(self, filters: MetadataFilter | None):
-        """(photos allowed, FAISS selector, bitmap) for the filters (the last MASKS_KEPT kept)."""
+        """(photos allowed, FAISS selector, bitmap by row id, mask by place in `rows`) for the filters (the last
+        MASKS_KEPT kept)."""
         import faiss
 
         where, params = filter_sql(filters)
@@ -171,7 +172,8 @@ class CompressedStage:
             mask = np.zeros(len(self.offsets), bool)
             mask[rows[rows < len(mask)]] = True
             bits = np.packbits(mask, bitorder="little")
-            self.masks[key] = (int(mask.sum()), faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)), bits)
+            self.masks[key] = (int(mask.sum()), faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bits)), bits,
+                               mask[np.asarray(self.rows)])
         self.masks.move_to_end(key)
         return self.masks[key]
 
@@ -189,32 +191,37 @@ class CompressedStage:
             coded[0, dim] = offset_weight
         params = faiss.SearchParametersIVF(nprobe=self.nprobe)
         if filters:
-            allowed, selector, _ = self.allowed(filters)
+            allowed, selector, _, _ = self.allowed(filters)
             # Lists probed grow with 1/sqrt(share), not 1/share: the shortlist holds far more photos than a page,
             # so the allowed photos of the nearer lists already hold the filtered top 10 (docs/experiments.md).
             share = allowed / max(self.info["photos"], 1)
             params = faiss.SearchParametersIVF(sel=selector, nprobe=min(self.info["nlist"], math.ceil(
                 self.nprobe / math.sqrt(max(share, 1e-12)))))
         _, found = self.index.search(coded, max(self.depth, k), params=params)
-        ids = found[0][found[0] >= 0]
+        ids = np.sort(found[0][found[0] >= 0])
         if not len(ids):
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        with self.lock:
-            rows = self.db.execute(f"SELECT rowid, embedding FROM photos WHERE rowid IN "
-                                   f"({', '.join('?' * len(ids))})", [int(i) for i in ids]).fetchall()
-        ids = np.fromiter((rowid for rowid, _ in rows), np.int64, len(rows))
-        scores = decode_embeddings([blob for _, blob in rows], self.info["dtype"], dim) @ query
+        scores = self.embeddings(ids) @ query
         if self.info["offsets"]:
             scores = scores - offset_weight * np.asarray(self.offsets[ids])
         best = np.argsort(-scores, kind="stable")[:k]
         return scores[best], ids[best]
 
-    def paths(self, ids: np.ndarray) -> list[str]:
+    def paths(self, ids) -> list[str]:
         """The photos' paths of row ids, in their order."""
+        return [path for (path,) in self._by_id("path", ids)]
+
+    def embeddings(self, ids) -> np.ndarray:
+        """The photos' embeddings (float32, rows x dim) of row ids, in their order."""
+        blobs = [blob for (blob,) in self._by_id("embedding", ids)]
+        return decode_embeddings(blobs, self.info["dtype"], self.info["dim"])
+
+    def _by_id(self, columns: str, ids) -> list[tuple]:
+        ids = [int(i) for i in ids]
         with self.lock:
-            found = dict(self.db.execute(f"SELECT rowid, path FROM photos WHERE rowid IN "
-                                         f"({', '.join('?' * len(ids))})", [int(i) for i in ids]).fetchall())
-        return [found[int(i)] for i in ids]
+            found = {row[0]: row[1:] for row in self.db.execute(
+                f"SELECT rowid, {columns} FROM photos WHERE rowid IN ({', '.join('?' * len(ids))})", ids)}
+        return [found[i] for i in ids]
 
 
 class CompressedFirstStage:

@@ -105,9 +105,9 @@ class CatalogIndex:
 
     @classmethod
     def load(cls, directory: str | Path, fingerprint: str | None = None) -> "CatalogIndex":
-        open_store(directory, fingerprint)
+        open_store(directory)
         info, entries, embeddings = IndexStore(directory).read()
-        check_fingerprint(directory, info, fingerprint)  # a run may have committed another model's since
+        check_fingerprint(directory, info, fingerprint)
         return cls(Path(info["root"]), info["fingerprint"], entries, embeddings)
 
 

@@ -9,7 +9,7 @@ Tables:
   run has started but never finished; no index yet), the embeddings' width and type.
 - `photos`: the committed index. path, size, mtime_ns, sha256; the metadata columns (wsense.serving.metadata: all
   NULL for an entry read before metadata); the image check's version and verdict; why the legal filter keeps the
-  photo out (NULL: searchable); the embedding (float32 bytes, or another of EMBEDDING_TYPES in a store made so); the
+  photo out (NULL: searchable); the embedding (float32 bytes, or another of config.INDEX_DTYPES in a store made so); the
   version that last wrote the row; a digest of all of it, so a save rewrites only the rows that changed.
 - `progress`: what a run in progress has embedded so far (path, size, mtime_ns, sha256, fingerprint, embedding),
   committed every `embedding.commit_every` photos; the rerun of a killed run takes its photos from there. It is
@@ -46,10 +46,10 @@ CREATE INDEX IF NOT EXISTS photos_camera ON photos (camera) WHERE excluded IS NU
 """
 
 
-# How a store may keep its embeddings. float16 halves the disk. int10 takes 5/16 of it, for catalogs of millions whose
-# disk counts: a float32 scale, then each component in 511ths of the largest, 10 bits (its 8 high bits a byte each,
-# then its 2 low bits four to a byte); cosines within about 3e-4. Why 10 bits and not 8: docs/experiments.md.
-EMBEDDING_TYPES = INDEX_DTYPES
+# How a store may keep its embeddings (config.INDEX_DTYPES). float16 halves the disk. int10 takes 5/16 of it, for
+# catalogs of millions whose disk counts: a float32 scale, then each component in 511ths of the largest, 10 bits (its
+# 8 high bits a byte each, then its 2 low bits four to a byte); cosines within about 3e-4. Why 10 bits and not 8:
+# docs/experiments.md.
 _LOW_SHIFTS = np.array([0, 2, 4, 6], np.uint8)
 
 
@@ -170,7 +170,7 @@ class IndexStore:
     def write_chunks(self, root: Path, fingerprint: str, chunks: Iterable[tuple[list[dict], np.ndarray]],
                      dtype: str | None = None) -> int:
         """`write` for a catalog given chunk by chunk (entries and their embeddings), so that one never needs all of
-        a large catalog in memory. `dtype`: how a new store keeps the embeddings, one of EMBEDDING_TYPES (float32 by
+        a large catalog in memory. `dtype`: how a new store keeps the embeddings, one of INDEX_DTYPES (float32 by
         default); a store keeps the one it began with."""
         with self._connect(write=True) as db:
             # Paths arrive in no order the path index's pages follow: with the default 2 MB of cache, a 10M
@@ -181,8 +181,8 @@ class IndexStore:
                 version = int(db.execute("SELECT value FROM info WHERE key = 'version'").fetchone()[0]) + 1
                 kept = db.execute("SELECT value FROM info WHERE key = 'dtype'").fetchone()
                 dtype = kept[0] if kept else dtype or "float32"
-                if dtype not in EMBEDDING_TYPES:
-                    raise WsenseError(f"{self.directory}: embeddings as {dtype}? {' or '.join(EMBEDDING_TYPES)}")
+                if dtype not in INDEX_DTYPES:
+                    raise WsenseError(f"{self.directory}: embeddings as {dtype}? {' or '.join(INDEX_DTYPES)}")
                 stored = dict(db.execute("SELECT path, digest FROM photos"))
                 dim = 0
                 for entries, embeddings in chunks:
