@@ -111,3 +111,19 @@ def test_features_handed_over_land_in_each_backbones_cache_without_reading_it(ph
     [lite0] = FrozenFeatures(first)._caches()
     np.testing.assert_array_equal(lite0.get(keys), vectors[:, :1280])  # Lite0's columns, under Lite0's name
     np.testing.assert_array_equal(features._caches()[1].get(keys), vectors[:, 1280:])
+
+
+def test_a_lone_backbones_features_handed_over_are_read_back_without_building_a_model(tmp_path, monkeypatch):
+    from wsense.models import image
+    from wsense.models.frozen_features import FrozenFeatures
+
+    config = load_config()
+    config.cache_dir = str(tmp_path / "cache")
+    config.image_backbone = config.image_backbone.first_only()  # what the image check reads
+    keys = [f"{i:064x}" for i in range(3)]
+    vectors = np.arange(3 * 1280, dtype=np.float32).reshape(3, 1280)
+    # Indexing hands the check its features batch after batch: loading a backbone for that cost a second a run.
+    monkeypatch.setattr(image, "create_image_backbone", lambda *_: pytest.fail("built an image backbone"))
+    FrozenFeatures(config).remember(keys, vectors)
+    paths = [tmp_path / f"{i}.jpg" for i in range(3)]  # never opened: every photo is cached by its hash
+    np.testing.assert_array_equal(FrozenFeatures(config).images(paths, keys), vectors)

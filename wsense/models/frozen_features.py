@@ -45,8 +45,11 @@ def text_fingerprint(config: Config) -> str:
     return f"text-{source}-{cfg.max_length}"
 
 
-def per_backbone(vectors: np.ndarray, widths: Sequence[int]) -> list[np.ndarray]:
-    """The tower's pooled features (photos, sum of widths) split into each backbone's columns."""
+def per_backbone(vectors: np.ndarray, widths: Sequence[int] | None) -> list[np.ndarray]:
+    """The tower's pooled features (photos, sum of widths) split into each backbone's columns; widths None: a tower
+    of one backbone, whose features are all its own."""
+    if widths is None:
+        return [np.asarray(vectors)]
     return np.split(np.asarray(vectors), np.cumsum(widths)[:-1], axis=1)
 
 
@@ -54,7 +57,7 @@ class TowerCaches:
     """The tower's backbones' caches as one: a photo is cached when every backbone has it, and the tower's features
     (the backbones' side by side) are stored split into each backbone's cache."""
 
-    def __init__(self, caches: list, widths: Sequence[int]):
+    def __init__(self, caches: list, widths: Sequence[int] | None):
         self.caches, self.widths = caches, widths
 
     def __contains__(self, key: str) -> bool:
@@ -85,6 +88,14 @@ class FrozenFeatures:
 
         return create_image_backbone(self.config.image_backbone)
 
+    @property
+    def widths(self) -> list[int] | None:
+        """Each backbone's feature width, to split the tower's features by backbone; None for a tower of one backbone,
+        which needs no split and no model built to find its width (loading it costs indexing about a second)."""
+        if len(self.config.image_backbone.backbones()) == 1:
+            return None
+        return self.image_backbone.widths
+
     @cached_property
     def text_encoder(self):
         from wsense.models.text import create_text_encoder
@@ -104,7 +115,9 @@ class FrozenFeatures:
         from wsense.models.photos import PhotoEncoder
 
         keys = list(keys) if keys is not None else [file_sha256(p) for p in paths]
-        caches = TowerCaches(self._caches(), self.image_backbone.widths)
+        caches = TowerCaches(self._caches(), self.widths)
+        if keys and all(key in caches for key in keys):  # indexing handed them over: no model to build
+            return caches.get(keys)
         # Exporting a backbone to ONNX takes a few seconds: only when some photo is not cached yet.
         runtime = feature_runtime(self.config.embedding.image_runtime) if any(key not in caches for key in keys) \
             else "torch"
@@ -133,7 +146,7 @@ class FrozenFeatures:
         each backbone's cache, which is not read for it (indexing hands features over batch after batch)."""
         from wsense.models.embedding_cache import EmbeddingCache
 
-        for name, part in zip(backbone_fingerprints(self.config), per_backbone(vectors, self.image_backbone.widths)):
+        for name, part in zip(backbone_fingerprints(self.config), per_backbone(vectors, self.widths)):
             EmbeddingCache.add(self.cache_dir / f"{name}.npz", keys, part)
 
     def label_probabilities(self, image_features: np.ndarray) -> np.ndarray:
