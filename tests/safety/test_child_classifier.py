@@ -51,6 +51,35 @@ def test_uncertain_photos_follow_the_policy(photo):
     assert not strict.decide(EMPTY, 0.25).child  # nobody in it: only the photo threshold applies
 
 
+@pytest.mark.parametrize("policy", ic.UNCERTAIN_POLICIES)
+def test_people_are_looked_for_only_where_they_could_change_the_verdict(policy):
+    import dataclasses
+
+    rng = np.random.default_rng(0)
+    width = 8 + len(ic.FACE_FEATURES)
+    people = [ic.FACE_FEATURES.index(name) - len(ic.FACE_FEATURES) for name in ("people", "people_without_faces")]
+    photos = [ADULT, TINY_FACE, EMPTY, CHILD_BESIDE_ADULT, PhotoFaces(400, 300, [face(30, (10, 10, 60, 70), 0.5)])]
+    tested = could = 0
+    for trial in range(50):
+        coef = rng.normal(0, 0.3, width)
+        coef[people] = rng.normal(0, 1.0, 2)  # either sign: a refitted check may count people either way
+        check = make_check(coef=coef, intercept=float(rng.normal(-1, 1)), features=8,
+                           thresholds={"photo": 0.5, "uncertain": 0.3}).with_policy(policy)
+        features = rng.normal(0, 1, (len(photos), 8))
+        unseen = [dataclasses.replace(photo, people=None) for photo in photos]
+        flags = check.people_could_matter(features, unseen)
+        assert not flags[3]  # a young face keeps the photo out, whoever else is in it
+        for photo, flag, row in zip(unseen, flags, features):
+            verdicts = {check.verdicts(row[None], [dataclasses.replace(photo, people=[([0, 0, 64, 128], 1.0)] * n)])[
+                0].child for n in (0, 1, 2, 3, 50, 10_000)}
+            tested += 1
+            could += bool(flag)
+            if not flag:  # the verdict without people is the verdict, whatever the detector finds
+                assert verdicts == {check.verdicts(row[None], [photo])[0].child}
+    assert 0 < could < tested / 2
+    assert not check.people_could_matter(features[:1], [ADULT]).any()  # people already looked for
+
+
 def test_policies_and_age_limits_are_versions_of_the_check():
     check = make_check()
     versions = {check.with_policy(p).version for p in ic.UNCERTAIN_POLICIES} | {check.with_policy("strict", 12).version}

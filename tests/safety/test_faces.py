@@ -54,3 +54,22 @@ def test_unreadable_and_too_small_photos_are_named(tmp_path):
     assert results[1][1] is None and "photo too small to check (20x300 px" in results[1][2]
     with pytest.raises(WsenseError, match="thin.png: photo too small"):
         list(analyze_photos([tmp_path / "thin.png"], cache, progress=False))
+
+
+def test_an_analysis_without_people_is_cached_so_and_completed_when_people_are_asked_for(tmp_path):
+    from types import SimpleNamespace
+
+    write_image(tmp_path / "noise.jpg", 1, (160, 200))
+    cache = FaceCache(tmp_path / "cache")
+    [(_, faces, _)] = analyze_photos([tmp_path / "noise.jpg"], cache, progress=False, people=False)
+    assert faces.people is None and FaceCache(tmp_path / "cache").get(next(iter(cache))).people is None
+    asked = []
+    [(_, faces, _)] = analyze_photos([tmp_path / "noise.jpg"], FaceCache(tmp_path / "cache"), progress=False,
+                                     people=lambda key, faces: asked.append(key) or False)
+    assert faces.people is None and len(asked) == 1  # the caller said no: still not looked for
+    found = SimpleNamespace(find_people=lambda image: asked.append(image.size) or [([1, 2, 65, 130], 0.8)])
+    [(_, faces, _)] = analyze_photos([tmp_path / "noise.jpg"], FaceCache(tmp_path / "cache"), found, progress=False)
+    assert faces.people == [([1, 2, 65, 130], 0.8)] and asked[-1] == (160, 200)  # on the photo as analysed
+    [(_, again, _)] = analyze_photos([tmp_path / "noise.jpg"], FaceCache(tmp_path / "cache"), object(), progress=False)
+    assert again == faces  # completed in the cache
+

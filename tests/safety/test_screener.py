@@ -116,8 +116,56 @@ def test_faces_ahead_fills_the_face_cache_in_the_background_and_stops_when_told(
 
     monkeypatch.setattr(screener_module, "analyze_photos", slow)
     ahead = screener_module.FacesAhead(checker.face_cache, [f"x{i}" for i in range(1000)],
-                                       [f"k{i}" for i in range(1000)])
+                                       [f"k{i}" for i in range(1000)], lambda key, faces: False)
     while not analysed:
         time.sleep(0.001)
     ahead.stop()
     assert not ahead.thread.is_alive() and len(analysed) < 1000
+
+
+def analyze_ahead(checker, paths, hashes):
+    import time
+
+    ahead, deadline = checker.analyze_ahead(paths, hashes), time.monotonic() + 60
+    while not all(key in checker.face_cache for key in hashes) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ahead.stop()
+
+
+def test_the_people_detector_runs_only_where_it_could_change_a_verdict(tmp_path, monkeypatch):
+    import wsense.safety.faces as faces_module
+    from wsense.io import file_sha256
+
+    looked = []
+    find_people = faces_module.FaceAnalyzer.find_people
+    monkeypatch.setattr(faces_module.FaceAnalyzer, "find_people",
+                        lambda self, image: looked.append(image.size) or find_people(self, image))
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"p{i}.jpg")
+        write_image(paths[-1], 70 + i, (160, 200))  # room for a standing figure: the detector would run
+    hashes = [file_sha256(path) for path in paths]
+    config = settings(cache_dir=str(tmp_path / "cache"))
+    # Every photo scores about 0.0003: no person the detector could find would keep one out.
+    checker = PhotoScreener(make_check(), config)
+    features = checker.features.images(paths, hashes)
+    checker.remember_features(hashes, features)  # as indexing does, before the faces analysed ahead need them
+    analyze_ahead(checker, paths, hashes)
+    results = checker.screen_photos(paths, hashes=hashes, progress=False)
+    assert not looked and [r.verdict.child for r in results] == [False] * 3
+    assert [r.to_dict()["people"] for r in results] == [None] * 3  # not looked for, and said so
+
+    # Scores of 0.4, between the uncertain photos' threshold (0.3) and the others' (0.5), and no readable face:
+    # a person found would make a photo uncertain and keep it out, so the detector runs on each, once.
+    for ahead in (True, False):
+        looked.clear()
+        config = settings(cache_dir=str(tmp_path / f"cache-{ahead}"))
+        uncertain = PhotoScreener(make_check(intercept=float(np.log(0.4 / 0.6))), config)
+        if ahead:  # decided beside the embedding, from the features handed over
+            uncertain.remember_features(hashes, features)
+            analyze_ahead(uncertain, paths, hashes)
+            assert looked == [(160, 200)] * 3
+        results = uncertain.screen_photos(paths, hashes=hashes, progress=False)
+        assert looked == [(160, 200)] * 3 and all(r.to_dict()["people"] is not None for r in results)
+        uncertain.screen_photos(paths, hashes=hashes, progress=False)
+        assert len(looked) == 3  # cached with the people found

