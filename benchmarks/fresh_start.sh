@@ -2,7 +2,7 @@
 # A fresh clone's first answer: `git clone` of this repository's HEAD into a temporary folder, then `wsense serve` there
 # with an empty HOME (no runs/, no caches, no sentence-encoder copies), timed to the first answer of /api/search. The
 # installed packages are this environment's (the time counts after the install); the data set is the one
-# WSENSE_DATA_DIR (or the config's data.dir) names.
+# WSENSE_DATA_DIR (or the config's data.dir) names. Then the server's resident memory and whether it loaded libtorch.
 #     bash benchmarks/fresh_start.sh [PORT]
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -23,3 +23,7 @@ until curl -sf "http://127.0.0.1:$port/api/search?q=a+dog+runs+on+the+grass&k=5"
 done
 echo "first answer $(echo "$(date +%s.%N) - $start" | bc) s after starting wsense serve in a fresh clone"
 head -c 200 "$work/answer.json"; echo
+# What the server holds once it answers: the first start made the serving files and the index in a child process.
+rss=$(awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$server/status")
+if grep -q libtorch "/proc/$server/maps"; then torch="loaded"; else torch="not loaded"; fi
+echo "server: ${rss} MB resident, libtorch ${torch}"

@@ -2,4 +2,5 @@ import sys
 
 from wsense.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a child process of `wsense serve` imports it (multiprocessing's spawn)
+    sys.exit(main())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import threading
@@ -255,6 +256,27 @@ def example_of(engine, photo: str):
     return engine.example(photo)
 
 
+def serving_files_ready(args: argparse.Namespace, config) -> bool:
+    """Whether the search checkpoint's serving files are there and name the image towers: a server then answers
+    queries and uploads without torch."""
+    from wsense.models.checkpoint import load_checkpoint_config, model_fingerprint
+    from wsense.models.serving import serving_files_complete
+
+    checkpoint = search_checkpoint(args, config)
+    return serving_files_complete(checkpoint, load_checkpoint_config(checkpoint, config), model_fingerprint(checkpoint))
+
+
+def prepare_serving(args: argparse.Namespace) -> None:
+    """In a child process of `wsense serve`: what the server would make with torch, made and saved (the serving
+    files, their image towers, the index of the folder), then exit."""
+    try:
+        engine = engine_of(args, config_of(args))
+        engine.scorer.photos  # noqa: B018  (names the image towers in the serving files: uploads then need no torch)
+    except WsenseError as error:
+        print(f"wsense: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
 def serve(args: argparse.Namespace) -> int:
     from wsense.serving.access import API_KEY_ENV
     from wsense.onnx_session import keep_memory_arenas
@@ -263,6 +285,15 @@ def serve(args: argparse.Namespace) -> int:
     from wsense.serving.web import serve
 
     parse_rate(args.rate_limit)  # a mistyped limit is named before the model loads
+    if not serving_files_ready(args, config_of(args)):
+        # Making them (and indexing) loads torch, which a process never gives back: a child process does it, and
+        # the server then starts from what it wrote, without torch.
+        print("wsense: preparing the model's serving files and the index in a child process", file=sys.stderr)
+        child = multiprocessing.get_context("spawn").Process(target=prepare_serving, args=(args,))
+        child.start()
+        child.join()
+        if child.exitcode:
+            return child.exitcode
     keep_memory_arenas(False)  # a long-lived server gives an upload's activations back after it
     # The query check's sentence encoder loads (about a second) while the catalog does, on the other core.
     warm_up = threading.Thread(target=check_query, args=("warm-up query",), daemon=True)

@@ -113,6 +113,15 @@ def _load_arrays(folder: Path) -> dict[str, np.ndarray]:
         raise WsenseError(f"{folder / HEAD_FILE}: damaged serving head ({error})") from None
 
 
+def serving_files_complete(folder: str | Path, config: Config, fingerprint: str) -> bool:
+    """Whether the serving files of the checkpoint in `folder` name config's text runtime and the image towers, by
+    their manifest alone (open_serving_model still checks each file when it opens them)."""
+    manifest = _read_manifest(Path(folder), fingerprint)
+    runtime = config.search.text_runtime
+    return (manifest is not None and bool(manifest.get("images"))
+            and (runtime == "torch" or runtime in manifest.get("text", {})))
+
+
 def open_serving_model(folder: str | Path, config: Config, fingerprint: str) -> ServingModel | None:
     """The serving files of the checkpoint in `folder` for config's text runtime, opened without torch; None where
     they are missing, another checkpoint's, without that runtime's export, or damaged (say so, and make them again)."""
