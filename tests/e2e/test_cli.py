@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -49,9 +50,13 @@ def test_serve_command_answers_the_json_api_and_follows_the_folder(checkpoint, t
     photos = photo_folder(tmp_path / "photos", 3)
     port = free_port()
     log = tmp_path / "serve.log"
-    command = [sys.executable, "-m", "wsense.cli", "serve", "--checkpoint", str(checkpoint), "--images", str(photos),
-               "--index-dir", str(tmp_path / "ix"), "--config", str(write_config(tmp_path / "config.yaml")),
-               "--port", str(port), "--watch"]
+    model = tmp_path / "model"  # without serving files: the first start makes them
+    shutil.copytree(checkpoint, model)
+    (model / "serving.json").unlink(missing_ok=True)
+    config = write_config(tmp_path / "config.yaml")  # queries through the ONNX text tower, as a server runs them
+    config.write_text(config.read_text().replace("text_runtime: torch", "text_runtime: onnx_int8"))
+    command = [sys.executable, "-m", "wsense.cli", "serve", "--checkpoint", str(model), "--images", str(photos),
+               "--index-dir", str(tmp_path / "ix"), "--config", str(config), "--port", str(port), "--watch"]
     base = f"http://127.0.0.1:{port}"
 
     def wait_for(condition, what: str, seconds: float = 120):
@@ -73,6 +78,9 @@ def test_serve_command_answers_the_json_api_and_follows_the_folder(checkpoint, t
         try:
             wait_for(lambda: get_json(f"{base}/api/catalog")["photos"] == 3, "no answer from wsense serve")
             body = get_json(f"{base}/api/search?q=a+dog&k=2")
+            # made in a child process: the server itself never loaded torch (until --watch embeds a new photo)
+            torch_loaded = "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+            assert (model / "serving.json").is_file()
             write_image(tmp_path / "new.jpg", 77)
             os.replace(tmp_path / "new.jpg", photos / "new.jpg")  # a photo added while serving
             (photos / "photo0.jpg").unlink()  # and one removed
@@ -91,6 +99,7 @@ def test_serve_command_answers_the_json_api_and_follows_the_folder(checkpoint, t
     assert {item["image"] for item in body["results"]} <= {"photo0.jpg", "photo1.jpg", "photo2.jpg"}
     assert all(0 <= item["score"] <= 1 for item in body["results"])
     assert status["watching"] is True and status["refreshes"] >= 1 and status["last_error"] is None
+    assert not torch_loaded and "in a child process" in log.read_text()
     assert "catalog refreshed" in log.read_text()
 
 

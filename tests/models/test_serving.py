@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import settings, write_image
 from wsense.models.checkpoint import load_checkpoint, model_fingerprint
 from wsense.models.image import TENSOR_VIEWS, ImageViews
-from wsense.models.serving import MANIFEST_FILE, TOKENIZER_FILE, open_serving_model
+from wsense.models.serving import MANIFEST_FILE, TOKENIZER_FILE, open_serving_model, serving_files_complete
 from wsense.models.serving_head import ServingHead, head_arrays
 from wsense.models.views import VIEWS, view_pixels
 from wsense.serving.scoring import RelevanceScorer
@@ -54,10 +54,14 @@ def test_numpy_views_are_the_torch_views_to_the_bit(size):
 def test_serving_files_are_made_once_and_opened_without_the_torch_model(exported_checkpoint_copy, tmp_path, capsys):
     folder = exported_checkpoint_copy
     (folder / MANIFEST_FILE).unlink(missing_ok=True)  # the session checkpoint's, copied with it
+    assert not serving_files_complete(folder, FP32, model_fingerprint(folder))  # `wsense serve` makes them apart
     made = RelevanceScorer.from_checkpoint(folder, FP32)
     assert made._model is not None and (folder / MANIFEST_FILE).is_file()
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     assert manifest["text"] == {"onnx": made.onnx_text.path.name} and len(manifest["images"]) == 2
+    assert serving_files_complete(folder, FP32, model_fingerprint(folder))
+    assert not serving_files_complete(folder, settings(search__text_runtime="onnx_int8"), model_fingerprint(folder))
+    assert not serving_files_complete(folder, FP32, "another-checkpoint")
 
     opened = RelevanceScorer.from_checkpoint(folder, FP32)
     assert opened._model is None and opened.served is not None
