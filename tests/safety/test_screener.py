@@ -157,14 +157,17 @@ def test_the_people_detector_runs_only_where_it_could_change_a_verdict(tmp_path,
 
     # Scores of 0.4, between the uncertain photos' threshold (0.3) and the others' (0.5), and no readable face:
     # a person found would make a photo uncertain and keep it out, so the detector runs on each, once.
-    for ahead in (True, False):
+    import wsense.safety.screener as screener_module
+
+    for ahead, limit in ((True, 4096), (True, 1), (False, 4096)):
         looked.clear()
-        config = settings(cache_dir=str(tmp_path / f"cache-{ahead}"))
+        monkeypatch.setattr(screener_module, "HANDED_LIMIT", limit)
+        config = settings(cache_dir=str(tmp_path / f"cache-{ahead}-{limit}"))
         uncertain = PhotoScreener(make_check(intercept=float(np.log(0.4 / 0.6))), config)
-        if ahead:  # decided beside the embedding, from the features handed over
+        if ahead:  # decided beside the embedding from the features handed over, as many as are kept
             uncertain.remember_features(hashes, features)
             analyze_ahead(uncertain, paths, hashes)
-            assert looked == [(160, 200)] * 3
+            assert looked == [(160, 200)] * min(3, limit)
         results = uncertain.screen_photos(paths, hashes=hashes, progress=False)
         assert looked == [(160, 200)] * 3 and all(r.to_dict()["people"] is not None for r in results)
         uncertain.screen_photos(paths, hashes=hashes, progress=False)

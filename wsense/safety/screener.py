@@ -25,6 +25,9 @@ from wsense.safety.child_classifier import (CHECK_FILE, FACE_FEATURES, ChildClas
                                             fit_child_classifier, photo_labels)
 
 
+HANDED_LIMIT = 4096  # handed-over features kept for the faces analysed ahead: about 20 MB of Lite0's
+
+
 def configured_classifier(config: Config) -> ChildClassifier:
     """The fitted check of safety.check with the policy and age limit of `config` (what decides, and its version)."""
     return ChildClassifier.load(config.safety.check, config.safety.uncertain).with_policy(config.safety.uncertain,
@@ -88,7 +91,10 @@ class PhotoScreener:
     def remember_features(self, hashes: Sequence[str], pooled: np.ndarray) -> None:
         """Hand over the check's frozen features of photos (by sha256) that a model computed (shared_columns)."""
         self.features.remember(hashes, pooled)
-        self._handed.update(zip(hashes, np.asarray(pooled)))  # for the faces analysed ahead: look for people?
+        # Kept for the faces analysed ahead (look for people?) while it stays small: where the face analysis lags
+        # far behind the embedding, the photos past the limit are decided by screen_photos instead.
+        room = max(HANDED_LIMIT - len(self._handed), 0)
+        self._handed.update(list(zip(hashes, np.asarray(pooled)))[:room])
 
     def analyze_ahead(self, paths: Sequence[str | Path], hashes: Sequence[str]) -> "FacesAhead":
         """Start the face analysis of photos about to be screened, in a thread beside the caller's work (indexing
