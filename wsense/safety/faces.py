@@ -69,9 +69,9 @@ class PhotoFaces:
         """More person boxes than the people detector can ever return for this photo: one for every window position
         at each of its pyramid's levels (what bounds the people features when the detector was not run)."""
         width, height = analysed_size(self.width, self.height)
-        per_level = (width // PERSON_STRIDE[0] + 2 * PERSON_PADDING[0] + 1) * (
-            height // PERSON_STRIDE[1] + 2 * PERSON_PADDING[1] + 1)
-        return PERSON_LEVELS * per_level
+        across, down = ((side + 2 * pad) // stride + 1
+                        for side, pad, stride in zip((width, height), PERSON_PADDING, PERSON_STRIDE))
+        return PERSON_LEVELS * across * down  # the first level has the most positions
 
 
 def analysed_scale(width: int, height: int) -> float:
