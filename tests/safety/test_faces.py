@@ -68,8 +68,11 @@ def test_an_analysis_without_people_is_cached_so_and_completed_when_people_are_a
                                      people=lambda key, faces: asked.append(key) or False)
     assert faces.people is None and len(asked) == 1  # the caller said no: still not looked for
     found = SimpleNamespace(find_people=lambda image: asked.append(image.size) or [([1, 2, 65, 130], 0.8)])
-    [(_, faces, _)] = analyze_photos([tmp_path / "noise.jpg"], FaceCache(tmp_path / "cache"), found, progress=False)
-    assert faces.people == [([1, 2, 65, 130], 0.8)] and asked[-1] == (160, 200)  # on the photo as analysed
+    asked.clear()
+    [(_, faces, _)] = analyze_photos([tmp_path / "noise.jpg"], FaceCache(tmp_path / "cache"), found, progress=False,
+                                     people=lambda key, faces: asked.append(key) or True)
+    assert faces.people == [([1, 2, 65, 130], 0.8)] and asked[1:] == [(160, 200)]  # on the photo as analysed
+    assert len(asked) == 2  # the caller was asked once (its answer can be used up: the features handed over)
     [(_, again, _)] = analyze_photos([tmp_path / "noise.jpg"], FaceCache(tmp_path / "cache"), object(), progress=False)
     assert again == faces  # completed in the cache
 

@@ -234,7 +234,8 @@ def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: Face
         try:
             for path, key in zip(paths, hashes):
                 faces = cache.get(key) if key in cache else None
-                if faces is not None and (faces.people is not None or not wants_people(key, faces)):
+                look = faces is not None and faces.people is None and wants_people(key, faces)
+                if faces is not None and not look:
                     yield path, faces, None
                     continue
                 if analyzer is None:
@@ -243,7 +244,8 @@ def analyze_photos(paths: Sequence[str | Path], cache: FaceCache, analyzer: Face
                     image = load_image(Path(path), longer_side=MAX_SIDE)
                     if faces is None:
                         faces = analyzer.analyze(image, people=False)
-                    if wants_people(key, faces):
+                        look = wants_people(key, faces)  # asked once a photo: the answer may be used up
+                    if look:
                         faces.people = analyzer.find_people(image)
                 except WsenseError as error:
                     why = str(error).removeprefix(f"{path}: ")
