@@ -109,14 +109,19 @@ def fp_at_target(scores, labels, forced):
     return rates(forced | (scores >= threshold), labels)["fpr"]
 
 
-def main() -> None:
-    config = load_config("configs/default.yaml")
+def labelled_training_photos(config):
+    """The training photos labels/photos.csv calls either way (unsure left out): the data set, their labels (a
+    frame), paths, file hashes and 0/1 labels (1: a child)."""
     data = load_data(config.data_dir, check_images=False)
     looked = photo_labels(config.safety.labels)
     looked = looked[(looked["split"] == "train") & (looked["label"] != "unsure")].reset_index(drop=True)
     paths = [data.train_image_dir / name for name in looked["image"]]
-    keys = [file_sha256(p) for p in paths]
-    y = (looked["label"] == "child").astype(int).to_numpy()
+    return data, looked, paths, [file_sha256(p) for p in paths], (looked["label"] == "child").astype(int).to_numpy()
+
+
+def main() -> None:
+    config = load_config("configs/default.yaml")
+    data, looked, paths, keys, y = labelled_training_photos(config)
     captions = child_photo_labels(data).loc[looked["image"]].to_numpy()
     first = copy.deepcopy(config)
     first.image_backbone = config.image_backbone.first_only()
