@@ -191,11 +191,11 @@ def allowing_check():
 def settings(**changes) -> Config:
     """The default config with changes written "section__key=value" (search__text_runtime="torch"; a top-level key
     as itself), as a user's --config would give them. Tests default to the torch text path, no multilingual map, the
-    fusion ranking (no query bank to build) and the test image check (TEST_CHECK) unless they ask."""
+    fusion ranking (no query bank to build), the test image check (TEST_CHECK) and no reviews unless they ask."""
     config = load_config()
     values = {"search__multilingual": "none", "search__text_runtime": "torch", "search__ranking": "fusion",
               "search__duplicate_threshold": None,
-              "safety__check": str(TEST_CHECK), **changes}
+              "safety__check": str(TEST_CHECK), "safety__reviews": None, **changes}
     for name, value in values.items():
         section, _, key = name.rpartition("__")
         setattr(getattr(config, section) if section else config, key, value)
@@ -205,11 +205,11 @@ def settings(**changes) -> Config:
 @pytest.fixture
 def config_file(tmp_path) -> Path:
     """A user's --config for command-line tests: the defaults with the torch text path, no multilingual map, the
-    fusion ranking and the test image check."""
+    fusion ranking, the test image check and no reviews."""
     path = tmp_path / "wsense.yaml"
     path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
                     f"  duplicate_threshold: null\n"
-                    f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
+                    f"safety:\n  check: {TEST_CHECK}\n  reviews: null\n", encoding="utf-8")
     return path
 
 
@@ -359,11 +359,11 @@ def tiny_map_settings(checkpoint: Path, data: Path, tmp_path: Path, monkeypatch,
 
 
 def write_config(path: Path) -> Path:
-    """A user's --config: the English tower for every query (no multilingual map to fit) in torch, and the test
-    image check; the fusion ranking (no query bank to build)."""
+    """A user's --config: the English tower for every query (no multilingual map to fit) in torch, the test image
+    check and no reviews; the fusion ranking (no query bank to build)."""
     path.write_text(f"search:\n  multilingual: none\n  text_runtime: torch\n  ranking: fusion\n"
                     f"  duplicate_threshold: null\n"
-                    f"safety:\n  check: {TEST_CHECK}\n", encoding="utf-8")
+                    f"safety:\n  check: {TEST_CHECK}\n  reviews: null\n", encoding="utf-8")
     return path
 
 

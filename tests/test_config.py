@@ -40,6 +40,7 @@ def test_partial_config_keeps_defaults(tmp_path):
     ("safety:\n  uncertain: allow\n", "safety.uncertain must be one of strict, exclude, classifier"),
     ("safety:\n  child_age: 0\n", "safety.child_age must be a whole number of years from 1 to 80"),
     ("safety:\n  target_recall: 1.5\n", "safety.target_recall must be in"),
+    ("safety:\n  reviews: 3\n", "safety.reviews must be a file path or null"),
     ("search:\n  child_threshold: 0.6\n", "unknown key 'search.child_threshold'"),
 ])
 def test_bad_config_is_one_clear_line(tmp_path, text, message):

@@ -192,6 +192,8 @@ class SafetyConfig:
     target_recall: float = 0.95  # (0, 1]: share of the training child photos the fitted threshold keeps out
     classifier_c: float = 0.003  # > 0: inverse regularisation of the check's logistic regression
     labels: str = "labels/photos.csv"  # what each data set photo shows, by looking: fits the check (labels/README.md)
+    # Verdicts people made by looking at catalog photos (`wsense review`), overruling the check; null: none.
+    reviews: str | None = "reviews.csv"
 
 
 UNCERTAIN_POLICIES = ("strict", "exclude", "classifier")
@@ -326,6 +328,8 @@ def config_from_dict(values: dict[str, Any], source: str | Path = "config") -> C
     if not isinstance(safety.child_age, int) or not 1 <= safety.child_age <= 80:
         raise WsenseError(f"{source}: safety.child_age must be a whole number of years from 1 to 80, got "
                           f"{safety.child_age!r}")
+    if safety.reviews is not None and (not isinstance(safety.reviews, str) or not safety.reviews.strip()):
+        raise WsenseError(f"{source}: safety.reviews must be a file path or null, got {safety.reviews!r}")
     if not 0.0 < float(safety.target_recall) <= 1.0 or not float(safety.classifier_c) > 0:
         raise WsenseError(f"{source}: safety.target_recall must be in (0, 1] and safety.classifier_c above 0, got "
                           f"{safety.target_recall} and {safety.classifier_c}")

@@ -36,6 +36,30 @@ def test_check_image_prints_one_json_line_per_photo(tmp_path, capsys, config_fil
     assert lines[1]["child"] is None and "not a readable image" in lines[1]["error"]
 
 
+def test_review_records_what_a_person_saw_by_the_photos_content(tmp_path, capsys, config_file):
+    from wsense.io import file_sha256
+    from wsense.safety.reviews import read_reviews
+
+    write_image(tmp_path / "a.jpg", 1, (120, 90))
+    reviews = tmp_path / "reviews.csv"
+    code = main(["review", str(tmp_path / "a.jpg"), "--no-child", "--reviewer", "Ana", "--note", "kickboxers",
+                 "--reviews", str(reviews), "--config", str(config_file)])
+    captured = capsys.readouterr()
+    assert code == 0 and "wsense index FOLDER" in captured.err
+    line = json.loads(captured.out)
+    assert line["verdict"] == "no_child" and line["sha256"] == file_sha256(tmp_path / "a.jpg")
+    review = read_reviews(reviews)[line["sha256"]]
+    assert (review.reviewer, review.note, review.shows_child) == ("Ana", "kickboxers", False)
+
+    code = main(["review", str(tmp_path / "gone.jpg"), "--child", "--reviewer", "Ana", "--reviews", str(reviews),
+                 "--config", str(config_file)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.endswith("gone.jpg: no such photo file") and "\n" not in err
+    code = main(["review", str(tmp_path / "a.jpg"), "--child", "--reviewer", "Ana", "--config", str(config_file)])
+    assert code == 2 and "safety.reviews is null; pass --reviews FILE" in capsys.readouterr().err
+    assert len(read_reviews(reviews)) == 1
+
+
 def indexed_paths(index_dir: Path) -> list[dict]:
     from wsense.serving.index import CatalogIndex
 

@@ -84,6 +84,32 @@ def test_new_photos_are_checked_before_they_are_searchable(engine, folder, tmp_p
     assert reply["refused"] is True and reply["results"] == []
 
 
+def test_reviews_overrule_the_image_check_both_ways_and_follow_a_renamed_photo(checkpoint, folder, tmp_path):
+    from wsense.io import file_sha256
+    from wsense.safety.reviews import new_reviews, record_reviews
+
+    reviews = tmp_path / "reviews.csv"
+    engine = SearchEngine(checkpoint, folder, DESCRIPTIONS, index_dir=folder / "index",
+                          settings=settings(safety__reviews=str(reviews)))
+    write_image(tmp_path / "flagged.jpg", 3, size=(64, 48))
+    engine.live.checker = flagging(engine.live.checker, tmp_path / "flagged.jpg", [folder / n for n in engine.images])
+    shutil.copy(tmp_path / "flagged.jpg", folder / "flagged.jpg")
+    assert engine.refresh().excluded_by_image_check == 1 and "flagged.jpg" not in engine.images
+
+    record_reviews(reviews, new_reviews([("flagged.jpg", file_sha256(folder / "flagged.jpg"))], "no_child", "Ana"))
+    record_reviews(reviews, new_reviews([("photo1.jpg", file_sha256(folder / "photo1.jpg"))], "child", "Ben"))
+    report = engine.refresh()
+    assert (report.released_by_review, report.excluded_by_review, report.excluded_by_image_check) == (1, 1, 0)
+    assert "1 by a review; 1 shown that the check keeps out, by a review" in str(report)
+    assert sorted(engine.images) == ["flagged.jpg", "photo0.jpg", "photo2.jpg"]
+    kept_out = {e["path"]: e["excluded"] for e in CatalogIndex.load(engine.index_dir).entries if e["excluded"]}
+    assert kept_out["photo1.jpg"].startswith("review: reviewed by Ben on ")
+
+    (folder / "flagged.jpg").rename(folder / "renamed.jpg")  # the review is the photo's, not its name's
+    engine.refresh()
+    assert "renamed.jpg" in engine.images and "photo1.jpg" not in engine.images
+
+
 def test_a_failed_refresh_keeps_the_catalog_and_the_index_as_they_were(engine, folder, monkeypatch):
     saved = CatalogIndex.load(engine.index_dir)
     version = IndexStore(engine.index_dir).committed_version()

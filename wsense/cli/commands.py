@@ -51,6 +51,28 @@ def fit_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def review(args: argparse.Namespace) -> int:
+    from wsense.io import file_sha256
+    from wsense.safety.reviews import new_reviews, record_reviews
+
+    path = args.reviews or config_of(args).safety.reviews
+    if not path:
+        raise WsenseError("no reviews file: safety.reviews is null; pass --reviews FILE")
+    missing = [photo for photo in args.photos if not Path(photo).is_file()]
+    if missing:
+        raise WsenseError(f"{missing[0]}: no such photo file" + (f" (and {len(missing) - 1} more)"
+                                                                   if len(missing) > 1 else ""))
+    reviews = new_reviews([(photo, file_sha256(photo)) for photo in args.photos], args.verdict, args.reviewer,
+                          args.note)
+    record_reviews(path, reviews)
+    for item in reviews:
+        print(json.dumps({"image": item.photo, "sha256": item.sha256, "verdict": item.verdict,
+                          "reviewer": item.reviewer}, ensure_ascii=False))
+    print(f"wsense: {len(reviews)} review(s) added to {path}; `wsense index FOLDER` applies them to that folder's "
+          "index", file=sys.stderr)
+    return 0
+
+
 def config_of(args: argparse.Namespace):
     from wsense.config import load_config
 

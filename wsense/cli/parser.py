@@ -24,6 +24,21 @@ def build_parser() -> argparse.ArgumentParser:
     check_image.add_argument("photos", nargs="+", help="photo files")
     check_image.set_defaults(run=runners.check_image)
 
+    review = commands.add_parser(
+        "review", help="legal filter: record what a person saw in photos, overruling the image check for them "
+        "(applied by the next `wsense index`)")
+    common(review)
+    review.add_argument("photos", nargs="+", help="photo files, each looked at by the reviewer")
+    verdict = review.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--no-child", dest="verdict", action="store_const", const="no_child",
+                         help="no child under 16 is visible: show the photo even where the check keeps it out")
+    verdict.add_argument("--child", dest="verdict", action="store_const", const="child",
+                         help="a child under 16 is visible: keep the photo out of results")
+    review.add_argument("--reviewer", required=True, help="who looked (kept with the review)")
+    review.add_argument("--note", default="", help="what decided it (kept with the review)")
+    review.add_argument("--reviews", help="reviews file (default: safety.reviews)")
+    review.set_defaults(run=runners.review)
+
     fit_check = commands.add_parser("fit-check", help="fit the image check on the training photos (safety.check)")
     common(fit_check)
     fit_check.set_defaults(run=runners.fit_check)

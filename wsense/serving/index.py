@@ -29,6 +29,7 @@ from wsense.errors import WsenseError
 from wsense.io import file_sha256
 from wsense.safety.screener import PhotoScreener
 from wsense.safety.filters import child_images
+from wsense.safety.reviews import Review, read_reviews
 from wsense.safety.rules import mentions_child
 from wsense.serving.scoring import RelevanceScorer
 from wsense.serving.metadata import photo_metadata, unknown_metadata
@@ -43,6 +44,7 @@ INDEX_FORMAT = "wsense-index-1"  # the earlier format: index.json and embeddings
 EMBEDDINGS_FILE, META_FILE, PROGRESS_DIR = "embeddings.npy", "index.json", "progress"
 EXCLUDED_BY_DESCRIPTION = "description mentions a child"
 EXCLUDED_BY_IMAGE_CHECK = "image check"
+EXCLUDED_BY_REVIEW = "review"
 
 
 def catalog_files(root: Path) -> list[str]:
@@ -64,6 +66,8 @@ class IndexReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     excluded_by_description: int = 0
     excluded_by_image_check: int = 0
+    excluded_by_review: int = 0  # photos a person reviewed as showing a child (safety.reviews)
+    released_by_review: int = 0  # photos the image check keeps out that a person reviewed as showing none
     resumed: int = 0  # of those added or changed, the photos an interrupted run had embedded and committed
     checked: int = 0  # photos the image check looked at in this run (new, changed, or checked by another version)
     check_version: str = ""
@@ -76,7 +80,9 @@ class IndexReport:
                                                          "from its progress" if self.resumed else ""),
                  f"legal filter: {self.excluded_by_description} photos kept out by their descriptions, "
                  f"{self.excluded_by_image_check} by the image check ({self.check_version}; {self.checked} "
-                 "checked in this run)"]
+                 "checked in this run)" + (f", {self.excluded_by_review} by a review; {self.released_by_review} "
+                                           "shown that the check keeps out, by a review"
+                                           if self.excluded_by_review or self.released_by_review else "")]
         lines += [f"  skipped {path}: {why}" for path, why in self.skipped]
         return "\n".join(lines)
 
@@ -259,7 +265,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     _run_image_check(root, entries, checker, report)
     dim = scorer.dim
     embeddings = np.stack([keep[p][1] for p in paths]).astype(np.float32) if paths else np.zeros((0, dim), np.float32)
-    _apply_legal_filter(entries, descriptions, report)
+    _apply_legal_filter(entries, descriptions, report, read_reviews(scorer.config.safety.reviews))
     report.thumbnails = ensure_thumbnails(root, [entry for entry in entries if not entry["excluded"]],
                                           scorer.config.cache_dir)
     index = CatalogIndex(root, fingerprint, entries, embeddings)
@@ -294,13 +300,20 @@ def described_children(descriptions: Descriptions | None) -> set[str]:
     return {image for image, text in descriptions if text and mentions_child(text)}
 
 
-def _apply_legal_filter(entries: list[dict], descriptions: Descriptions | None, report: IndexReport) -> None:
+def _apply_legal_filter(entries: list[dict], descriptions: Descriptions | None, report: IndexReport,
+                        reviews: dict[str, Review]) -> None:
+    """Keep out each photo that its description, a person's review (by content) or else the image check says shows a
+    child. A review overrules the check both ways; a description that mentions a child is not the photo's to review."""
     described = described_children(descriptions)
     for entry in entries:
-        name = entry["path"]
+        name, review = entry["path"], reviews.get(entry["sha256"])
         if name in described or Path(name).name in described:
             entry["excluded"] = EXCLUDED_BY_DESCRIPTION
             report.excluded_by_description += 1
+        elif review is not None:
+            entry["excluded"] = f"{EXCLUDED_BY_REVIEW}: {review.reason()}" if review.shows_child else None
+            report.excluded_by_review += review.shows_child
+            report.released_by_review += not review.shows_child and entry["check"]["child"]
         elif entry["check"]["child"]:
             entry["excluded"] = f"{EXCLUDED_BY_IMAGE_CHECK}: {entry['check']['reason']}"
             report.excluded_by_image_check += 1
