@@ -136,6 +136,33 @@ def test_photos_the_check_keeps_out_are_in_no_result(engine, config, checkpoint,
     assert all(f"  {name}\timage check: " in listed for name in excluded)
 
 
+def test_reviews_by_looking_show_the_adults_photos_the_check_hides(engine, config, checkpoint, tmp_path, capsys):
+    from wsense.safety.child_classifier import photo_labels
+
+    labels = photo_labels(config.safety.labels)
+    by_looking = dict(zip(labels["image"], labels["label"]))
+    hidden = {entry["path"] for entry in engine.index.excluded}
+    adults = sorted(name for name in hidden if by_looking[name] in ("adult", "none"))
+    assert len(adults) >= 10  # the check hides adults' photos: what a person's review puts right
+    reviews, index_dir = tmp_path / "reviews.csv", tmp_path / "index"
+    assert main(["review", *[str(FULL_DATA / "test_images" / name) for name in adults], "--no-child",
+                 "--reviewer", "e2e", "--note", "labels/photos.csv", "--reviews", str(reviews)]) == 0
+    shutil.copytree(engine.index_dir, index_dir)  # the engine's own index stays as the other tests read it
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(f"cache_dir: {config.cache_dir}\nsearch:\n  multilingual: none\n  text_runtime: torch\n"
+                           f"  ranking: fusion\nsafety:\n  check: {config.safety.check}\n  reviews: {reviews}\n")
+    catalog = ["--checkpoint", str(checkpoint), "--config", str(config_path), "--index-dir", str(index_dir),
+               "--images", str(FULL_DATA / "test_images")]
+    capsys.readouterr()
+    assert main(["index", str(FULL_DATA / "test_images"), *catalog[:6], "--report"]) == 0
+    out, err = capsys.readouterr()
+    assert f"{len(hidden) - len(adults)} photo(s) kept out of results" in out and "0 checked in this run" in err
+    assert f"0 by a review; {len(adults)} shown that the check keeps out, by a review" in err
+    assert main(["search", "a group of people", "--top-k", "100", "--json", *catalog]) == 0
+    shown = {item["image"] for item in json.loads(capsys.readouterr().out)["results"]}
+    assert set(adults) <= shown and not (hidden - set(adults)) & shown
+
+
 def test_the_page_in_chromium_never_shows_an_excluded_photo(engine, tmp_path):
     import socket
     import threading
