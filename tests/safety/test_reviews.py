@@ -52,3 +52,22 @@ def test_a_review_needs_a_verdict_and_a_reviewer():
         new_reviews([("p.jpg", A)], "adult", "Ana")
     with pytest.raises(WsenseError, match="names its reviewer"):
         new_reviews([("p.jpg", A)], "child", "  ")
+
+
+def _record_many(path: str, worker: int) -> None:
+    for i in range(40):
+        record_reviews(path, new_reviews([(f"w{worker}-{i}.jpg", f"{worker:032x}{i:032x}")], "no_child", "Ana"))
+
+
+def test_reviewers_recording_at_once_all_keep_their_rows(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "reviews.csv"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_record_many, args=(str(path), w)) for w in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0] * 4
+    assert len(read_reviews(path)) == 160 and len(path.read_text(encoding="utf-8").splitlines()) == 161

@@ -85,16 +85,20 @@ def new_reviews(photos: Sequence[tuple[str, str]], verdict: str, reviewer: str, 
 
 
 def record_reviews(path: str | Path, reviews: Sequence[Review]) -> None:
-    """Add reviews to the file (made if missing), atomically: a crash leaves it as it was or with all of them."""
+    """Add reviews to the file (made if missing), atomically: a crash leaves it as it was or with all of them. Two
+    reviewers recording at once both keep their rows (a lock file beside it: `<file>.lock`)."""
+    from filelock import FileLock
+
     path = Path(path)
-    read_reviews(path)  # a damaged file is named, not appended to
-    before = path.read_text(encoding="utf-8") if path.is_file() else ""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    if not before:
-        writer.writerow(COLUMNS)
-    elif not before.endswith("\n"):
-        out.write("\n")
-    writer.writerows(astuple(review) for review in reviews)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, before + out.getvalue())
+    with FileLock(f"{path}.lock"):
+        read_reviews(path)  # a damaged file is named, not appended to
+        before = path.read_text(encoding="utf-8") if path.is_file() else ""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        if not before:
+            writer.writerow(COLUMNS)
+        elif not before.endswith("\n"):
+            out.write("\n")
+        writer.writerows(astuple(review) for review in reviews)
+        atomic_write_text(path, before + out.getvalue())
