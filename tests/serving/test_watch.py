@@ -109,6 +109,14 @@ def test_reviews_overrule_the_image_check_both_ways_and_follow_a_renamed_photo(c
     engine.refresh()
     assert "renamed.jpg" in engine.images and "photo1.jpg" not in engine.images
 
+    reviews.write_text(reviews.read_text(encoding="utf-8") + "not,a,review,,,\n", encoding="utf-8")
+    write_image(folder / "new.jpg", 4, size=(64, 48))
+    embedded = []
+    engine.live.scorer.photo_batches = lambda *a, **k: embedded.append(1) or iter(())
+    with pytest.raises(WsenseError, match="reviews.csv:4: sha256 must be 64 hex digits"):
+        engine.refresh()
+    assert not embedded and "renamed.jpg" in engine.images  # named before any photo is embedded; still served
+
 
 def test_a_failed_refresh_keeps_the_catalog_and_the_index_as_they_were(engine, folder, monkeypatch):
     saved = CatalogIndex.load(engine.index_dir)

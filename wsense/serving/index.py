@@ -185,6 +185,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     where its verdict is missing or stale, re-apply the legal filter, and save atomically. `photo_batches`: what
     embeds the photos, batch by batch (default: `scorer.photo_batches` in this process; or RayPhotoBatches)."""
     root, directory = Path(root), Path(directory)
+    reviews = read_reviews(scorer.config.safety.reviews)  # a damaged file is named before any photo is embedded
     previous = None
     if not rebuild and index_exists(directory):
         previous = CatalogIndex.load(directory, fingerprint)
@@ -265,7 +266,7 @@ def update_index(root: str | Path, directory: str | Path, scorer: RelevanceScore
     _run_image_check(root, entries, checker, report)
     dim = scorer.dim
     embeddings = np.stack([keep[p][1] for p in paths]).astype(np.float32) if paths else np.zeros((0, dim), np.float32)
-    _apply_legal_filter(entries, descriptions, report, read_reviews(scorer.config.safety.reviews))
+    _apply_legal_filter(entries, descriptions, report, reviews)
     report.thumbnails = ensure_thumbnails(root, [entry for entry in entries if not entry["excluded"]],
                                           scorer.config.cache_dir)
     index = CatalogIndex(root, fingerprint, entries, embeddings)
