@@ -23,7 +23,6 @@ Reported, out of fold (5 folds, seeds 0 and 1) on those photos:
 An experiment, not part of the product.
 """
 import argparse
-import copy
 import importlib.util
 import json
 import math
@@ -40,12 +39,10 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from child_check_evidence import fp_at_target, labelled_training_photos, logistic
+from child_check_evidence import fp_at_target, labelled_training_photos, logistic, product_evidence
 from wsense.config import load_config
-from wsense.models.frozen_features import FrozenFeatures
 from wsense.models.image import ImageViews, create_backbone
-from wsense.safety.child_classifier import face_features, has_young_face, readable_faces
-from wsense.safety.faces import FaceCache, analyze_photos
+from wsense.safety.child_classifier import readable_faces
 
 SEEDS, FOLDS, CHILD_AGE, FACE_PX, MARGIN = (0, 1), 5, 16, 64, 0.4
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -166,15 +163,11 @@ def main() -> None:
     torch.set_num_threads(2)
     config = load_config("configs/default.yaml")
     _, _, paths, keys, y = labelled_training_photos(config)
-    first = copy.deepcopy(config)
-    first.image_backbone = config.image_backbone.first_only()
-    scene = {"224 px (the product's)": FrozenFeatures(first).images(paths, keys)}
+    lite0, faces, face, young = product_evidence(config, paths, keys)
+    scene = {"224 px (the product's)": lite0}
     if args.size:
         scene[f"{args.size} px"] = pooled_at(args.size, config, paths,
                                              Path(config.cache_dir) / "experiments" / f"lite0-pooled-{args.size}.npy")
-    faces = [f for _, f, _ in analyze_photos(paths, FaceCache(config.cache_dir), hashes=keys)]
-    face = np.stack([face_features(p, CHILD_AGE) for p in faces])
-    young = np.array([has_young_face(p, CHILD_AGE) for p in faces])
     probabilities = second_ages(paths, faces)
     second = np.stack([age_features(p) for p in probabilities])
 

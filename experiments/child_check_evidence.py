@@ -119,21 +119,26 @@ def labelled_training_photos(config):
     return data, looked, paths, [file_sha256(p) for p in paths], (looked["label"] == "child").astype(int).to_numpy()
 
 
+def product_evidence(config, paths, keys):
+    """What the product's check reads of photos: Lite0's frozen features, the face analyses, their face features,
+    and whether a readable face is under 16 (which keeps a photo out whatever the score)."""
+    first = copy.deepcopy(config)
+    first.image_backbone = config.image_backbone.first_only()
+    faces = [f for _, f, _ in analyze_photos(paths, FaceCache(config.cache_dir), hashes=keys)]
+    return (FrozenFeatures(first).images(paths, keys), faces, np.stack([face_features(p, 16) for p in faces]),
+            np.array([has_young_face(p, 16) for p in faces]))
+
+
 def main() -> None:
     config = load_config("configs/default.yaml")
     data, looked, paths, keys, y = labelled_training_photos(config)
     captions = child_photo_labels(data).loc[looked["image"]].to_numpy()
-    first = copy.deepcopy(config)
-    first.image_backbone = config.image_backbone.first_only()
-    lite0 = FrozenFeatures(first).images(paths, keys)
+    lite0, faces, face, young = product_evidence(config, paths, keys)
     second = copy.deepcopy(config)
     second.image_backbone = ImageBackboneConfig(**{**vars(config.image_backbone.extra_backbones[0]),
                                                    "views": config.image_backbone.views, "extra_backbones": []})
     lite2 = FrozenFeatures(second).images(paths, keys)
-    faces = [f for _, f, _ in analyze_photos(paths, FaceCache(config.cache_dir), hashes=keys)]
-    face = np.stack([face_features(p, 16) for p in faces])
     extra = np.stack([ages(p) for p in faces])
-    young = np.array([has_young_face(p, 16) for p in faces])
     meta, crops = crop_features(paths, faces, Path(config.cache_dir) / "experiments" / f"crops-{CROP_PX}.npz")
 
     def crop_scores(fit_photos, score_photos, kind):

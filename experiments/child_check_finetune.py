@@ -35,12 +35,9 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from child_check_evidence import fp_at_target, labelled_training_photos, logistic
+from child_check_evidence import fp_at_target, labelled_training_photos, logistic, product_evidence
 from wsense.config import load_config
-from wsense.models.frozen_features import FrozenFeatures
 from wsense.models.image import ImageViews, create_backbone
-from wsense.safety.child_classifier import face_features, has_young_face
-from wsense.safety.faces import FaceCache, analyze_photos
 
 VIEWS = ("center", "flip", "full", "first", "last")
 MIRRORED = ("full", "first", "last")  # their mirrors are the three extra training views
@@ -149,13 +146,8 @@ def main() -> None:
     torch.set_num_threads(2)
     config = load_config("configs/default.yaml")
     _, _, paths, keys, y = labelled_training_photos(config)
-    first = copy.deepcopy(config)
-    first.image_backbone = config.image_backbone.first_only()
-    frozen = FrozenFeatures(first).images(paths, keys)
-    faces = [f for _, f, _ in analyze_photos(paths, FaceCache(config.cache_dir), hashes=keys)]
-    face = np.stack([face_features(p, 16) for p in faces])
-    young = np.array([has_young_face(p, 16) for p in faces])
-    backbone = create_backbone(first.image_backbone.backbones()[0])
+    frozen, _, face, young = product_evidence(config, paths, keys)
+    backbone = create_backbone(config.image_backbone.first_only().backbones()[0])
     maps = early_maps(backbone, paths, Path(config.cache_dir) / "experiments" / "lite0-stage4-maps.npy")
     tuned, probe = np.full(len(y), np.nan), np.full(len(y), np.nan)
     folds = list(StratifiedKFold(FOLDS, shuffle=True, random_state=SEED).split(frozen, y))[:args.folds]
