@@ -45,7 +45,7 @@ def test_review_records_what_a_person_saw_by_the_photos_content(tmp_path, capsys
     code = main(["review", str(tmp_path / "a.jpg"), "--no-child", "--reviewer", "Ana", "--note", "kickboxers",
                  "--reviews", str(reviews), "--config", str(config_file)])
     captured = capsys.readouterr()
-    assert code == 0 and "wsense index FOLDER" in captured.err
+    assert code == 0 and "`wsense index` reads no reviews file (safety.reviews): name this file there" in captured.err
     line = json.loads(captured.out)
     assert line["verdict"] == "no_child" and line["sha256"] == file_sha256(tmp_path / "a.jpg")
     review = read_reviews(reviews)[line["sha256"]]
@@ -58,6 +58,12 @@ def test_review_records_what_a_person_saw_by_the_photos_content(tmp_path, capsys
     code = main(["review", str(tmp_path / "a.jpg"), "--child", "--reviewer", "Ana", "--config", str(config_file)])
     assert code == 2 and "safety.reviews is null; pass --reviews FILE" in capsys.readouterr().err
     assert len(read_reviews(reviews)) == 1
+    configured = tmp_path / "configured.yaml"
+    configured.write_text(config_file.read_text(encoding="utf-8").replace("reviews: null", f"reviews: {reviews}"),
+                          encoding="utf-8")
+    assert main(["review", str(tmp_path / "a.jpg"), "--child", "--reviewer", "Ben", "--config", str(configured)]) == 0
+    assert "`wsense index FOLDER` applies them" in capsys.readouterr().err and read_reviews(reviews)
+    assert next(iter(read_reviews(reviews).values())).reviewer == "Ben"
 
 
 def indexed_paths(index_dir: Path) -> list[dict]:

@@ -55,7 +55,8 @@ def review(args: argparse.Namespace) -> int:
     from wsense.io import file_sha256
     from wsense.safety.reviews import new_reviews, record_reviews
 
-    path = args.reviews or config_of(args).safety.reviews
+    configured = config_of(args).safety.reviews  # the file `wsense index` reads
+    path = args.reviews or configured
     if not path:
         raise WsenseError("no reviews file: safety.reviews is null; pass --reviews FILE")
     missing = [photo for photo in args.photos if not Path(photo).is_file()]
@@ -68,8 +69,13 @@ def review(args: argparse.Namespace) -> int:
     for item in reviews:
         print(json.dumps({"image": item.photo, "sha256": item.sha256, "verdict": item.verdict,
                           "reviewer": item.reviewer}, ensure_ascii=False))
-    print(f"wsense: {len(reviews)} review(s) added to {path}; `wsense index FOLDER` applies them to that folder's "
-          "index", file=sys.stderr)
+    if configured and Path(configured).resolve() == Path(path).resolve():
+        print(f"wsense: {len(reviews)} review(s) added to {path}; `wsense index FOLDER` applies them to that "
+              "folder's index", file=sys.stderr)
+    else:
+        print(f"wsense: {len(reviews)} review(s) added to {path}; `wsense index` reads "
+              f"{configured or 'no reviews file'} (safety.reviews): name this file there to apply them",
+              file=sys.stderr)
     return 0
 
 
