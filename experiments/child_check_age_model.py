@@ -23,6 +23,7 @@ Reported, out of fold (5 folds, seeds 0 and 1) on those photos:
 An experiment, not part of the product.
 """
 import argparse
+import copy
 import importlib.util
 import json
 import math
@@ -35,13 +36,12 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 from child_check_evidence import fp_at_target, labelled_training_photos, logistic, product_evidence
 from wsense.config import load_config
-from wsense.models.image import ImageViews, create_backbone
+from wsense.models.frozen_features import FrozenFeatures
 from wsense.safety.child_classifier import readable_faces
 
 SEEDS, FOLDS, CHILD_AGE, FACE_PX, MARGIN = (0, 1), 5, 16, 64, 0.4
@@ -140,20 +140,12 @@ def age_features(probabilities: np.ndarray) -> np.ndarray:
     return np.array([young.max(), np.log(young.max() + 1e-3), ages.min() / 80, np.log1p((young < 0.05).sum())])
 
 
-def pooled_at(size: int, config, paths, cache: Path) -> np.ndarray:
-    """Lite0's pooled features, the mean over the five views, at `size` px."""
-    if cache.is_file():
-        return np.load(cache)
-    backbone = create_backbone(config.image_backbone.first_only().backbones()[0])
-    views = ImageViews(backbone.spec, size, config.image_backbone.views)
-    with torch.inference_mode():
-        out = []
-        for path in paths:
-            with Image.open(path) as image:
-                out.append(backbone(views(image.convert("RGB"))[None]).numpy()[0])
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.save(cache, np.array(out))
-    return np.load(cache)
+def pooled_at(size: int, config, paths, keys) -> np.ndarray:
+    """Lite0's frozen features (the product's photo path and feature cache) with its views at `size` px."""
+    first = copy.deepcopy(config)
+    first.image_backbone = config.image_backbone.first_only()
+    first.image_backbone.image_size = size
+    return FrozenFeatures(first).images(paths, keys)
 
 
 def main() -> None:
@@ -166,8 +158,7 @@ def main() -> None:
     lite0, faces, face, young = product_evidence(config, paths, keys)
     scene = {"224 px (the product's)": lite0}
     if args.size:
-        scene[f"{args.size} px"] = pooled_at(args.size, config, paths,
-                                             Path(config.cache_dir) / "experiments" / f"lite0-pooled-{args.size}.npy")
+        scene[f"{args.size} px"] = pooled_at(args.size, config, paths, keys)
     probabilities = second_ages(paths, faces)
     second = np.stack([age_features(p) for p in probabilities])
 
